@@ -1,0 +1,29 @@
+"""spikedsl: a compiler for spiking neural networks."""
+
+from __future__ import annotations
+
+from .errors import SpecError, Unsupported
+
+__version__ = "0.1.0"
+__all__ = ["SpecError", "Unsupported", "load", "loads", "import_nir", "__version__"]
+
+
+def load(path, **kw):
+    """Parse, check and lower a ``.spk`` file; raises :class:`SpecError`."""
+    from .program import load as _load
+
+    return _load(path, **kw)
+
+
+def loads(text: str, file: str = "<string>", **kw):
+    """Like :func:`load` for spec text held in memory."""
+    from .program import loads as _loads
+
+    return _loads(text, file=file, **kw)
+
+
+def import_nir(path, dt: float = 1e-4, **kw):
+    """Turn an NIR graph (HDF5 file or ``nir.NIRGraph``) into a loaded program."""
+    from .nir_import import import_nir as _imp
+
+    return _imp(path, dt=dt, **kw)

@@ -1,0 +1,268 @@
+"""Every message spikedsl prints about a spec lives here (one catalogue).
+
+A check reports ``diag(code, loc, **fields)``; the catalogue turns the code
+into ``file:line:col: error: message`` plus the source line, a caret and a
+hint.  Codes are stable identifiers used by the fixture tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# code -> (message template, hint template or None)
+CATALOGUE: dict[str, tuple[str, str | None]] = {
+    # --- syntax -----------------------------------------------------------
+    "syntax": ("unexpected {found}", "expected {expected}"),
+    "syntax-eof": ("unexpected end of file", "a block is not closed: expected {expected}"),
+    "syntax-char": ("unexpected character {found}", None),
+    "reserved-word": (
+        "'{name}' is a reserved word and cannot be used as a name",
+        "rename it, e.g. '{name}_'",
+    ),
+    "bad-ode-lhs": (
+        "an equation must read 'dX/dt = ...', not '{lhs}'",
+        "write d{state}/dt for the derivative of state '{state}'",
+    ),
+    "stray-assign": (
+        "assignment '{name} {op} ...' outside 'update' or 'reset'",
+        "start the statement with 'update' or 'reset', or put it on the same line after one",
+    ),
+    "bad-encoding": ("the file is not UTF-8 text", None),
+    # --- names ------------------------------------------------------------
+    "undefined-name": ("undefined name '{name}'", "{hint}"),
+    "duplicate-name": ("'{name}' is already defined (line {first_line})", None),
+    "duplicate-block": ("{kind} '{name}' is already defined at {first}", None),
+    "unknown-function": (
+        "unknown function '{name}'",
+        "allowed functions: {allowed}",
+    ),
+    "wrong-arity": ("'{name}' takes {expected} argument(s), got {got}", None),
+    "unknown-neuron": ("unknown neuron or stage '{name}'", "{hint}"),
+    "unknown-override": (
+        "neuron '{neuron}' has no parameter '{name}'",
+        "its parameters are: {params}",
+    ),
+    "unknown-option": ("unknown {what} '{name}'", "known: {known}"),
+    "unknown-argument": ("{what} takes no argument '{name}'", "known: {known}"),
+    "missing-argument": ("{what} needs the argument '{name}'", None),
+    "bad-argument": ("{what}: {reason}", None),
+    "not-a-number": ("{what} must be a number", None),
+    "string-in-expression": ("a string cannot be used in an expression", None),
+    # --- imports ------------------------------------------------------------
+    "import-missing": ("cannot import '{path}': no such file", None),
+    "import-cycle": ("import cycle: {cycle}", "remove one of the imports"),
+    # --- neuron rules -----------------------------------------------------
+    "ode-and-update": (
+        "neuron '{neuron}' uses both ODEs and 'update'",
+        "a neuron uses either continuous (dX/dt) or discrete (update) dynamics",
+    ),
+    "ode-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
+    "update-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
+    "duplicate-ode": ("state '{name}' already has an equation (line {first_line})", None),
+    "spike-not-comparison": (
+        "the spike condition must be a comparison such as 'v >= v_th'",
+        None,
+    ),
+    "spike-missing": (
+        "neuron '{neuron}' has no 'spike' condition",
+        "add e.g. 'spike v >= v_th' (a non-spiking readout uses a neuron without reset)",
+    ),
+    "duplicate-spike": ("neuron '{neuron}' has more than one spike condition", None),
+    "reset-not-state": ("reset target '{name}' is not a state of '{neuron}'", None),
+    "assign-param": ("'{name}' is a parameter; only states can be assigned", None),
+    "unknown-method": ("unknown integration method '{name}'", "use exact, euler, rk2 or rk4"),
+    "mixed-methods": (
+        "the equations of '{neuron}' ask for different methods ({methods})",
+        "one method per ODE system",
+    ),
+    "exact-nonlinear": (
+        "method exact needs a linear system, but the term '{term}' is nonlinear in the states",
+        "use method euler, rk2 or rk4",
+    ),
+    "unknown-surrogate": ("unknown surrogate '{name}'", "known: {known}"),
+    "surrogate-arg": ("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
+    "range-violation": (
+        "parameter '{name}' = {value} is outside its range [{lo}, {hi}]",
+        None,
+    ),
+    "bad-range": ("range({lo}, {hi}) is empty", "the lower bound must not exceed the upper"),
+    "refractory-negative": ("the refractory period must not be negative", None),
+    "state-uses-state": ("initial value of '{name}' uses state '{other}'", "use parameters and numbers only"),
+    "param-cycle": ("parameter '{name}' depends on itself", None),
+    "param-uses-state": ("parameter '{name}' uses state '{other}'", None),
+    "no-states": ("neuron '{neuron}' has no state", "declare one with 'state v = 0'"),
+    "input-unused-dims": ("input '{name}' has unit '{unit}', which is not a known unit", None),
+    "duplicate-input": ("input '{name}' is declared twice", None),
+    "no-input": (
+        "neuron '{neuron}' declares no input, but a layer projects into it",
+        "add 'input I'",
+    ),
+    # --- units ------------------------------------------------------------
+    "dim-mismatch": ("cannot {op} {left} and {right}", None),
+    "dim-ode": (
+        "the right side of d{state}/dt has dimension {got}, expected {expected} ({state} per time)",
+        None,
+    ),
+    "dim-assign": ("cannot assign {got} to '{name}' of dimension {expected}", None),
+    "dim-function": ("{func}() needs a dimensionless argument, got {got}", None),
+    "dim-compare": ("cannot compare {left} and {right}", None),
+    "dim-exponent": ("an exponent must be a dimensionless number", None),
+    "dim-time": ("{what} must be a time, got {got}", None),
+    "dim-dt": (
+        "neuron '{neuron}' uses units, so dt must carry a time unit",
+        "write e.g. 'dt = 1 ms'",
+    ),
+    # --- networks ---------------------------------------------------------
+    "unknown-encoder": ("unknown encoder '{name}'", "known: {known}"),
+    "unknown-projection": ("unknown projection '{name}'", "known: {known}"),
+    "unknown-source": ("'{name}' is not an input or layer of network '{network}'", None),
+    "unknown-source-state": ("layer '{layer}' has no state '{name}'", "its states: {states}"),
+    "unknown-target-input": ("neuron '{neuron}' has no input '{name}'", "its inputs: {inputs}"),
+    "shape-mismatch": ("shape mismatch: {what}: {left} vs {right}", None),
+    "shape-missing": ("layer '{name}' needs a shape", "write e.g. 'layer {name}[128] = ...'"),
+    "shape-invalid": ("{what}", None),
+    "bad-shape": ("a shape dimension must be positive, got {value}", None),
+    "missing-setting": ("{block} '{name}' needs '{setting}'", None),
+    "unknown-setting": ("unknown setting '{name}' in {block}", "known: {known}"),
+    "duplicate-setting": ("'{name}' is set twice", None),
+    "bad-setting": ("{name}: {reason}", None),
+    "steps-positive": ("steps must be a positive integer", None),
+    "forward-cycle": (
+        "feed-forward cycle through {cycle}",
+        "a stateless stage cannot read a later layer",
+    ),
+    "output-unknown": ("output '{name}' is not a layer or input", None),
+    "unknown-reduction": ("unknown output reduction '{name}'", "use sum, mean or last"),
+    "no-output": ("network '{name}' has no output", "add e.g. 'output y'"),
+    "no-layers": ("network '{name}' has no layer", None),
+    "unknown-rule": ("unknown synapse rule '{name}'", None),
+    "unknown-projection-ref": ("network has no projection from '{src}' into '{dst}'", None),
+    "stage-recurrent": ("stateless layer '{name}' cannot read '{src}', which comes later", None),
+    "weights-missing": ("weights file '{path}' does not exist", None),
+    # --- train ------------------------------------------------------------
+    "unknown-network": ("unknown network '{name}'", "{hint}"),
+    "unknown-loss": ("unknown loss '{name}'", "known: {known}"),
+    "unknown-data": ("unknown data set '{name}'", "known: {known}"),
+    "unknown-optimizer": ("unknown optimizer '{name}'", "known: {known}"),
+    "unknown-schedule": ("unknown schedule '{name}'", "known: {known}"),
+    "unknown-metric": ("unknown metric '{name}'", "known: {known}"),
+    # --- test -------------------------------------------------------------
+    "test-no-subject": ("test needs 'neuron = ...' or 'network = ...'", None),
+    "test-no-run": ("test needs 'run DURATION'", None),
+    "unknown-quantity": ("unknown quantity '{name}' in expect", "known: {known}"),
+    "unknown-target": ("unknown target '{name}'", "known: {known}"),
+    "unknown-drive": ("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
+    "bad-drive": ("unknown drive '{name}'", "known: {known}"),
+    # --- targets ------------------------------------------------------------
+    "unsupported": ("{target} cannot express {what}: {reason}", None),
+}
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a source file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int = 0
+    end_col: int = 0
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    message: str
+    loc: Loc | None
+    hint: str | None = None
+    severity: str = "error"
+
+    def render(self, sources: dict[str, str] | None = None) -> str:
+        where = f"{self.loc.file}:{self.loc.line}:{self.loc.col}: " if self.loc else ""
+        out = [f"{where}{self.severity}: {self.message}"]
+        text = None
+        if self.loc is not None:
+            if sources and self.loc.file in sources:
+                text = sources[self.loc.file]
+            else:
+                try:
+                    with open(self.loc.file, encoding="utf-8") as fh:
+                        text = fh.read()
+                except (OSError, UnicodeDecodeError):
+                    text = None
+        if text is not None and self.loc is not None:
+            lines = text.splitlines()
+            if 1 <= self.loc.line <= len(lines):
+                src = lines[self.loc.line - 1].replace("\t", " ")
+                out.append(f"    {src}")
+                width = 1
+                if self.loc.end_line == self.loc.line and self.loc.end_col > self.loc.col:
+                    width = self.loc.end_col - self.loc.col
+                out.append("    " + " " * (self.loc.col - 1) + "^" + "~" * (width - 1))
+        if self.hint:
+            out.append(f"    hint: {self.hint}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def diag(code: str, loc: Loc | None, **fields) -> Diagnostic:
+    msg_t, hint_t = CATALOGUE[code]
+    msg = msg_t.format(**fields)
+    hint = None
+    if hint_t is not None:
+        try:
+            hint = hint_t.format(**fields) or None
+        except KeyError:
+            hint = None
+    return Diagnostic(code=code, message=msg, loc=loc, hint=hint)
+
+
+class SpecError(Exception):
+    """Raised for anything wrong with a spec; carries every diagnostic of the file."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = list(diagnostics)
+        self.sources = sources or {}
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.sources) for d in self.diagnostics)
+
+    @property
+    def codes(self) -> list[str]:
+        return [d.code for d in self.diagnostics]
+
+
+class Unsupported(SpecError):
+    """A target cannot express a construct (sqlglot-style ``unsupported``)."""
+
+
+def unsupported(target: str, what: str, reason: str, loc: Loc | None = None) -> Unsupported:
+    return Unsupported([diag("unsupported", loc, target=target, what=what, reason=reason)])
+
+
+@dataclass
+class Collector:
+    """Collects diagnostics of one pass; never raises until asked to."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def add(self, code: str, loc: Loc | None, **fields) -> None:
+        d = diag(code, loc, **fields)
+        key = (d.code, d.message, d.loc)
+        if all((x.code, x.message, x.loc) != key for x in self.diagnostics):
+            self.diagnostics.append(d)
+
+    def __bool__(self) -> bool:
+        return bool(self.diagnostics)
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            ds = sorted(
+                self.diagnostics,
+                key=lambda d: (d.loc.file, d.loc.line, d.loc.col) if d.loc else ("", 0, 0),
+            )
+            raise SpecError(ds, self.sources)
