@@ -167,9 +167,22 @@ def _dump_noloc(e) -> dict:
 
 
 def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], list[ir.Assign]]:
+    """Closed-form step of a linear system (raises NonLinear).  Cached in
+    memory and on disk (spikedsl.cache), so SymPy runs once per system."""
+    from . import cache
+
     key = json.dumps({"states": states, "rhs": [_dump_noloc(r) for r in rhs]}, sort_keys=True)
-    t, u = _exact_cached(key)
-    return _ASSIGNS.validate_json(t), _ASSIGNS.validate_json(u)
+    hit = cache.get_json("exact", key)
+    if hit is None:
+        try:
+            t, u = _exact_cached(key)
+            hit = {"temps": t, "updates": u}
+        except NonLinear as e:
+            hit = {"nonlinear": e.term}
+        cache.put_json("exact", key, hit)
+    if "nonlinear" in hit:
+        raise NonLinear(hit["nonlinear"])
+    return _ASSIGNS.validate_json(hit["temps"]), _ASSIGNS.validate_json(hit["updates"])
 
 
 def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:

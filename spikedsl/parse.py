@@ -73,17 +73,19 @@ class _PostLex:
 
 @lru_cache(maxsize=1)
 def parser() -> Lark:
+    from .cache import key_path
+
     with open(grammar_path("spk.lark"), encoding="utf-8") as fh:
         text = fh.read()
-    return Lark(
-        text,
-        parser="lalr",
-        lexer="contextual",
-        postlex=_PostLex(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        cache=False,
-    )
+    kw = dict(parser="lalr", lexer="contextual", postlex=_PostLex(),
+              propagate_positions=True, maybe_placeholders=True)
+    path = key_path("grammar", text, "lark")
+    if path is not None:
+        try:
+            return Lark(text, cache=path, **kw)
+        except Exception:  # noqa: BLE001 - a broken cache file: build without it
+            pass
+    return Lark(text, **kw)
 
 
 def _describe(tok: Token) -> str:

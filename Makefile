@@ -1,0 +1,41 @@
+# Two commands for a fresh machine:  make demo   and   make test
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test test-fast bench lint check-specs wheel clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+## the main job: train on scikit-learn digits, export NIR, simulate in Brian2
+demo: $(STAMP)
+	$(BIN)/python -m spikedsl.pipeline
+
+## the whole test suite (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+check-specs: $(STAMP)
+	$(BIN)/spikedsl check $$(find specs -name '*.spk' | sort)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_frontend.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check spikedsl tests benchmarks examples
+
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

@@ -1,0 +1,24 @@
+"""Helpers shared by commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def need_file(path: str) -> None:
+    """A missing input file is a usage error (exit 2)."""
+    if not os.path.isfile(path):
+        print(f"spikedsl: error: no such file: {path}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def write_text(path: str | None, text: str) -> None:
+    """Write to ``path`` atomically, or to stdout when path is None or '-'."""
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
