@@ -80,12 +80,25 @@ class Dims:
     def __init__(self, env: dict[str, Dim], shown: dict[str, str], errors: Collector):
         self.env, self.shown, self.errors = env, shown, errors
 
-    def show(self, e: ir.Expr, d: Dim) -> str:
-        if isinstance(e, ir.Num) and e.unit:
+    def show(self, e: ir.Expr, d: Dim | None) -> str:
+        """The unit a person wrote for e (``mV``), else its dimension (``V``)."""
+        w = self._written(e)
+        if w is not None and (d is None or parse_unit(w)[1] == d):
+            return w
+        return dim_str(d) if d is not None else "?"
+
+    def _written(self, e: ir.Expr) -> str | None:
+        if isinstance(e, ir.Num):
             return e.unit
-        if isinstance(e, ir.Name) and e.id in self.shown:
-            return self.shown[e.id]
-        return dim_str(d)
+        if isinstance(e, ir.Name):
+            return self.shown.get(e.id)
+        if isinstance(e, ir.Neg):
+            return self._written(e.operand)
+        if isinstance(e, ir.BinOp) and e.op in "+-":
+            return self._written(e.left) or self._written(e.right)
+        if isinstance(e, ir.Call) and e.func in ("abs", "relu", "min", "max", "clip") and e.args:
+            return self._written(e.args[0])
+        return None
 
     def __call__(self, e: ir.Expr) -> Dim | None:
         """Dimension of e, or None (already reported / unknown)."""
@@ -287,7 +300,8 @@ def rule_expressions(n: ir.Neuron, errors: Collector) -> None:
             errors.add("state-uses-state", s.init.loc, name=s.name, other=u)
         check_expr(s.init, pnames | (used & snames), errors)
     for o in n.odes:
-        check_expr(o.rhs, dyn, errors)
+        if o.state in snames:  # an ODE of a non-state is reported once, by rule_dynamics
+            check_expr(o.rhs, dyn, errors)
     for a in n.updates:
         check_expr(a.value, dyn, errors)
     for c in n.spikes:
@@ -379,6 +393,9 @@ def neuron_dims(n: ir.Neuron | ir.Synapse, errors: Collector) -> dict[str, str]:
         dim = d(s.init)
         if dim is not None:
             env[s.name] = dim
+            w = d._written(s.init)
+            if w is not None:
+                shown[s.name] = w
     if isinstance(n, ir.Synapse):
         env.setdefault("w", ONE)
     for o in n.odes:
@@ -393,8 +410,8 @@ def neuron_dims(n: ir.Neuron | ir.Synapse, errors: Collector) -> dict[str, str]:
         got = d(a.value)
         want = env.get(a.target)
         if got is not None and want is not None and got != want and not _zero(a.value):
-            errors.add("dim-assign", a.value.loc, got=dim_str(got), name=a.target,
-                       expected=dim_str(want))
+            errors.add("dim-assign", a.value.loc, got=d.show(a.value, got), name=a.target,
+                       expected=d.show(ir.Name(id=a.target), want))
     for c in getattr(n, "spikes", ()):
         d(c)
     refr = getattr(n, "refractory", None)

@@ -500,6 +500,8 @@ class NetworkLowering:
             if d is not None:
                 projs.append(d)
         self.pending.append((name, projs, lay.shape))
+        if len(projs) < len(lay.projections):
+            self.failed_projection.add(name)
         self.layers[name] = ir.LLayer(
             name=name, kind="neuron", shape=tuple(lay.shape) if lay.shape else (0,),
             neuron=lowered, states=tuple(lowered.state_names), source_line=lay.loc.line if
@@ -711,6 +713,8 @@ class NetworkLowering:
         net = self.net
         before = len(self.errors.diagnostics)
         self.pending: list = []
+        self.failed_projection: set[str] = set()
+        self.layer_locs = {la.name: la.loc for la in net.layers}
         steps, weights = self.settings()
         seen: dict[str, ir.Node] = {}
         idx = 0
@@ -741,7 +745,8 @@ class NetworkLowering:
                 if p is not None:
                     out.append(p)
             if lay.shape == (0,):
-                self.errors.add("shape-missing", None, name=name)
+                if name not in self.failed_projection:
+                    self.errors.add("shape-missing", self.layer_locs.get(name), name=name)
                 continue
             self.layers[name] = lay.model_copy(update={"projections": tuple(out)})
         outputs = [o for o in (self.output(o) for o in net.outputs) if o is not None]

@@ -124,9 +124,11 @@ def parse_text(text: str, file: str, errors: Collector, max_errors: int = 25) ->
         except UnexpectedInput as e:
             ok = False
             line = _error_line(e, len(lines))
-            if line in blanked or line < 1:
+            if line in blanked:
                 break
             _report(e, file, errors)
+            if line < 1:
+                break
             blanked.add(line)
             lines[line - 1] = "".join(c if c in "{}" else " " for c in lines[line - 1])
             continue
