@@ -19,7 +19,7 @@ from .errors import Loc
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     loc: Loc | None = Field(default=None, repr=False)
 
 
@@ -259,7 +259,7 @@ Number = float
 
 
 class LParam(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     value: Number  # SI base units (or steps/dimensionless when unitless)
     dim: str = "1"  # canonical dimension string, e.g. "s", "V", "1"
@@ -270,14 +270,14 @@ class LParam(BaseModel):
 
 
 class LState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     init: Expr  # over params and numbers
     dim: str = "1"
 
 
 class LSurrogate(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: Literal["sigmoid", "fast_sigmoid", "atan", "rectangular", "triangle", "ste"]
     args: dict[str, Number]
 
@@ -291,7 +291,7 @@ class LNeuron(BaseModel):
     seconds when the neuron uses units, else 1.0 (time in steps).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     params: tuple[LParam, ...]
     states: tuple[LState, ...]
@@ -323,7 +323,7 @@ class LNeuron(BaseModel):
 
 
 class LSynapse(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     params: tuple[LParam, ...]
     states: tuple[LState, ...]
@@ -336,7 +336,7 @@ class LSynapse(BaseModel):
 
 
 class LProjection(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     kind: Literal["dense", "conv2d", "sparse", "one_to_one"]
     source: str  # layer or input name
     source_state: str | None = None  # None = spikes (or values of an input/stage)
@@ -361,7 +361,7 @@ class LProjection(BaseModel):
 
 
 class LLayer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     kind: Literal["input", "neuron", "stage", "projection", "cell"]
     shape: tuple[int, ...]
@@ -383,7 +383,7 @@ class LLayer(BaseModel):
 
 
 class LOutput(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str  # "o", "y.v", "sum(o)"
     layer: str
     state: str | None = None  # None: spikes (or values); "v" / "v_pre"
@@ -393,7 +393,7 @@ class LOutput(BaseModel):
 
 
 class LPlasticity(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     rule: LSynapse
     source: str
     target: str
@@ -401,7 +401,7 @@ class LPlasticity(BaseModel):
 
 
 class LNetwork(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     dt: Number  # seconds if it had a unit, else 1.0
     dt_unit: str | None = None  # the unit dt was written in ("ms"), None if unitless
@@ -424,6 +424,5 @@ class LNetwork(BaseModel):
         return [lay for lay in self.layers if lay.kind == "input"]
 
 
-for _m in list(globals().values()):
-    if isinstance(_m, type) and issubclass(_m, BaseModel) and _m is not BaseModel:
-        _m.model_rebuild()
+# Schemas are built on first use (defer_build): importing the IR stays cheap, so
+# `spikedsl check` starts fast.

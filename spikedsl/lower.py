@@ -172,7 +172,10 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
     from . import cache
 
     key = json.dumps({"states": states, "rhs": [_dump_noloc(r) for r in rhs]}, sort_keys=True)
-    hit = cache.get_json("exact", key)
+    if key in _MEMO:
+        hit = _MEMO[key]
+    else:
+        hit = cache.get_json("exact", key)
     if hit is None:
         try:
             t, u = _exact_cached(key)
@@ -181,8 +184,17 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
             hit = {"nonlinear": e.term}
         cache.put_json("exact", key, hit)
     if "nonlinear" in hit:
+        _MEMO[key] = hit
         raise NonLinear(hit["nonlinear"])
-    return _ASSIGNS.validate_json(hit["temps"]), _ASSIGNS.validate_json(hit["updates"])
+    if "parsed" not in hit:
+        hit = dict(hit, parsed=(_ASSIGNS.validate_json(hit["temps"]),
+                                _ASSIGNS.validate_json(hit["updates"])))
+    _MEMO[key] = hit
+    t, u = hit["parsed"]
+    return list(t), list(u)
+
+
+_MEMO: dict[str, dict] = {}
 
 
 def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
@@ -293,10 +305,27 @@ def choose_method(n: ir.Neuron) -> str:
     return "exact" if term is None else "euler"
 
 
+_LOWERED: dict = {}
+
+
 def lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None = None,
-                 dims: dict[str, str] | None = None,
-                 per_neuron_overrides: set[str] | None = None) -> ir.LNeuron:
-    """Lower a checked neuron; ``overrides`` replace parameter values."""
+                 dims: dict[str, str] | None = None) -> ir.LNeuron:
+    """Lower a checked neuron; ``overrides`` replace parameter values.
+    Memoised per (neuron, overrides): the IR is frozen."""
+    key = (n, tuple(sorted((overrides or {}).items())), tuple(sorted((dims or {}).items())))
+    try:
+        return _LOWERED[key]
+    except (KeyError, TypeError):
+        pass
+    out = _lower_neuron(n, overrides, dims)
+    if len(_LOWERED) > 4096:
+        _LOWERED.clear()
+    _LOWERED[key] = out
+    return out
+
+
+def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
+                  dims: dict[str, str] | None) -> ir.LNeuron:
     overrides = overrides or {}
     dims = dims or {}
     env = param_values(n.params, overrides)
