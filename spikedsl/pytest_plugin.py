@@ -1,0 +1,1 @@
+"""pytest plugin: collects ``test`` blocks of ``*.spk`` files (work in progress)."""
