@@ -1,0 +1,120 @@
+"""Small helpers shared by the examples (argument parsing, output folder,
+timing, figures, results file). Not part of the spikedsl package.
+
+Every example's ``run.py`` is one command::
+
+    python examples/<name>/run.py            # default: embedded data, < 5 min on 2 cores
+    python examples/<name>/run.py --smoke    # a few seconds: end-to-end check (tests)
+    python examples/<name>/run.py --full     # paper-size run (needs data/mnist for some)
+
+and writes its figures and ``results.json`` to ``examples/<name>/out/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+if str(ROOT) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+def setup_torch(threads: int = 2) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--smoke", action="store_true",
+                   help="tiny run (1 epoch, few samples, seconds): checks the pipeline end to end")
+    g.add_argument("--full", action="store_true",
+                   help="paper-size run (MNIST from data/mnist where the paper used it)")
+    p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: ./out next "
+                                                          "to run.py)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def out_dir(run_file: str, args) -> Path:
+    d = Path(args.out) if getattr(args, "out", None) else Path(run_file).resolve().parent / "out"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def mode(args) -> str:
+    return "smoke" if args.smoke else ("full" if args.full else "default")
+
+
+MNIST_DIR = ROOT / "data" / "mnist"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def mnist_present(path: Path = MNIST_DIR) -> bool:
+    """True when the four MNIST IDX files (or .gz, or torchvision's raw/ layout) exist."""
+    for base in (path, path / "raw", path / "MNIST" / "raw"):
+        if all((base / f).exists() or (base / (f + ".gz")).exists() for f in MNIST_FILES):
+            return True
+    return False
+
+
+def need_mnist(what: str) -> None:
+    if not mnist_present():
+        sys.exit(f"--full runs {what} on MNIST, but the IDX files are not in {MNIST_DIR}.\n"
+                 f"Put {', '.join(MNIST_FILES)} (or their .gz) there "
+                 "(https://ossci-datasets.s3.amazonaws.com/mnist/), or run without --full.")
+
+
+class Clock:
+    """Wall-clock timer: ``with Clock() as c: ...; c.seconds``."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def save(fig, path: Path, dpi: int = 90) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    print(f"  figure: {path}")
+    return path
+
+
+def write_results(out: Path, results: dict) -> Path:
+    p = out / "results.json"
+    p.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"  results: {p}")
+    return p
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    """A plain-text table (also valid Markdown)."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    w = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])

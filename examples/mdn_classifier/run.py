@@ -1,0 +1,232 @@
+"""Meta-dynamic neurons classifier (Cheng, Zhang, Jia & Xu, paper 003), one command:
+
+    python examples/mdn_classifier/run.py          # 64-128-10 on digits, 7 neuron types (~3 min)
+    python examples/mdn_classifier/run.py --full   # 784-500-10 on MNIST, 20 epochs each
+    python examples/mdn_classifier/run.py --smoke  # seconds: 1 epoch on 200 samples
+
+Every network of mdn_classifier.spk is trained by its own `train` block
+(`spikedsl.train`, torch target; rate-coded MSE loss, eq. 4; Adam lr 1e-3,
+batch 100): the library LIF, the paper's 1st-order meta neuron (its "LIF"),
+the four 2nd-order presets of Table 2 (2-FS, 2-RS, 2-SDS, 2-WDS) and the
+2nd-order MDN with per-neuron trainable theta. Then the learned theta are
+clustered as in sect. 3.3 / 4.3: (theta_a, theta_b) and (theta_c, theta_d)
+pairs separately, the number of clusters M from mean shift, then k-means
+with K = M (scikit-learn); plus a 4-D k-means with K = 4 whose centres are
+set next to the Table 2 presets.
+
+Figures: out/accuracy.png (test accuracy per epoch), out/theta_clusters.png,
+out/result.png. Table: printed and in out/results.json.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common as C  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SPEC = HERE / "mdn_classifier.spk"
+
+# (train suffix, label in the table)
+MODELS = [
+    ("lif", "LIF (library, exact leak, tau 5 ms)"),
+    ("lif1", "LIF: 1st-order meta neuron (paper's LIF)"),
+    ("fs", "2-FS (fixed, Table 2)"),
+    ("rs", "2-RS (fixed, Table 2)"),
+    ("sds", "2-SDS (fixed, Table 2)"),
+    ("wds", "2-WDS (fixed, Table 2)"),
+    ("mdn", "MDN, trainable per-neuron theta"),
+]
+PRESETS = {  # Table 2: theta_a, theta_b, theta_c, theta_d
+    "2-FS": (0.060, 0.219, -0.065, 0.003),
+    "2-RS": (0.060, 0.219, -0.010, 0.050),
+    "2-SDS": (-0.009, 0.246, -0.058, 0.065),
+    "2-WDS": (0.005, 0.158, -0.058, 0.065),
+    "init": (0.02, 0.2, 0.0, 0.08),
+}
+PAPER_MNIST = {"lif1": 98.69, "fs": 98.67, "rs": 98.33, "sds": 94.87, "wds": 95.34}  # Table 3
+
+
+def learned_theta(model) -> dict:
+    """Per-neuron theta of every layer: {layer: [n, 4] array}."""
+    import numpy as np
+
+    sd = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    out = {}
+    for layer in ("h", "o"):
+        keys = [f"{layer}.theta_{c}" for c in "abcd"]
+        if all(k in sd for k in keys):
+            out[layer] = np.stack([sd[k].reshape(-1) for k in keys], 1)
+    return out
+
+
+def cluster(theta, seed: int = 0) -> dict:
+    """The paper's procedure (sect. 3.3): mean shift gives M, k-means with K = M,
+    on (a, b) and (c, d) separately; and a 4-D k-means with K = 4."""
+    import numpy as np
+    from sklearn.cluster import KMeans, MeanShift, estimate_bandwidth
+
+    res = {}
+    for name, cols in (("ab", [0, 1]), ("cd", [2, 3])):
+        pts = theta[:, cols]
+        bw = estimate_bandwidth(pts, quantile=0.3, random_state=seed)
+        if not bw or bw <= 0:
+            m = 1
+        else:
+            m = len(MeanShift(bandwidth=bw).fit(pts).cluster_centers_)
+        km = KMeans(n_clusters=m, n_init=10, random_state=seed).fit(pts)
+        order = np.argsort(-np.bincount(km.labels_, minlength=m))
+        res[name] = {"M": int(m), "centres": km.cluster_centers_[order].tolist(),
+                     "sizes": np.bincount(km.labels_, minlength=m)[order].tolist()}
+    k = min(4, len(theta))
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(theta)
+    sizes = np.bincount(km.labels_, minlength=k)
+    order = np.argsort(-sizes)
+    cents = km.cluster_centers_[order]
+    names = [n for n in PRESETS if n != "init"]
+    ref = np.array([PRESETS[n] for n in names])
+    nearest = [names[int(np.argmin(((ref - c) ** 2).sum(1)))] for c in cents]
+    res["abcd"] = {"K": k, "centres": cents.tolist(), "sizes": sizes[order].tolist(),
+                   "nearest_preset": nearest}
+    return res
+
+
+def main(argv=None) -> int:
+    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    C.setup_torch()
+    out = C.out_dir(__file__, args)
+    import numpy as np
+
+    import spikedsl
+    from spikedsl.train import train
+
+    prog = spikedsl.load(SPEC)
+    prefix = "mnist" if args.full else "digits"
+    if args.full:
+        C.need_mnist("the 784-500-10 classifiers")
+    epochs = args.epochs or (1 if args.smoke else 20)
+    limit = 200 if args.smoke else None
+    models = MODELS if not args.smoke else [MODELS[1], MODELS[2], MODELS[-1]]
+
+    results = {"example": "mdn_classifier", "mode": C.mode(args), "epochs": epochs,
+               "runs": {}}
+    total = C.Clock()
+    histories, theta = {}, None
+    for key, label in models:
+        name = f"{prefix}_{key}"
+        clock = C.Clock()
+        print(f"== {name}: {label}")
+        res = train(prog, name, run_dir=out / name, epochs=epochs, limit=limit, progress=True,
+                    log=lambda m: print("  " + m))
+        if not res.ok:
+            print(f"training stopped: {res.status}: {res.message}")
+            return 1
+        h = res.history
+        acc = [r["test_accuracy"] for r in h]
+        histories[key] = acc
+        results["runs"][key] = {
+            "label": label, "network": res.network,
+            "test_accuracy": acc[-1], "best_test_accuracy": max(acc),
+            "train_accuracy": h[-1]["train_accuracy"],
+            "test_rate": h[-1].get("test_rate"), "seconds": round(clock.elapsed(), 1),
+        }
+        if key == "mdn":
+            theta = learned_theta(res.model)
+
+    # ------------------------------------------------------------------ table
+    print()
+    rows = []
+    for key, r in results["runs"].items():
+        paper = PAPER_MNIST.get(key)
+        rows.append([r["label"], f"{100 * r['test_accuracy']:.2f}",
+                     f"{100 * r['best_test_accuracy']:.2f}", f"{100 * r['train_accuracy']:.2f}",
+                     f"{r['test_rate']:.3f}" if r["test_rate"] is not None else "-",
+                     f"{r['seconds']:.0f} s", f"{paper:.2f}" if paper else "-"])
+    tab = C.table(rows, ["neuron", "test acc %", "best test %", "train acc %",
+                         "output rate", "time", "paper MNIST %"])
+    print(tab)
+    results["table"] = tab
+
+    # ------------------------------------------------------------------ clustering
+    import matplotlib.pyplot as plt
+
+    if theta:
+        all_theta = np.concatenate([theta[k] for k in theta], 0)
+        cl = cluster(all_theta, seed=args.seed)
+        results["theta"] = {
+            "n_neurons": int(len(all_theta)),
+            "mean": all_theta.mean(0).tolist(), "std": all_theta.std(0).tolist(),
+            "min": all_theta.min(0).tolist(), "max": all_theta.max(0).tolist(),
+            "clusters": cl}
+        print(f"\nlearned theta of {len(all_theta)} neurons (hidden + output), "
+              f"init (0.02, 0.2, 0, 0.08):")
+        print("  mean " + "  ".join(f"{v:+.4f}" for v in all_theta.mean(0))
+              + "   std " + "  ".join(f"{v:.4f}" for v in all_theta.std(0)))
+        print(f"  mean shift -> M = {cl['ab']['M']} centre(s) of (theta_a, theta_b), "
+              f"M = {cl['cd']['M']} of (theta_c, theta_d); k-means centres:")
+        for nm in ("ab", "cd"):
+            for c, s in zip(cl[nm]["centres"], cl[nm]["sizes"]):
+                print(f"    ({nm[0]}, {nm[1]}) = ({c[0]:+.4f}, {c[1]:+.4f})  [{s} neurons]")
+        rows = [[f"k-means centre {i + 1} ({s} neurons)"] + [f"{v:+.4f}" for v in c]
+                + [cl["abcd"]["nearest_preset"][i]]
+                for i, (c, s) in enumerate(zip(cl["abcd"]["centres"], cl["abcd"]["sizes"]))]
+        rows += [[f"preset {n}"] + [f"{v:+.3f}" for v in p] + [""] for n, p in PRESETS.items()]
+        ctab = C.table(rows, ["4-D k-means (K = 4) / Table 2", "theta_a", "theta_b", "theta_c",
+                              "theta_d", "nearest preset"])
+        print(ctab)
+        results["theta_table"] = ctab
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        for ax, (nm, cols, lab) in zip(axes, (("ab", [0, 1], ("theta_a", "theta_b")),
+                                              ("cd", [2, 3], ("theta_c", "theta_d")))):
+            for layer, mk in (("h", "."), ("o", "x")):
+                if layer in theta:
+                    ax.scatter(theta[layer][:, cols[0]], theta[layer][:, cols[1]], s=10,
+                               marker=mk, alpha=0.6,
+                               label=f"learned ({'hidden' if layer == 'h' else 'output'})")
+            c = np.array(cl[nm]["centres"])
+            ax.scatter(c[:, 0], c[:, 1], s=120, marker="*", c="k", label="k-means centres")
+            for pn, p in PRESETS.items():
+                ax.scatter(p[cols[0]], p[cols[1]], s=50, marker="s", facecolors="none",
+                           edgecolors="r")
+                ax.annotate(pn, (p[cols[0]], p[cols[1]]), fontsize=7, color="r",
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(lab[0])
+            ax.set_ylabel(lab[1])
+            ax.set_title(f"({lab[0]}, {lab[1]}): mean shift M = {cl[nm]['M']}", fontsize=9)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        C.save(fig, out / "theta_clusters.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for key, acc in histories.items():
+        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker=".",
+                label=results["runs"][key]["label"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{'MNIST 784-500-10' if args.full else 'digits 64-128-10'}, "
+                 "rate-coded MSE loss", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    C.save(fig, out / "accuracy.png")
+    fig2, ax2 = plt.subplots(figsize=(5, 3.2))
+    for key, acc in histories.items():
+        ax2.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=key)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("test accuracy (%)")
+    ax2.legend(fontsize=7, ncol=2)
+    ax2.grid(alpha=0.3)
+    fig2.tight_layout()
+    C.save(fig2, out / "result.png", dpi=70)
+
+    results["seconds"] = round(total.elapsed(), 1)
+    C.write_results(out, results)
+    print(f"total {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
