@@ -13,8 +13,12 @@ from .errors import Collector, SpecError
 from .network import Scope, lower_network
 from .parse import parse_text
 
-LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0}, "mse_membrane": {}, "bce": {},
-          "masked_membrane": {"target": None}, "mse": {}, "ce_membrane": {}}
+# loss name -> its arguments and defaults (spikedsl/losses.py implements them;
+# docs/training.md documents them)
+LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0},
+          "mse_membrane": {"on": 1.0, "off": 0.0}, "ce_membrane": {"reduce": "sum"},
+          "bce": {"target": None}, "masked_membrane": {"target": None, "theta": None},
+          "mse": {"target": None}}
 DATASETS = ("digits", "mnist", "fashion_mnist", "npz", "synthetic", "seqgraph")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
