@@ -155,6 +155,24 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "bad-drive": ("unknown drive '{name}'", "known: {known}"),
     # --- targets ------------------------------------------------------------
     "unsupported": ("{target} cannot express {what}: {reason}", None),
+    # --- weights files and NIR import (spikedsl/back/nir.py, spikedsl/nir_import.py) ---
+    "weights-file": ("cannot read weights file '{path}': {reason}", None),
+    "weights-shape": ("weights entry '{name}' has shape {got}, expected {expected}", None),
+    "weights-missing-key": (
+        "the weights have no entry '{name}'",
+        "names follow docs/semantics.md: LAYER.weight, LAYER.bias, LAYER.PARAM",
+    ),
+    "nir-file": ("cannot read NIR file '{path}': {reason}", None),
+    "nir-invalid": ("invalid NIR graph: {reason}", None),
+    "nir-node": ("NIR node '{node}' ({type}): {reason}", None),
+    "nir-unknown-node": (
+        "NIR node '{node}' has type '{type}', which spikedsl cannot import",
+        "importable node types: {known}",
+    ),
+    "nir-cycle": (
+        "the NIR graph has a cycle without a neuron node: {cycle}",
+        "a recurrent loop must pass through a neuron, which holds the state between steps",
+    ),
 }
 
 
