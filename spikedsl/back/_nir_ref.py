@@ -92,6 +92,17 @@ def run(net: ir.LNetwork, inputs: dict[str, np.ndarray] | np.ndarray, weights=No
     (``LOutput.name`` -> array) plus any ``record`` entries (``layer`` or
     ``layer.state`` / ``layer.state_pre``)."""
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: thread start-up dominates
+    try:
+        return _run(net, inputs, weights, record)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(net, inputs, weights, record):
+    import torch
     import torch.nn.functional as F
 
     W = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in
