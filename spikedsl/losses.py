@@ -32,11 +32,11 @@ __all__ = [
     "mse",
     "mse_membrane",
     "mse_rate",
+    "normalized_mse",
     "one_hot",
     "reduce_time",
-    "standardize",
     "spike_mse",
-    "normalized_mse",
+    "standardize",
 ]
 
 TIME_REDUCTIONS = ("sum", "mean", "max", "last")

@@ -831,14 +831,10 @@ def _csv_text(cols: list[str], history: list[dict[str, float]]) -> str:
 
 
 def _fmt_csv(v) -> str:
+    """Empty for a missing value; floats with repr (round-trips exactly)."""
     if v is None:
         return ""
-    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e15
-                              and not isinstance(v, bool) and v == int(v) and False):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 def plot_history(history: list[dict[str, float]], metrics: list[str], path: Path,
@@ -927,7 +923,8 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
           dtype: str | torch.dtype | None = None, progress: bool = True,
           limit: int | None = None, log: Callable[[str], None] | None = None,
           callback: Callable[[dict[str, Any]], None] | None = None,
-          build: Callable[..., torch.nn.Module] | None = None) -> TrainResult:
+          build: Callable[..., torch.nn.Module] | None = None,
+          threads: int | None = None) -> TrainResult:
     """Run the train block ``train_name`` of a spec (or of a loaded program).
 
     * ``run_dir``: where files go (default ``runs/<run_name or train name>``,
@@ -940,12 +937,32 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
       lines; ``log`` receives those lines instead of ``print``;
     * ``callback(info)``: called after every optimiser step with
       ``{"epoch", "batch", "loss", "model"}``;
-    * ``build(net, **kw)``: the module factory (default: the torch target).
+    * ``build(net, **kw)``: the module factory (default: the torch target);
+    * ``threads``: torch CPU threads during the run (restored afterwards;
+      None keeps the current setting).
 
     Raises :class:`SpecError` for spec problems and :class:`DataError` when the
     data set cannot be loaded; NaN/Inf losses and Ctrl-C end the run with
     ``status`` ``"nan"`` / ``"interrupted"`` and a message instead.
     """
+    if threads is None:
+        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
+                      resume=resume, epochs=epochs, device=device, dtype=dtype,
+                      progress=progress, limit=limit, log=log, callback=callback, build=build)
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
+                      resume=resume, epochs=epochs, device=device, dtype=dtype,
+                      progress=progress, limit=limit, log=log, callback=callback, build=build)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, device, dtype,
+           progress, limit, log, callback, build) -> TrainResult:
     t_start = time.perf_counter()
     prog = prog_or_path if isinstance(prog_or_path, Program) else _load(prog_or_path)
     cfg = resolve_config(prog, train_name)
@@ -986,7 +1003,9 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
     np.random.seed(cfg.seed % (2**32))
     torch.manual_seed(cfg.seed)
     if build is None:
-        from .back.torch import build as build  # noqa: PLW0127
+        from .back.torch import build as torch_build
+
+        build = torch_build
     model = build(net, dtype=tdtype, device=str(dev), compile=cfg.compile, seed=cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -1,5 +1,5 @@
 """``spikedsl train FILE [--train NAME] [--run NAME] [--resume] [--epochs N]
-[--device cpu|cuda] [--no-progress] [--limit N]``: run a train block.
+[--device cpu|cuda] [--no-progress] [--limit N] [--threads N]``: run a train block.
 
 Exit 0 when the run finished, 1 on a spec or data error or a NaN/Inf stop,
 130 when interrupted with Ctrl-C (a checkpoint is saved; ``--resume`` goes on).
@@ -46,6 +46,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--limit", type=_positive, metavar="N",
                    help="use only the first N training and test samples (quick runs)")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest "
+                        "for small networks)")
 
 
 def _summary(res) -> list[str]:
@@ -80,7 +83,7 @@ def main(args) -> int:
     try:
         res = train(prog, args.train, run_name=args.run, resume=args.resume,
                     epochs=args.epochs, device=args.device, progress=not args.no_progress,
-                    limit=args.limit, log=lambda m: print(m, flush=True))
+                    limit=args.limit, threads=args.threads, log=lambda m: print(m, flush=True))
     except DataError as e:
         print(f"spikedsl train: data error: {e}", file=sys.stderr)
         return 1
