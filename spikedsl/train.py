@@ -621,7 +621,7 @@ class _Task:
                 sums[m] = float((pred == yb).sum())
             elif m == "mse":
                 p = self.prediction_map(r).double()
-                if self.labels == "class" and self.target_kind is None:
+                if self.labels == "class" and self.target_kind in (None, "labels"):
                     on = float(self.cfg.loss_args.get("on", 1.0))
                     off = float(self.cfg.loss_args.get("off", 0.0))
                     t = L.one_hot(yb, p.shape[1], on, off, dtype=p.dtype)
@@ -690,28 +690,42 @@ def _rng_state(model: torch.nn.Module) -> dict[str, Any]:
     return st
 
 
-def _set_rng_state(model: torch.nn.Module, st: dict[str, Any]) -> None:
+def _set_rng_state(model: torch.nn.Module, st: dict[str, Any],
+                   warm_up: Callable[[], None] | None = None) -> None:
+    saved = st.get("module", {})
+    gens = _generators(model)
+    if set(saved) - set(gens) and warm_up is not None:
+        warm_up()  # generators made on first use (lazy encoders): make them now
+        gens = _generators(model)
+    missing = sorted(set(saved) - set(gens))
+    if missing:
+        raise ValueError(f"the checkpoint holds random generator states {missing} that the "
+                         "module does not have; the run cannot be resumed exactly")
+    for k, s in saved.items():
+        gens[k].set_state(s)
     torch.set_rng_state(st["torch"])
     n = st["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     py = st["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    gens = _generators(model)
-    for k, s in st.get("module", {}).items():
-        if k in gens:
-            gens[k].set_state(s)
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def _generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
-    """Every ``torch.Generator`` held by the module or its submodules (e.g. a
-    seeded Poisson encoder), so their states go into checkpoints too."""
+    """Every ``torch.Generator`` held by the module or its submodules, directly
+    or in a dict attribute (e.g. the seeded Poisson encoders of the torch
+    target, ``_generators[input]``), so their states go into checkpoints too."""
     out: dict[str, torch.Generator] = {}
     for prefix, mod in model.named_modules():
         for k, v in vars(mod).items():
+            key = f"{prefix}.{k}" if prefix else k
             if isinstance(v, torch.Generator):
-                out[f"{prefix}.{k}" if prefix else k] = v
+                out[key] = v
+            elif isinstance(v, dict):
+                for k2, v2 in v.items():
+                    if isinstance(v2, torch.Generator):
+                        out[f"{key}[{k2}]"] = v2
     return out
 
 
@@ -846,7 +860,9 @@ def plot_history(history: list[dict[str, float]], metrics: list[str], path: Path
     other = "accuracy" if "accuracy" in metrics else next(
         (m for m in metrics if m != "loss"), None)
     panels = ["loss"] + ([other] if other else [])
-    fig = Figure(figsize=(5.0 * len(panels), 3.6), dpi=100)
+    fig = Figure(figsize=(5.0 * len(panels), 3.6), dpi=90)
+    fig.subplots_adjust(left=0.1 if len(panels) == 2 else 0.16, right=0.97, bottom=0.15,
+                        top=0.86, wspace=0.3)
     FigureCanvasAgg(fig)
     ep = [r["epoch"] for r in history]
     for i, m in enumerate(panels):
@@ -863,7 +879,6 @@ def plot_history(history: list[dict[str, float]], metrics: list[str], path: Path
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
 
     def writer(f, fh):
         f.savefig(fh, format="png")
@@ -1035,11 +1050,18 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         start_epoch = int(ck["epoch"])
         skip = int(ck.get("batch", 0))
         partial = ck.get("partial")
-        _set_rng_state(model, ck["rng"])
+        def warm_up():
+            if hasattr(model, "encode") and not task.spike_input:
+                with torch.no_grad():
+                    model.encode(torch.zeros((1, *task.input.shape), dtype=tdtype, device=dev))
+
+        _set_rng_state(model, ck["rng"], warm_up)
         old = ck.get("config", {})
         changed = [k for k in ("loss", "loss_args", "optimizer", "optimizer_args", "batch",
-                               "seed", "data", "data_args") if k in old and old[k] != getattr(
-                                   cfg, k)]
+                               "seed", "data", "data_args", "dtype") if k in old and old[k] !=
+                   getattr(cfg, k)]
+        if ck.get("limit") != limit:
+            changed.append("limit")
         if changed:
             say(f"note: the train settings changed since the checkpoint ({', '.join(changed)}); "
                 "the run continues with the new ones, so it is no longer reproducible")
@@ -1050,6 +1072,10 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             "(use --resume to continue it)")
 
     cols = _columns(task.metrics)
+    needs_x = cfg.loss == "masked_membrane" or "spike_mse" in task.metrics
+    if needs_x and not task.spike_input and not hasattr(model, "encode"):
+        raise RuntimeError(f"{cfg.loss if cfg.loss == 'masked_membrane' else 'spike_mse'} "
+                           "needs the encoded input, but the module has no encode()")
 
     def save_checkpoint(epoch_done: int, batch_done: int = 0, part=None) -> None:
         state = {
@@ -1066,6 +1092,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             "network": net.name,
             "train": cfg.name,
             "config": cfg.as_dict(),
+            "limit": limit,
             "torch": torch.__version__,
         }
         atomic_save(state, ck_path)
@@ -1149,7 +1176,6 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         tqdm = None
     show_bar = bool(progress and tqdm is not None and sys.stderr.isatty())
     epoch = start_epoch
-    say_line = say
     with _Interrupt() as intr:
         try:
             for epoch in range(start_epoch, cfg.epochs):
@@ -1161,7 +1187,6 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 if show_bar:
                     bar = tqdm(total=n_batches, initial=skip, leave=False, dynamic_ncols=True,
                                desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr)
-                    say_line = bar.write
                 try:
                     for bi, (xb, yb) in enumerate(batches(x_tr, y_tr, cfg.batch, shuffle=True,
                                                           seed=cfg.seed, epoch=epoch)):
@@ -1198,7 +1223,6 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 finally:
                     if bar is not None:
                         bar.close()
-                        say_line = say
                 skip, partial = 0, None
                 check_finite_params(epoch)
                 n = sums.pop("n", 0.0) or 1.0
@@ -1215,7 +1239,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 history.append(row)
                 save_checkpoint(epoch + 1)
                 save_outputs()
-                say_line(format_epoch(row, task.metrics, cfg.epochs))
+                say(format_epoch(row, task.metrics, cfg.epochs))
                 if intr.requested:
                     epoch += 1
                     raise _Stop("interrupted", _interrupt_message(epoch, 0, n_batches,
@@ -1223,7 +1247,8 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             epoch = max(cfg.epochs, start_epoch)
             if start_epoch >= cfg.epochs:
                 message = (f"nothing to do: the run already has {start_epoch} epoch(s) "
-                           f"(asked for {cfg.epochs}; raise --epochs to continue)")
+                           f"(asked for {cfg.epochs}; raise --epochs to continue)"
+                           if resume else "epochs = 0: nothing to train")
                 if not (rdir / "weights.npz").exists() or not history:
                     save_outputs()
         except _Stop as stop:

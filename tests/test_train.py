@@ -66,7 +66,7 @@ class StandIn(nn.Module):
                 setattr(self, la.name, lin)
                 self.order.append((la.name, p.source))
         self.to(device=device, dtype=dtype)
-        self.gen = torch.Generator().manual_seed(seed + 1)  # a seeded Poisson encoder
+        self._generators = {}  # seeded Poisson encoders, made on first use (as the target)
         self.clamped = 0
 
     def encode(self, x):
@@ -75,7 +75,9 @@ class StandIn(nn.Module):
         if inp.encoder == "poisson":
             p = (x * inp.encoder_args.get("max_rate", 1.0)).clamp(0, 1)
             p = p.unsqueeze(0).expand(T_, *p.shape).contiguous()
-            return torch.bernoulli(p, generator=self.gen).to(x.dtype)
+            if inp.name not in self._generators:
+                self._generators[inp.name] = torch.Generator().manual_seed(7)
+            return torch.bernoulli(p, generator=self._generators[inp.name]).to(x.dtype)
         return x.unsqueeze(0).expand(T_, *x.shape).contiguous()
 
     def forward(self, x):
@@ -311,6 +313,7 @@ def test_run_writes_metrics_plot_weights_checkpoint(spec, tmp_path):
         assert k in ck, k
     assert ck["epoch"] == 4 and ck["network"] == "Net" and ck["train"] == "small"
     assert set(ck["rng"]) >= {"torch", "numpy", "python", "module"}
+    assert "_generators[x]" in ck["rng"]["module"]  # the Poisson encoder's generator
     assert Path(ck["spec"]) == spec.resolve()
     assert "h.weight" in ck["model"] and "y.weight" in ck["model"]
     w = _weights(rd / "weights.npz")
