@@ -205,8 +205,8 @@ def _num_array(node: str, typ: str, key: str, v, integer=False) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise _node_err(node, typ, f"'{key}' contains NaN or infinite values")
     if integer:
-        if not np.all(a == np.round(a)):
-            raise _node_err(node, typ, f"'{key}' must be integers")
+        if not np.all(a == np.round(a)) or np.any(np.abs(a) > 2**31):
+            raise _node_err(node, typ, f"'{key}' must be (not too large) integers")
         return a.astype(np.int64)
     return a
 
@@ -342,7 +342,7 @@ def flatten_graph(d: dict, depth: int = 0) -> tuple[dict[str, Node], list[tuple[
 
 
 # ------------------------------------------------------------------ shapes
-def _pair(v, default=None) -> tuple[int, int]:
+def _pair(v, default=None, n: Node | None = None, key: str = "") -> tuple[int, int]:
     if v is None:
         return default
     a = np.asarray(v).reshape(-1)
@@ -350,6 +350,8 @@ def _pair(v, default=None) -> tuple[int, int]:
         return (int(a[0]), int(a[0]))
     if a.size == 2:
         return (int(a[0]), int(a[1]))
+    if n is not None:
+        raise _node_err(n.name, n.type, f"'{key}' must be one or two integers")
     raise ValueError("expected one or two integers")
 
 
@@ -371,12 +373,12 @@ def _conv_out(n: Node, ins: tuple[int, ...]) -> tuple[int, ...]:
         raise _node_err(n.name, n.type, f"its weight expects {w.shape[1]} input channels, the "
                         f"input has {ins[0]}")
     k = w.shape[2:]
-    s = _pair(n.f["stride"])
+    s = _pair(n.f["stride"], None, n, "stride")
     p = n.f["padding"]
     if isinstance(p, str):
         p = (0, 0) if p == "valid" else ((k[0] - 1) // 2, (k[1] - 1) // 2)
     else:
-        p = _pair(p)
+        p = _pair(p, None, n, "padding")
     ho = (ins[1] + 2 * p[0] - k[0]) // s[0] + 1
     wo = (ins[2] + 2 * p[1] - k[1]) // s[1] + 1
     if ho <= 0 or wo <= 0 or min(s) <= 0:
@@ -387,8 +389,8 @@ def _conv_out(n: Node, ins: tuple[int, ...]) -> tuple[int, ...]:
 def _pool_out(n: Node, ins: tuple[int, ...]) -> tuple[int, ...]:
     if len(ins) != 3:
         raise _node_err(n.name, n.type, f"needs a [C, H, W] input, gets {list(ins)}")
-    k = _pair(n.f["kernel_size"])
-    s = _pair(n.f["stride"], k)
+    k = _pair(n.f["kernel_size"], None, n, "kernel_size")
+    s = _pair(n.f["stride"], k, n, "stride")
     if min(k) <= 0 or min(s) <= 0:
         raise _node_err(n.name, n.type, "kernel and stride must be positive")
     ho, wo = (ins[1] - k[0]) // s[0] + 1, (ins[2] - k[1]) // s[1] + 1
@@ -735,8 +737,8 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
                                         f"{list(ins)}; only a full flatten is supported")
                 layer_lines.append(f"    layer  {L}{sh} = flatten({src})")
             else:
-                kk = _pair(n.f["kernel_size"])
-                ss = _pair(n.f["stride"], kk)
+                kk = _pair(n.f["kernel_size"], None, n, "kernel_size")
+                ss = _pair(n.f["stride"], kk, n, "stride")
                 op = "avgpool2d" if n.type == "AvgPool2d" else "sumpool2d"
                 ktxt = str(kk[0]) if kk[0] == kk[1] else f"[{kk[0]}, {kk[1]}]"
                 stxt = "" if ss == kk else (f", stride = {ss[0]}" if ss[0] == ss[1] else
@@ -951,13 +953,13 @@ def _proj_call(k: str, n: Node, src: str, in_shape, out_shape) -> tuple[str, lis
             raise _node_err(k, t, f"its output {list(out)} does not match its target "
                             f"{list(out_shape)}")
         b = n.f.get("bias")
-        s = _pair(n.f["stride"])
+        s = _pair(n.f["stride"], None, n, "stride")
         p = n.f["padding"]
         kk = w.shape[2:]
         if isinstance(p, str):
             p = (0, 0) if p == "valid" else ((kk[0] - 1) // 2, (kk[1] - 1) // 2)
         else:
-            p = _pair(p)
+            p = _pair(p, None, n, "padding")
         ktxt = str(kk[0]) if kk[0] == kk[1] else f"[{kk[0]}, {kk[1]}]"
         txt = f"conv2d({src}, channels = {w.shape[0]}, kernel = {ktxt}"
         if s != (1, 1):

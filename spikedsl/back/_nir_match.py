@@ -216,7 +216,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
         if a.op != "=" or (names(a.value) & set(an.states)):
             raise an.refuse(
                 f"its reset '{v} {a.op} {SpkPrinter()(a.value)}' is not a reset to a fixed "
-                f"value (subtractive reset cannot be expressed)")
+                f"value (subtractive reset cannot be expressed; allow_approx resets to 0)")
         an.v_reset = np.broadcast_to(np_eval(a.value, env), shape).astype(np.float64)
     return an
 
@@ -261,7 +261,8 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
     n = an.neuron
     notes: list[str] = []
     if n.refractory > 0:
-        raise an.refuse("it has a refractory period; NIR neurons have none")
+        raise an.refuse("it has a refractory period; NIR neurons have none "
+                        "(allow_approx drops it)")
     method = n.method
     S = an.states
     spiking = n.spiking and an.v is not None
