@@ -22,8 +22,12 @@ def loads(text: str, file: str = "<string>", **kw):
     return _loads(text, file=file, **kw)
 
 
-def import_nir(path, dt: float = 1e-4, **kw):
-    """Turn an NIR graph (HDF5 file or ``nir.NIRGraph``) into a loaded program."""
-    from .nir_import import import_nir as _imp
+def import_nir(path, dt: float | None = None, **kw):
+    """Turn an NIR graph (HDF5 file or ``nir.NIRGraph``) into a loaded program.
 
-    return _imp(path, dt=dt, **kw)
+    ``dt`` in seconds (None: the graph's own dt if spikedsl wrote it, else 1e-4).
+    The ``.spk`` text and weights are written to ``out_dir`` (a temporary directory
+    by default); ``spikedsl.nir_import.import_nir`` returns them instead."""
+    from .nir_import import load_nir
+
+    return load_nir(path, dt, **kw)

@@ -358,7 +358,7 @@ def mutated_graphs(draw):
     return g
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(mutated_graphs(), st.sampled_from(["auto", "nir", "norse"]))
 def test_fuzz_mutated_graphs(g, convention):
     try:
