@@ -11,7 +11,9 @@ from .build import build_module
 from .check import check_neuron, check_synapse
 from .errors import Collector, SpecError
 from .network import Scope, lower_network
+from .exprs import FUNCTIONS, EvalError, evaluate
 from .parse import parse_text
+from .units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 
 # loss name -> its arguments and defaults (spikedsl/losses.py implements them;
 # docs/training.md documents them)
@@ -28,6 +30,18 @@ TRAIN_SETTINGS = ("network", "data", "loss", "optimizer", "batch", "epochs", "se
 TARGETS = ("torch", "norse", "brian2", "nir")
 TEST_SETTINGS = ("neuron", "network", "dt", "targets", "seed", "steps", "batch", "tolerance")
 TEST_QUANTITIES = ("first_spike", "count", "spike_times", "rate", "spikes")
+# test blocks (docs/testing.md; spikedsl/testing.py runs them)
+TEST_TARGETS = ("reference",) + TARGETS
+TEST_SPIKE_FUNCS = ("first_spike", "count", "spike_times", "rate")
+TEST_REDUCTIONS = ("max", "min", "mean", "sum", "last")
+# drive function -> (argument names in positional order, required arguments)
+TEST_DRIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "step": (("amplitude", "onset", "base"), ("amplitude", "onset")),
+    "ramp": (("initial", "final"), ("initial", "final")),
+    "poisson": (("rate", "seed", "weight"), ("rate",)),
+    "spikes": (("times", "weight"), ("times",)),
+    "file": (("path", "key", "scale"), ("path",)),
+}
 
 
 @dataclass
@@ -177,16 +191,32 @@ class Program:
                                hint="the target is an input of the network")
 
     def _check_test(self, t: ir.Test) -> None:
+        """Rules of a ``test`` block (syntax of drives and expectations:
+        docs/testing.md; the runner is spikedsl/testing.py)."""
         errors = self._errors
-        seen = {s.name: s for s in t.settings}
+        seen: dict[str, ir.Setting] = {}
         for s in t.settings:
             if s.name not in TEST_SETTINGS:
                 errors.add("unknown-setting", s.loc, name=s.name, block=f"test \"{t.name}\"",
                            known=", ".join(TEST_SETTINGS))
-        subject_inputs: set[str] = set()
+                continue
+            if s.name in seen:
+                errors.add("duplicate-setting", s.loc, name=s.name)
+                continue
+            seen[s.name] = s
+        subject_inputs: dict[str, str] = {}  # input -> dimension string
         subject_states: set[str] = set()
+        state_dims: dict[str, str] = {}
+        spiking = True
+        spike_layers: set[str] = set()
+        default_spikes = None  # the spike output a network test counts by default
         subject = None
+        timed = False  # times carry units (dt has a unit)
+        dt = 1.0
         if "neuron" in seen:
+            if "network" in seen:
+                errors.add("bad-setting", seen["network"].loc, name="network",
+                           reason="a test has either 'neuron = ...' or 'network = ...', not both")
             v = seen["neuron"].value
             nm = v.func if isinstance(v, ir.Call) else v.id if isinstance(v, ir.Name) else "?"
             if nm not in self.neurons:
@@ -194,14 +224,14 @@ class Program:
             else:
                 n = self.neurons[nm]
                 subject = nm
-                subject_inputs = {i.name for i in n.inputs}
+                dims = self.dims.get(nm, {})
+                subject_inputs = {i.name: dims.get(i.name, "1") for i in n.inputs}
                 subject_states = {s.name for s in n.states}
+                state_dims = {s.name: dims.get(s.name, "1") for s in n.states}
+                spiking = bool(n.spikes)
                 if isinstance(v, ir.Call):
-                    pn = {p.name for p in n.params}
-                    for k in v.kwargs:
-                        if k.name not in pn:
-                            errors.add("unknown-override", k.loc, neuron=nm, name=k.name,
-                                       params=", ".join(sorted(pn)))
+                    self._check_test_overrides(n, v)
+                timed, dt = self._check_test_dt(seen.get("dt"), n, seen["neuron"])
         elif "network" in seen:
             v = seen["network"].value
             nm = v.id if isinstance(v, ir.Name) else "?"
@@ -210,47 +240,297 @@ class Program:
             else:
                 net = self.network_blocks[nm]
                 subject = nm
-                subject_inputs = {i.name for i in net.inputs}
+                subject_inputs = {i.name: "1" for i in net.inputs}
                 subject_states = {la.name for la in net.layers}
                 low = self.lowered.get(nm)
                 if low is not None:
+                    timed, dt = low.dt_unit is not None, low.dt
                     for la in low.layers:
                         subject_states |= {f"{la.name}.{s}" for s in la.states}
+                        if la.neuron is not None:
+                            for s in la.neuron.states:
+                                state_dims[f"{la.name}.{s.name}"] = s.dim
+                            if la.neuron.spiking:
+                                spike_layers.add(la.name)
+                    default_spikes = default_spike_output(low)
                     subject_states |= {o.name for o in low.outputs}
+                    if "dt" in seen:
+                        d = _test_num(seen["dt"].value)
+                        if d is None or abs(d - low.dt) > 1e-12 * max(1.0, low.dt):
+                            errors.add("bad-setting", seen["dt"].loc, name="dt",
+                                       reason=f"a network test runs at the dt of network "
+                                              f"'{nm}'; remove this setting")
+                else:
+                    subject = None  # errors of the network were reported
         else:
             errors.add("test-no-subject", t.loc)
-        if t.run is None:
+        run = None
+        if t.run is None and "steps" not in seen:
             errors.add("test-no-run", t.loc)
+        elif t.run is not None:
+            run = self._check_test_time(t.run, timed, "run", positive=True)
+        for key in ("steps", "batch", "seed"):
+            if key in seen:
+                x = _test_num(seen[key].value)
+                lo = 0 if key == "seed" else 1
+                if x is None or x != int(x) or x < lo:
+                    errors.add("bad-setting", seen[key].value.loc, name=key,
+                               reason="expected a positive integer" if lo else
+                               "expected a non-negative integer")
+                elif key == "steps" and run is None:
+                    run = int(x) * dt
+        if "tolerance" in seen:
+            x = _test_num(seen["tolerance"].value)
+            if x is None or x < 0:
+                errors.add("bad-setting", seen["tolerance"].value.loc, name="tolerance",
+                           reason="expected a non-negative number")
         if "targets" in seen:
             v = seen["targets"].value
             items = v.items if isinstance(v, ir.ListExpr) else (v,)
             for it in items:
                 nm = getattr(it, "id", None)
-                if nm not in TARGETS + ("all",):
+                if nm not in TEST_TARGETS + ("all",):
                     errors.add("unknown-target", it.loc, name=nm or "?",
-                               known=", ".join(TARGETS + ("all",)))
+                               known=", ".join(TEST_TARGETS + ("all",)))
         if subject is None:
             return
         for d in t.drives:
             if d.name not in subject_inputs:
                 errors.add("unknown-drive", d.loc, name=d.name, subject=subject,
                            inputs=", ".join(sorted(subject_inputs)) or "none")
+                continue
+            self._check_drive(d, parse_dim(subject_inputs[d.name]), timed)
+        network = "network" in seen and "neuron" not in seen
         known = set(TEST_QUANTITIES) | subject_states | {f"{s}_pre" for s in subject_states}
+        tdim = TIME if timed else ONE
         for e in t.expects:
-            q = e.quantity
-            if isinstance(q, ir.Call):
-                inner = q.args[0] if q.args else None
-                nm = q.func
-                ok = nm in ("count", "rate", "first_spike", "spike_times", "mean", "max", "min",
-                            "sum", "last") and (inner is None or _qname(inner) in known | {
-                                "spikes"} | set(subject_states))
-            else:
-                nm = _qname(q)
-                ok = nm in known
+            q = parse_quantity(e.quantity)
+            nm = q.operand if q is not None else None
+            ok = q is not None and (nm is None or nm in known)
+            if ok and q.func in TEST_SPIKE_FUNCS and nm is not None:
+                ok = nm == "spikes" or (network and nm in subject_states and "." not in nm)
             if not ok:
-                errors.add("unknown-quantity", q.loc, name=_qname(q) if not isinstance(
-                    q, ir.Call) else f"{q.func}(...)",
-                    known=", ".join(sorted(set(TEST_QUANTITIES) | subject_states)))
+                qe = e.quantity
+                label = _qname(qe) if not isinstance(qe, ir.Call) else f"{qe.func}(...)"
+                errors.add("unknown-quantity", qe.loc, name=label or "?",
+                           known=", ".join(sorted(set(TEST_QUANTITIES) | subject_states)))
+                continue
+            if q.func == "value" and e.at is None:
+                errors.add("bad-argument", e.quantity.loc, what=f"expect {nm}",
+                           reason=f"a trace needs a time, e.g. '{nm} at 5 ms', or a reduction "
+                                  f"such as 'max({nm})'")
+                continue
+            if q.func == "first_spike" and e.at is not None:
+                errors.add("bad-argument", e.at.loc, what="expect first_spike",
+                           reason="first_spike takes no 'at'")
+                continue
+            if not network and not spiking and (q.func in TEST_SPIKE_FUNCS or nm == "spikes"):
+                errors.add("bad-argument", e.quantity.loc, what=f"expect {q.func}",
+                           reason=f"neuron '{subject}' has no spike condition")
+                continue
+            if e.at is not None:
+                at = self._check_test_time(e.at, timed, "at", positive=False)
+                if at is not None:
+                    if at > 0 and abs(at / dt - round(at / dt)) > 1e-6 * max(1.0, at / dt):
+                        errors.add("bad-argument", e.at.loc, what="at",
+                                   reason=f"{_fmt_t(at, timed)} is not a multiple of dt "
+                                          f"({_fmt_t(dt, timed)})")
+                    elif run is not None and at > run * (1 + 1e-9):
+                        errors.add("bad-argument", e.at.loc, what="at",
+                                   reason=f"{_fmt_t(at, timed)} is after the end of the run "
+                                          f"({_fmt_t(run, timed)})")
+            base = nm[:-4] if nm is not None and nm.endswith("_pre") else nm
+            if q.func in ("first_spike", "spike_times"):
+                qdim = tdim
+            elif q.func == "rate":
+                qdim = ddiv(ONE, tdim)
+            elif q.func == "count" or nm in (None, "spikes") or nm in spike_layers:
+                qdim = ONE
+            elif base in state_dims:
+                qdim = parse_dim(state_dims[base])
+            else:
+                qdim = None  # values of a stage: any dimension
+            if network and nm in (None, "spikes") and not default_spikes:
+                errors.add("bad-argument", e.quantity.loc, what=f"expect {q.label}",
+                           reason=f"network '{subject}' has no spike output; name a layer, "
+                                  f"e.g. count(h)")
+                continue
+            self._check_expect_value(e, q, qdim)
+
+    def _check_test_overrides(self, n: ir.Neuron, v: ir.Call) -> None:
+        from .check import rule_ranges
+        from .lower import param_values
+
+        errors = self._errors
+        pn = {p.name for p in n.params}
+        overrides, nodes = {}, {}
+        for a in v.args:
+            errors.add("bad-argument", a.loc, what=f"neuron {n.name}",
+                       reason="overrides are named, e.g. tau_mem = 20 ms")
+        for k in v.kwargs:
+            if k.name not in pn:
+                errors.add("unknown-override", k.loc, neuron=n.name, name=k.name,
+                           params=", ".join(sorted(pn)))
+                continue
+            x = _test_num(k.value)
+            if x is None:
+                errors.add("not-a-number", k.value.loc, what=f"override '{k.name}'")
+                continue
+            overrides[k.name] = x
+            nodes[k.name] = (x, k.value)
+        try:
+            env = param_values(n.params, overrides)
+        except EvalError:
+            return
+        rule_ranges(n, env, errors, nodes)
+
+    def _check_test_dt(self, s: ir.Setting | None, n: ir.Neuron, at: ir.Setting):
+        """-> (timed, dt) of a neuron test."""
+        from .lower import neuron_uses_units
+
+        errors = self._errors
+        timed, dt = False, 1.0
+        if s is not None:
+            x = _test_num(s.value)
+            if x is None or x <= 0:
+                errors.add("bad-setting", s.value.loc, name="dt",
+                           reason="expected a positive duration")
+                return False, 1.0
+            if isinstance(s.value, ir.Num) and s.value.unit:
+                if parse_unit(s.value.unit)[1] != TIME:
+                    errors.add("dim-time", s.value.loc, what="dt", got=s.value.unit)
+                    return False, 1.0
+                timed = True
+            dt = x
+        if neuron_uses_units(n) and not timed:
+            errors.add("dim-dt", (s.value.loc if s is not None else at.value.loc), neuron=n.name)
+        return timed, dt
+
+    def _check_test_time(self, e: ir.Expr, timed: bool, what: str, positive: bool):
+        errors = self._errors
+        x = _test_num(e)
+        if x is None:
+            errors.add("not-a-number", e.loc, what=what)
+            return None
+        d = _test_dim(e, errors)
+        want = TIME if timed else ONE
+        if d is not None and d != want and not (x == 0 and d == ONE):
+            errors.add("dim-time" if timed else "bad-argument", e.loc, what=what,
+                       got=_unit_text(e) or dim_str(d),
+                       reason="dt has no unit, so times are plain numbers (in units of dt)")
+            return None
+        if x < 0 or (positive and x <= 0):
+            errors.add("bad-argument", e.loc, what=what, reason="expected a positive time"
+                       if positive else "expected a non-negative time")
+            return None
+        return x
+
+    def _check_drive(self, d: ir.Drive, idim, timed: bool) -> None:
+        errors = self._errors
+        tdim = TIME if timed else ONE
+        t0 = self._check_test_time(d.start, timed, "from", False) if d.start is not None else 0.0
+        t1 = self._check_test_time(d.stop, timed, "to", True) if d.stop is not None else None
+        if t0 is not None and t1 is not None and t1 <= t0:
+            errors.add("bad-argument", d.stop.loc, what=f"drive {d.name}",
+                       reason="the window is empty ('to' must come after 'from')")
+        v = d.value
+        if isinstance(v, ir.Call) and v.func not in FUNCTIONS:
+            if v.func not in TEST_DRIVES:
+                errors.add("bad-drive", v.loc, name=v.func, known=", ".join(
+                    ["constant"] + list(TEST_DRIVES)))
+                return
+            args, problems = bind_args(v, *TEST_DRIVES[v.func])
+            for code, loc, fields in problems:
+                errors.add(code, loc, **fields)
+            kinds = {"amplitude": idim, "base": idim, "initial": idim, "final": idim,
+                     "weight": idim, "onset": tdim, "rate": ddiv(ONE, tdim), "scale": idim}
+            for name, e in args.items():
+                what = f"{v.func}({name} = ...)"
+                if name in ("path", "key"):
+                    if not isinstance(e, ir.Str):
+                        errors.add("bad-argument", e.loc, what=what,
+                                   reason='expected a string in quotes, e.g. "drive.npy"')
+                    continue
+                if name == "times":
+                    self._check_times_list(e, tdim, what)
+                    continue
+                x = _test_num(e)
+                if x is None:
+                    errors.add("not-a-number", e.loc, what=what)
+                    continue
+                if name == "seed":
+                    if x != int(x) or x < 0:
+                        errors.add("bad-argument", e.loc, what=what,
+                                   reason="expected a non-negative integer")
+                    continue
+                if name == "rate" and x < 0:
+                    errors.add("bad-argument", e.loc, what=what, reason="a rate is not negative")
+                self._check_dim(e, kinds[name], what)
+            return
+        items = _flat_items(v)
+        for it in items:
+            if _test_num(it) is None:
+                if isinstance(it, ir.Name):
+                    errors.add("undefined-name", it.loc, name=it.id,
+                               hint="a drive is a number, a list of numbers or one of "
+                                    + ", ".join(TEST_DRIVES))
+                else:
+                    errors.add("not-a-number", it.loc, what=f"drive {d.name}")
+                continue
+            self._check_dim(it, idim, f"drive {d.name}")
+
+    def _check_times_list(self, e: ir.Expr, tdim, what: str) -> None:
+        if not isinstance(e, ir.ListExpr):
+            self._errors.add("bad-argument", e.loc, what=what,
+                             reason="expected a list of times, e.g. [1 ms, 3 ms]")
+            return
+        for it in _flat_items(e):
+            x = _test_num(it)
+            if x is None:
+                self._errors.add("not-a-number", it.loc, what=what)
+            else:
+                self._check_dim(it, tdim, what)
+
+    def _check_dim(self, e: ir.Expr, want, what: str) -> None:
+        if want is None:
+            return
+        d = _test_dim(e, self._errors)
+        if d is None or d == want:
+            return
+        if d == ONE and _test_num(e) == 0:
+            return
+        self._errors.add("dim-compare", e.loc, left=f"{what} ({dim_str(want)})",
+                         right=_unit_text(e) or dim_str(d))
+
+    def _check_expect_value(self, e: ir.Expect, q: TestQuantity, qdim) -> None:
+        errors = self._errors
+        label = q.label
+        if isinstance(e.value, ir.ListExpr):
+            if q.func == "spike_times" and e.op not in ("==", "!="):
+                errors.add("bad-argument", e.value.loc, what=f"expect {label}",
+                           reason="spike_times compares with == or != only")
+                return
+        elif q.func == "spike_times":
+            errors.add("bad-argument", e.value.loc, what=f"expect {label}",
+                       reason="spike_times is a list, e.g. [7 ms, 14 ms]")
+            return
+        for it in _flat_items(e.value):
+            if isinstance(it, ir.Name):
+                errors.add("undefined-name", it.loc, name=it.id,
+                           hint="an expected value is a number (with a unit where the "
+                                "quantity has one)")
+                continue
+            if _test_num(it) is None:
+                errors.add("not-a-number", it.loc, what=f"the expected value of {label}")
+                continue
+            self._check_dim(it, qdim, label)
+        if e.tol is not None:
+            x = _test_num(e.tol)
+            if x is None or x < 0:
+                errors.add("bad-argument", e.tol.loc, what="+-",
+                           reason="the tolerance must be a non-negative number")
+            else:
+                self._check_dim(e.tol, qdim, f"the tolerance of {label}")
 
     @staticmethod
     def _hint(name, table) -> str:
@@ -295,6 +575,121 @@ def _qname(e) -> str | None:
     if isinstance(e, ir.Attr):
         return f"{e.obj}.{e.attr}"
     return None
+
+
+# ------------------------------------------------------------------ test blocks
+@dataclass(frozen=True)
+class TestQuantity:
+    """What an ``expect`` measures: ``func`` is one of TEST_SPIKE_FUNCS,
+    TEST_REDUCTIONS or ``"value"`` (a trace at a time); ``operand`` is
+    ``"spikes"``, a state (``v``, ``v_pre``), a layer (``y``), a layer's
+    state (``y.v``), or None (the subject's spikes)."""
+
+    func: str
+    operand: str | None = None
+
+    __test__ = False  # not a pytest class
+
+    @property
+    def label(self) -> str:
+        if self.func == "value":
+            return self.operand or "?"
+        return self.func if self.operand is None else f"{self.func}({self.operand})"
+
+
+def parse_quantity(e: ir.Expr) -> TestQuantity | None:
+    if isinstance(e, ir.Name):
+        if e.id in TEST_SPIKE_FUNCS:
+            return TestQuantity(e.id)
+        return TestQuantity("value", e.id)
+    if isinstance(e, ir.Attr):
+        return TestQuantity("value", f"{e.obj}.{e.attr}")
+    if isinstance(e, ir.Call) and not e.kwargs:
+        if e.func in TEST_SPIKE_FUNCS and len(e.args) <= 1:
+            if not e.args:
+                return TestQuantity(e.func)
+            nm = _qname(e.args[0])
+            return TestQuantity(e.func, nm) if nm else None
+        if e.func in TEST_REDUCTIONS and len(e.args) == 1:
+            nm = _qname(e.args[0])
+            return TestQuantity(e.func, nm) if nm else None
+    return None
+
+
+def bind_args(call: ir.Call, names: tuple[str, ...], required: tuple[str, ...] = ()):
+    """Positional and keyword arguments of ``call`` -> ({name: expr}, problems),
+    problems as (code, loc, fields) for :meth:`Collector.add`."""
+    what = f"{call.func}(...)"
+    out: dict[str, ir.Expr] = {}
+    problems = []
+    for i, a in enumerate(call.args):
+        if i >= len(names):
+            problems.append(("bad-argument", a.loc, {"what": what,
+                                                     "reason": "too many positional arguments"}))
+            break
+        out[names[i]] = a
+    for k in call.kwargs:
+        if k.name not in names:
+            problems.append(("unknown-argument", k.loc, {"what": call.func, "name": k.name,
+                                                          "known": ", ".join(names)}))
+        elif k.name in out:
+            problems.append(("bad-argument", k.loc, {"what": what,
+                                                     "reason": f"'{k.name}' is given twice"}))
+        else:
+            out[k.name] = k.value
+    for r in required:
+        if r not in out and not problems:
+            problems.append(("missing-argument", call.loc, {"what": call.func, "name": r}))
+    return out, problems
+
+
+def default_spike_output(net: ir.LNetwork) -> str | None:
+    """The layer whose spikes a network test counts when none is named:
+    the first spike output (``output y``) of a spiking neuron layer."""
+    for o in net.outputs:
+        if o.state is None:
+            lay = net.layer(o.layer)
+            if lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking:
+                return o.layer
+    return None
+
+
+def _test_num(e: ir.Expr | None) -> float | None:
+    if e is None or isinstance(e, ir.ListExpr | ir.Str):
+        return None
+    try:
+        return float(evaluate(e, {}))
+    except EvalError:
+        return None
+
+
+def _test_dim(e: ir.Expr, errors: Collector):
+    from .check import Dims
+
+    return Dims({}, {}, errors)(e)
+
+
+def _flat_items(e: ir.Expr) -> list[ir.Expr]:
+    if isinstance(e, ir.ListExpr):
+        return [x for it in e.items for x in _flat_items(it)]
+    return [e]
+
+
+def _unit_text(e: ir.Expr) -> str | None:
+    if isinstance(e, ir.Num):
+        return e.unit or "1"
+    if isinstance(e, ir.Neg):
+        return _unit_text(e.operand)
+    return None
+
+
+def _fmt_t(x: float, timed: bool) -> str:
+    if not timed:
+        return f"{x:g}"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if abs(x) >= scale or unit == "ns":
+            return f"{x / scale:g} {unit}"
+    return f"{x:g} s"
 
 
 class NetworkHandle:
