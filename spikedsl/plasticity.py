@@ -109,7 +109,11 @@ def projection_matrix(p: ir.LProjection, W: dict[str, np.ndarray]) -> tuple[np.n
         mask = np.ones((n_out, n_in), dtype=bool)
     elif p.kind == "sparse":
         mask = sparse_mask(n_out, n_in, p.p, p.seed)
-        w = np.where(mask, p.weight if p.weight is not None else 1.0, 0.0)
+        key = f"{p.param_name}.weight"
+        if key in W:
+            w = np.where(mask, np.asarray(W[key], dtype=np.float64).reshape(n_out, n_in), 0.0)
+        else:
+            w = np.where(mask, p.weight if p.weight is not None else 1.0, 0.0)
     elif p.kind == "one_to_one":
         mask = np.eye(n_out, dtype=bool)
         key = f"{p.param_name}.weight"

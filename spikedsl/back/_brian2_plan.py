@@ -39,6 +39,13 @@ def refractory_steps(net: ir.LNetwork, n: ir.LNeuron) -> int:
     return math.ceil(n.refractory / dt - 1e-9)
 
 
+def _times(u: str | None) -> str:
+    """`` * unit`` to attach a unit to a numpy value (nothing when dimensionless)."""
+    if not u:
+        return ""
+    return f" * {u}" if u.isidentifier() else f" * ({u})"
+
+
 # ----------------------------------------------------------------- plan objects
 @dataclass
 class Port:
@@ -405,7 +412,7 @@ class Planner:
         w_dim = ddiv(acc_dim, port.dim)
         w_unit = unit_expr(w_dim)
         self.plan.units |= unit_names(w_unit)
-        times_unit = f" * {w_unit}" if w_unit else ""
+        times_unit = _times(w_unit)
         lp = self.plastic.get(p.param_name)
         setup: list[str] = []
         kind = p.kind
@@ -429,7 +436,8 @@ class Planner:
             wv = p.weight if p.weight is not None else 1.0
             setup.append(f"post, pre = np.nonzero(sparse_mask({n_out}, {n_in}, {p.p!r}, "
                          f"{p.seed}))")
-            setup.append(f'w = np.full(len(pre), signed({float(wv)!r}, "{p.sign}"))')
+            setup.append(f'w = signed(sparse_weights(weights, "{p.param_name}.weight", post, pre, '
+                         f'{n_out}, {n_in}, {float(wv)!r}), "{p.sign}")')
             desc = f"sparse {n_in} -> {n_out}, p = {p.p}, seed {p.seed}"
         elif kind == "one_to_one":
             wv = p.weight if p.weight is not None else 1.0
@@ -462,7 +470,7 @@ class Planner:
         if lp is not None:
             for var, value, d in self._rule_sets:
                 u = unit_expr(d)
-                syn.assign.append(f"{py}.{var} = {value!r}" + (f" * {u}" if u else ""))
+                syn.assign.append(f"{py}.{var} = {value!r}" + _times(u))
             for var, txt in self._rule_inits:
                 syn.assign.append(f'{py}.{var} = "{txt}"')
         if update is not None:
@@ -599,11 +607,11 @@ class Planner:
             val = (f'param(weights, "{lay.name}.{q.name}", {q.value!r}, {tuple(lay.shape)}, '
                    f'batch{"" if q.per_neuron else ", shared=True"})')
             u = unit_expr(dims[q.name])
-            g.sets.append(f"{py}.{nm[q.name]} = {val}" + (f" * {u}" if u else ""))
+            g.sets.append(f"{py}.{nm[q.name]} = {val}" + _times(u))
         for inp, terms in biases.items():
             u = unit_expr(dims[inp])
             g.sets.append(f"{py}.{bias_names[inp]} = per_neuron({' + '.join(terms)}, batch)"
-                          + (f" * {u}" if u else ""))
+                          + _times(u))
         for s in neu.states:
             txt, d = pr.expr(s.init)
             if d != dims[s.name] or pr.stripped:
@@ -841,7 +849,7 @@ class Planner:
         if biases:
             g.variables.append(Var("bias", u, "constant"))
             g.sets.append(f"{py}.bias = per_neuron({' + '.join(biases[p.target_input])}, batch)"
-                          + (f" * {unit_expr(d)}" if d != ONE else ""))
+                          + _times(unit_expr(d)))
             expr = "acc + bias"
         if lay.func:
             pr = B2Printer({"x": expr}, {"x": d})

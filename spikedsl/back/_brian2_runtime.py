@@ -87,6 +87,14 @@ def sparse_mask(n_out, n_in, p, seed):
     return np.random.default_rng(int(seed)).random((n_out, n_in)) < p
 
 
+def sparse_weights(weights, name, post, pre, n_out, n_in, default):
+    """Weights of the existing synapses of a ``sparse`` projection: the weights
+    entry ``(out, in)`` when given, else the constant ``weight``."""
+    if name in weights:
+        return weight(weights, name, (n_out, n_in))[post, pre]
+    return np.full(len(pre), float(default))
+
+
 def conv2d_synapses(in_shape, out_shape, kernel, stride, padding):
     """``torch.nn.functional.conv2d`` as explicit synapses with shared weights.
     Returns (pre, post, widx); ``widx`` indexes ``W.reshape(-1)`` with
