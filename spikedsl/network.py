@@ -518,21 +518,29 @@ class NetworkLowering:
                     break
         self.order.append(name)
 
-    def stage(self, lay: ir.Layer, call: ir.Call) -> None:
+    def stateless_source(self, lay: ir.Layer, call: ir.Call):
+        """The (feed-forward) source of a stage or cell, or None (reported)."""
         name, kind = lay.name, call.func
         if not call.args:
             self.errors.add("missing-argument", call.loc, what=kind, name="source")
             self.failed.add(name)
-            return
+            return None
         src = self.source(call.args[0], name, kind)
         if src is None:
             self.failed.add(name)
-            return
-        sname, sstate, in_shape, recurrent = src
-        if recurrent:
-            self.errors.add("stage-recurrent", call.args[0].loc, name=name, src=sname)
+            return None
+        if src[3]:
+            self.errors.add("stage-recurrent", call.args[0].loc, name=name, src=src[0])
             self.failed.add(name)
+            return None
+        return src[:3]
+
+    def stage(self, lay: ir.Layer, call: ir.Call) -> None:
+        name, kind = lay.name, call.func
+        src = self.stateless_source(lay, call)
+        if src is None:
             return
+        sname, sstate, in_shape = src
         pos = ("kernel",) if kind.endswith("pool2d") else ("p",) if kind == "dropout" else ()
         kw = _kw_table(call, STAGES[kind], kind, self.errors, positional=pos)
         args: dict = {}
@@ -587,19 +595,10 @@ class NetworkLowering:
 
     def cell(self, lay: ir.Layer, call: ir.Call) -> None:
         name, kind = lay.name, call.func
-        if not call.args:
-            self.errors.add("missing-argument", call.loc, what=kind, name="source")
-            self.failed.add(name)
-            return
-        src = self.source(call.args[0], name, kind)
+        src = self.stateless_source(lay, call)
         if src is None:
-            self.failed.add(name)
             return
-        sname, sstate, in_shape, recurrent = src
-        if recurrent:
-            self.errors.add("stage-recurrent", call.args[0].loc, name=name, src=sname)
-            self.failed.add(name)
-            return
+        sname, sstate, in_shape = src
         kw = _kw_table(call, CELLS[kind], kind, self.errors)
         need = ("hidden",) if kind == "slstm" else ("channels", "kernel")
         for r in need:
