@@ -64,7 +64,12 @@ class Analysis:
     cn: dict[str, np.ndarray] = field(default_factory=dict)
     v: str | None = None  # the state in the spike condition
     threshold: np.ndarray | None = None
-    v_reset: np.ndarray | None = None
+    threshold_sym: object = None
+    v_reset: np.ndarray | None = None  # numeric, for a reset to a fixed value
+    reset_op: str | None = None  # "=", "-=", "+="
+    reset_sym: object = None  # the right side of the reset
+    reset_reads_states: bool = False
+    reset_text: str = ""
     init: dict[str, np.ndarray] = field(default_factory=dict)
     env: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -199,6 +204,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
             raise an.refuse("the spike condition must increase with the membrane (v >= v_th)")
         an.v = v
         an.threshold = (-x0 / kn).astype(np.float64)
+        an.threshold_sym = -x.subs({syms[s]: 0 for s in an.states}) / k
         # reset
         resets = list(n.reset)
         if not resets:
@@ -213,11 +219,14 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
         if len(resets) > 1:
             raise an.refuse(f"it resets '{v}' more than once")
         a = resets[0]
-        if a.op != "=" or (names(a.value) & set(an.states)):
-            raise an.refuse(
-                f"its reset '{v} {a.op} {SpkPrinter()(a.value)}' is not a reset to a fixed "
-                f"value (subtractive reset cannot be expressed; allow_approx resets to 0)")
-        an.v_reset = np.broadcast_to(np_eval(a.value, env), shape).astype(np.float64)
+        an.reset_op = a.op
+        an.reset_sym = to_sympy(a.value, syms).subs(zero_inputs)
+        an.reset_reads_states = bool(names(a.value) & set(an.states))
+        an.reset_text = f"{v} {a.op} {SpkPrinter()(a.value)}"
+        if an.inp and names(a.value) & {an.inp}:
+            raise an.refuse(f"its reset '{an.reset_text}' reads the input")
+        if a.op == "=" and not an.reset_reads_states:
+            an.v_reset = np.broadcast_to(np_eval(a.value, env), shape).astype(np.float64)
     return an
 
 
@@ -266,6 +275,9 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
     method = n.method
     S = an.states
     spiking = n.spiking and an.v is not None
+    if spiking and an.v_reset is None:
+        raise an.refuse(f"its reset '{an.reset_text}' is not a reset to a fixed value "
+                        "(subtractive reset cannot be expressed; allow_approx resets to 0)")
     if len(S) == 1:
         v = S[0]
         a, b, c = an.An[(v, v)], an.Bn[v], an.cn[v]
