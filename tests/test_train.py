@@ -360,6 +360,22 @@ def test_interrupted_and_resumed_run_is_bit_identical(spec, tmp_path, epoch, bat
     assert strip == [{k: v for k, v in r.items() if k not in drop} for r in done.history]
 
 
+@pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
+def test_resume_is_bit_identical_with_the_torch_target(spec, tmp_path):
+    """The generated module (seeded Poisson encoder made on first use, fast scan)."""
+    kw = {"build": None, "epochs": 3, "limit": 96}
+    full = _run(spec, "small", tmp_path, "full", **kw)
+    part = _run(spec, "small", tmp_path, "part", callback=_interrupt_at(1, 1), **kw)
+    assert part.status == "interrupted"
+    done = _run(spec, "small", tmp_path, "part", resume=True, **kw)
+    assert full.ok and done.ok
+    wf, wr = _weights(tmp_path / "full/weights.npz"), _weights(tmp_path / "part/weights.npz")
+    assert wf.keys() == wr.keys() and "h.weight" in wf
+    for k in wf:
+        assert np.array_equal(wf[k], wr[k]), k
+    assert [r["test_loss"] for r in full.history] == [r["test_loss"] for r in done.history]
+
+
 def test_resume_with_more_epochs_and_nothing_to_do(spec, tmp_path):
     _run(spec, "ce", tmp_path)
     again = _run(spec, "ce", tmp_path, resume=True)
@@ -481,12 +497,12 @@ def test_cli_trains_and_resumes(tmp_path):
     p = tmp_path / "s.spk"
     p.write_text(SPEC)
     r = _cli("train", str(p), "--train", "ce", "--run", "cli", "--no-progress", "--limit", "80",
-             cwd=tmp_path)
+             "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "epoch 2/2" in r.stdout and "test" in r.stdout
     assert (tmp_path / "runs/cli/checkpoint.pt").is_file()
     r = _cli("train", str(p), "--train", "ce", "--run", "cli", "--resume", "--epochs", "3",
-             "--no-progress", "--limit", "80", cwd=tmp_path)
+             "--no-progress", "--limit", "80", "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stdout and "epoch 3/3" in r.stdout
 
@@ -497,7 +513,7 @@ def test_cli_ctrl_c_saves_checkpoint(tmp_path):
     p.write_text(SPEC.replace("epochs    = 4", "epochs    = 400"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([PY, "-m", "spikedsl.cli", "train", str(p), "--train", "small",
-                             "--no-progress"], cwd=tmp_path, env=env,
+                             "--no-progress", "--threads", "1"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ck = tmp_path / "runs/small/checkpoint.pt"
     t0 = time.time()
