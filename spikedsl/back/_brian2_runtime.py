@@ -169,8 +169,6 @@ def input_array(inputs, name, shape, steps):
         raise KeyError(f"no data for input '{name}'")
     x = as_array(inputs[name], name)
     n = math.prod(shape)
-    if x.ndim == len(shape) + 1:  # [T, ...]: one sample
-        x = x[:, None]
     if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape):
         raise ValueError(f"input '{name}' must be encoded as [T, B, {', '.join(map(str, shape))}]"
                          f", got {list(x.shape)}")

@@ -213,8 +213,10 @@ def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
         if lay.name not in inputs:
             raise ValueError(f"no data for input '{lay.name}'")
         x = _to_numpy(inputs[lay.name]).astype(np.float64)
-        if x.ndim == len(lay.shape) + 1:
-            x = x[:, None]
+        if x.ndim == len(lay.shape) + 1:  # raw [B, ...]: encode as the torch target does
+            from ..reference import encode
+
+            x = encode(lay, x, net.steps)
         out[lay.name] = x
     return out
 
