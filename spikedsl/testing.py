@@ -129,7 +129,7 @@ class Result:
         tag = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}[self.status]
         head = f"{tag:<5} {os.path.basename(self.loc.file) if self.loc else '?'}::{self.test} " \
                f"[{self.target}]"
-        if self.status in ("skip", "error") and self.reason:
+        if self.status == "skip" and self.reason:
             return f"{head}: {self.reason}"
         return head
 
@@ -183,9 +183,18 @@ def _run_reference(net, inputs, weights=None, dtype=np.float64, record=None):
     return ref.run(net, inputs, weights=weights, dtype=dtype, record=record)
 
 
+def _torch_dtype(dtype):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+
+
 def _run_torch(net, inputs, weights=None, dtype=np.float64, record=None):
     mod = _import_target("spikedsl.back.torch")
-    return _call_run(mod, "spikedsl.back.torch", net, inputs, weights, dtype, record)
+    return _call_run(mod, "spikedsl.back.torch", net, inputs, weights, _torch_dtype(dtype),
+                     record)
 
 
 def _run_brian2(net, inputs, weights=None, dtype=np.float64, record=None):
@@ -198,7 +207,8 @@ def _run_brian2(net, inputs, weights=None, dtype=np.float64, record=None):
 def _run_norse(net, inputs, weights=None, dtype=np.float64, record=None):
     mod = _import_target("spikedsl.back.norse")
     if getattr(mod, "run", None) is not None:
-        return _call_run(mod, "spikedsl.back.norse", net, inputs, weights, dtype, record)
+        return _call_run(mod, "spikedsl.back.norse", net, inputs, weights, _torch_dtype(dtype),
+                         record)
     raise Skip("spikedsl.back.norse has no run() yet")
 
 
@@ -229,14 +239,25 @@ def _run_nir(net, inputs, weights=None, dtype=np.float64, record=None):
     from .program import loads
 
     keys = {o.name: _trace_key(o) for o in net.outputs}
-    spike_layers = []
+    outs: list[ir.LOutput] = []
+    seen: set[str] = set()
     for o in net.outputs:
-        if o.state is None and o.layer not in spike_layers:
-            spike_layers.append(o.layer)
-    if not spike_layers:
-        raise Skip("NIR graphs output spikes only, and this run reads none")
-    outs = tuple(ir.LOutput(name=la, layer=la, shape=net.layer(la).shape) for la in spike_layers)
-    graph = back.convert(net.model_copy(update={"outputs": outs}), weights=weights)
+        lay = net.layer(o.layer)
+        spiking = lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking
+        if o.layer in seen:
+            continue
+        if o.state is None:
+            outs.append(ir.LOutput(name=o.layer, layer=o.layer, shape=lay.shape))
+        elif lay.kind == "neuron" and not spiking and not o.pre_reset:
+            # a non-spiking layer (LI, I) outputs its membrane in NIR
+            outs.append(ir.LOutput(name=o.name, layer=o.layer, state=o.state, shape=lay.shape))
+        else:
+            continue
+        seen.add(o.layer)
+    if not outs:
+        raise Skip("NIR graphs output spikes (or a non-spiking membrane) only, and this run "
+                   "reads neither")
+    graph = back.convert(net.model_copy(update={"outputs": tuple(outs)}), weights=weights)
     res = imp.convert_nir(graph, steps=net.steps)
     net2 = loads(res.text, file="<nir round trip>").network().ir
     have = set()
