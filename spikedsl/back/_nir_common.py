@@ -203,3 +203,11 @@ def projection_weights(p: ir.LProjection, W: dict[str, np.ndarray]) -> tuple[np.
         if b.shape[0] != exp_shape[0]:
             raise fail("weights-shape", name=bkey, got=list(b.shape), expected=[exp_shape[0]])
     return w, b
+
+
+def sparse_matrix(p: ir.LProjection) -> np.ndarray:
+    """The fixed weights of a ``sparse`` projection (docs/semantics.md): mask
+    ``numpy.random.default_rng(seed).random((out, in)) < p`` times ``weight``."""
+    n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
+    mask = np.random.default_rng(int(p.seed)).random((n_out, n_in)) < p.p
+    return mask.astype(np.float64) * (1.0 if p.weight is None else float(p.weight))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import ir
-from ._nir_common import layer_params, load_weights, neuron_dt
+from ._nir_common import layer_params, load_weights, neuron_dt, sparse_matrix
 
 
 def _sigmoid(t):
@@ -159,8 +159,15 @@ def _run(net, inputs, weights, record):
                 return y.reshape((B,) + tuple(p.out_shape))
             return F.conv2d(x, w, b, stride=p.stride, padding=p.padding)
         if p.kind == "one_to_one":
-            return (p.weight if p.weight is not None else 1.0) * x.reshape(
-                (B,) + tuple(p.out_shape))
+            w = W.get(f"{name}.weight", p.weight if p.weight is not None else 1.0)
+            return w * x.reshape((B,) + tuple(p.out_shape))
+        if p.kind == "sparse":
+            w = W.get(f"{name}.weight", torch.as_tensor(sparse_matrix(p)))
+            if p.sign == "excitatory":
+                w = w.abs()
+            elif p.sign == "inhibitory":
+                w = -w.abs()
+            return (x.reshape(B, -1) @ w.T).reshape((B,) + tuple(p.out_shape))
         raise NotImplementedError(f"{p.kind} projections are not covered by the reference")
 
     for n in range(T):

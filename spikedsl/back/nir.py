@@ -25,6 +25,7 @@ from ._nir_common import (
     neuron_dt,
     projection_weights,
     seconds_per_step,
+    sparse_matrix,
 )
 from ._nir_match import analyse, match_nir
 
@@ -261,6 +262,8 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
                               bias=b if b is not None else np.zeros(w.shape[0]))
         elif p.kind == "one_to_one":
             wt = 1.0 if p.weight is None else float(p.weight)
+            if f"{p.param_name}.weight" in W:  # the torch target keeps it as a buffer
+                wt = float(np.asarray(W[f"{p.param_name}.weight"]).reshape(-1)[0])
             if p.sign == "excitatory":
                 wt = abs(wt)
             elif p.sign == "inhibitory":
@@ -269,10 +272,16 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
                 raise unsupported(TARGET, what, "a one_to_one projection between different "
                                   "shapes needs a reshape, which NIR lacks", ctx.loc(line))
             node = nir.Scale(scale=np.full(tuple(p.out_shape), wt))
-        else:
-            raise unsupported(TARGET, what, "sparse projections are not exported (their "
-                              "random mask is a spikedsl convention); use dense with the "
-                              "masked weights", ctx.loc(line))
+        else:  # sparse: the fixed masked matrix
+            w = sparse_matrix(p)
+            if f"{p.param_name}.weight" in W:  # the torch target keeps it as a buffer
+                w = np.asarray(W[f"{p.param_name}.weight"], dtype=np.float64).reshape(w.shape)
+            if p.sign == "excitatory":
+                w = np.abs(w)
+            elif p.sign == "inhibitory":
+                w = -np.abs(w)
+            src = flat(src, tuple(p.in_shape))
+            node = nir.Linear(weight=w)
         nodes[node_name] = node
         edges.append((src, node_name))
         return node_name

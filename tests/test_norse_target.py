@@ -1,0 +1,351 @@
+"""Norse target: neurons run as Norse cells where the lowered step equals the
+cell's step; outputs and gradients equal the torch target's (float64)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("norse.torch")
+
+import spikedsl  # noqa: E402
+from spikedsl.back import norse as norse_target  # noqa: E402
+from spikedsl.back._nir_testing import reference, torch_target  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    logging.disable(logging.WARNING)
+    yield
+    torch.set_num_threads(n)
+    logging.disable(logging.NOTSET)
+
+
+NEURONS = {
+    # exact LIF with a trainable time constant, leak, r, v >= v_th -> LIFBoxCell
+    "lif_exact": """
+neuron N {
+    param tau_mem = 10 ms [trainable]
+    param v_leak = 0.1
+    param r = 1.5
+    param v_th = 1.0 [trainable]
+    state v = 0.2
+    input I
+    dv/dt = (v_leak - v + r * I) / tau_mem   method exact
+    spike v >= v_th
+    reset v = 0
+    surrogate fast_sigmoid(slope = 1)
+}""",
+    # snnTorch's Leaky as an update, per-neuron decay -> LIFBoxCell
+    "leaky": """
+neuron N {
+    param beta = 0.9 [per_neuron, trainable]
+    state v = 0
+    input I
+    update v = beta * v + I
+    spike v > 1
+    reset v = 0
+    surrogate triangle(width = 1)
+}""",
+    # subtractive reset -> LIFBoxCell with reset_subtract
+    "lif_subtract": """
+neuron N {
+    param tau = 5 ms
+    param v_th = 0.8 [trainable]
+    state v = 0
+    input I
+    dv/dt = (-v + I) / tau   method euler
+    spike v >= v_th
+    reset v -= v_th
+    surrogate sigmoid(slope = 4)
+}""",
+    # detached reset
+    "lif_detach": """
+neuron N {
+    param tau = 5 ms [trainable]
+    state v = 0
+    input I
+    dv/dt = (-v + I) / tau   method euler
+    spike v > 1
+    reset detach v = -0.2
+    surrogate fast_sigmoid(slope = 1)
+}""",
+    "if": """
+neuron N {
+    param w = 0.5 [trainable]
+    state v = 0
+    input I
+    update v = v + w * I
+    spike v >= 1
+    reset v = 0
+    surrogate fast_sigmoid(slope = 1)
+}""",
+    # snnTorch's Synaptic -> LIBoxCell -> LIFBoxCell
+    "synaptic": """
+neuron N {
+    param alpha = 0.8 [trainable]
+    param beta = 0.7
+    state syn = 0
+    state v = 0
+    input I
+    update syn = alpha * syn + I
+    update v = beta * v + alpha * syn + I
+    spike v > 1
+    reset v = 0
+    surrogate fast_sigmoid(slope = 1)
+}""",
+    # Norse's own LIFCell step written as an update -> LIFCell
+    "norse_lif": """
+neuron N {
+    param tau_syn = 5 ms [trainable]
+    param tau_mem = 10 ms
+    param v_leak = 0.05
+    state i = 0
+    state v = 0
+    input I
+    update v = v + dt / tau_mem * (v_leak - v + i + I)
+    update i = (1 - dt / tau_syn) * (i + I)
+    spike v > 0.3
+    reset v = 0
+    surrogate fast_sigmoid(slope = 1)
+}""",
+    # non-spiking readouts
+    "li": """
+neuron N {
+    param tau = 20 ms [trainable]
+    state v = 0
+    input I
+    dv/dt = (-v + I) / tau   method exact
+}""",
+    "norse_li": """
+neuron N {
+    param tau_syn = 5 ms
+    param tau_mem = 10 ms [trainable]
+    state i = 0
+    state v = 0
+    input I
+    update v = v + dt / tau_mem * (-v + i + I)
+    update i = (1 - dt / tau_syn) * (i + I)
+}""",
+}
+SPIKING = {"lif_exact", "leaky", "lif_subtract", "lif_detach", "if", "synaptic", "norse_lif"}
+UNITLESS = {"leaky", "if", "synaptic"}
+
+
+def net_text(kind: str, body: str | None = None) -> str:
+    src = "" if kind in SPIKING else ".v"
+    out = "o" if kind in SPIKING else "o.v"
+    body = body or f"""
+    input x[6] : spikes
+    layer h[7] = N <- dense(x) + dense(h{src}, bias = false)
+    layer o[4] = N <- dense(h{src})
+    output {out}
+    output h.v
+    output h.v_pre"""
+    dt = "dt = 1" if kind in UNITLESS else "dt = 1 ms"
+    return NEURONS[kind] + f"\nnetwork Net {{\n    {dt}\n    steps = 20\n{body}\n}}\n"
+
+
+def compare(text: str, scale=3.0, seed=0, atol=1e-9):
+    """Outputs and gradients of the Norse and torch modules, same weights."""
+    t = torch_target()
+    if t is None:
+        pytest.skip("torch target not available")
+    net = spikedsl.loads(text).network("Net").ir
+    mt = t.build(net, dtype=torch.float64, seed=seed, fast=False)
+    mn = norse_target.build(net, dtype=torch.float64, seed=seed)
+    W0 = mt.export_weights()
+    assert set(mn.state_dict()) == set(mt.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    x = {la.name: (torch.rand((net.steps, 3) + la.shape, generator=g) < 0.4).double()
+         for la in net.inputs}
+    for s in (scale, 3 * scale, 10 * scale):  # strong enough weights to fire
+        W = {k: v * (s if k.endswith("weight") and v.ndim >= 2 else 1.0) for k, v in W0.items()}
+        mt.load_weights(W)
+        with torch.no_grad():
+            o = mt(x)
+        if all(float(o[k].sum()) > 0 for k in o if "." not in k and "(" not in k):
+            break
+    mn.load_weights(W)
+    ot, on = mt(x), mn(x)
+    assert set(ot) == set(on)
+    spikes = 0.0
+    for k in ot:
+        np.testing.assert_allclose(on[k].detach().numpy(), ot[k].detach().numpy(), rtol=0,
+                                   atol=atol, err_msg=k)
+        if "." not in k:
+            spikes += float(ot[k].detach().sum())
+    # the reference interpreter agrees too
+    ref = reference(net, {k: v.numpy() for k, v in x.items()}, W)
+    for k in ot:
+        np.testing.assert_allclose(ref[k], ot[k].detach().numpy(), atol=1e-9)
+
+    def loss(out):
+        total = 0
+        for v in out.values():
+            w = torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).reshape(v.shape)
+            total = total + (v * w).sum()
+        return total
+
+    names = [n for n, _ in mt.named_parameters()]
+    gt = torch.autograd.grad(loss(ot), list(mt.parameters()), allow_unused=True)
+    pn = dict(mn.named_parameters())
+    gn = torch.autograd.grad(loss(on), [pn[n] for n in names], allow_unused=True)
+    for n, a, b in zip(names, gt, gn):
+        assert (a is None) == (b is None), n
+        if a is not None:
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9,
+                                       atol=1e-9 * max(1.0, float(a.abs().max())), err_msg=n)
+    return net, ot, spikes
+
+
+@pytest.mark.parametrize("kind", sorted(NEURONS))
+def test_outputs_and_gradients_equal_torch_target(kind):
+    net, out, spikes = compare(net_text(kind))
+    if kind in SPIKING:
+        assert spikes > 0
+
+
+def test_conv_pool_flatten_delay_one_to_one():
+    body = """
+    input x[2, 6, 6] : spikes
+    layer c = N <- conv2d(x, channels = 3, kernel = 3, padding = 1)
+    layer p = avgpool2d(c, 2)
+    layer s = sumpool2d(c, 2)
+    layer m = maxpool2d(c, 2)
+    layer f = flatten(p)
+    layer k[27] = N <- dense(f, delay = 2) + one_to_one(s, weight = 0.5)
+    layer o[4] = N <- dense(k) + sparse(k, p = 0.5, weight = 0.3)
+    layer r[5] = sigmoid(dense(m))
+    output o
+    output sum(k)
+    output last(r)"""
+    net, out, spikes = compare(net_text("lif_exact", body), scale=4.0)
+    assert spikes > 0
+
+
+def test_generated_source_is_deterministic_and_readable():
+    net = spikedsl.loads(net_text("synaptic")).network("Net").ir
+    a, b = norse_target.convert(net), norse_target.convert(net)
+    assert a == b
+    assert "norse.LIBoxParameters" in a and "norse.LIFBoxParameters" in a
+    compile(a, "<norse>", "exec")
+    assert spikedsl.loads(net_text("norse_lif")).network("Net").source("norse").count(
+        "norse.LIFCell(") == 2
+
+
+def test_build_loads_the_network_weights_file(tmp_path):
+    text = net_text("leaky")
+    net = spikedsl.loads(text).network("Net").ir
+    m = norse_target.build(net, dtype=torch.float64)
+    W = {k: v * 2 for k, v in m.export_weights().items()}
+    np.savez(tmp_path / "w.npz", **W)
+    prog = spikedsl.loads(text.replace("steps = 20", 'steps = 20\n    weights = "w.npz"'),
+                          file=str(tmp_path / "net.spk"))
+    m2 = norse_target.build(prog.network("Net").ir, dtype=torch.float64)
+    for k, v in m2.export_weights().items():
+        np.testing.assert_array_equal(v, W[k])
+
+
+# ---------------------------------------------------------------------- refusals
+def refuse(text: str, *fragments, **kw):
+    net = spikedsl.loads(text).network("Net").ir
+    with pytest.raises(spikedsl.Unsupported) as e:
+        norse_target.convert(net, **kw)
+    msg = e.value.render()
+    for f in fragments:
+        assert f in msg, msg
+    return msg
+
+
+def _with(kind, old, new):
+    return net_text(kind).replace(old, new)
+
+
+def test_refuses_default_surrogate_and_allow_approx_notes_it():
+    text = _with("lif_exact", "surrogate fast_sigmoid(slope = 1)", "")
+    msg = refuse(text, "Norse cannot express neuron 'N'", "fast_sigmoid(slope = 25)",
+                 "whatever its alpha")
+    assert ":2:" in msg.splitlines()[0]  # the neuron's line
+    net = spikedsl.loads(text).network("Net").ir
+    p = norse_target.plan(net, allow_approx=True)
+    assert any("gradients differ" in n for n in p.notes)
+    norse_target.build(net, allow_approx=True)
+
+
+def test_refuses_exact_cubalif_naming_the_term():
+    text = """
+neuron N {
+    param tau_syn = 5 ms
+    param tau_mem = 10 ms
+    state syn = 0
+    state v = 0
+    input I
+    dsyn/dt = (-syn + I) / tau_syn   method exact
+    dv/dt = (-v + syn) / tau_mem     method exact
+    spike v > 1
+    reset v = 0
+    surrogate fast_sigmoid(slope = 1)
+}
+network Net {
+    dt = 1 ms
+    steps = 5
+    input x[3] : spikes
+    layer h[2] = N <- dense(x)
+    output h
+}
+"""
+    refuse(text, "the input enters the step of 'v' as", "Norse's LIFCell")
+    refuse(text.replace("method exact", "method euler"), "explicit Euler", "LIFCell")
+
+
+def test_refuses_what_norse_cannot_express():
+    refuse(_with("lif_exact", "reset v = 0", "reset v = 0\n    refractory 2 ms"),
+           "refractory period")
+    refuse(_with("lif_exact", "dv/dt = (v_leak - v + r * I) / tau_mem   method exact",
+                 "dv/dt = (v * v + I) / tau_mem   method euler"), "v**2", "not linear")
+    refuse(_with("lif_subtract", "reset v -= v_th", "reset v -= 0.5"),
+           "neither a reset to a value nor the subtraction of the threshold")
+    refuse(_with("if", "reset v = 0", "reset detach v = 0"), "IAFCell resets to a value")
+    alif = """
+neuron N {
+    param tau = 10 ms
+    state v = 0
+    state a = 0
+    input I
+    dv/dt = (-v + I) / tau
+    da/dt = -a / (100 ms)
+    spike v >= 1 + a
+    reset v = 0; a += 0.1
+    surrogate fast_sigmoid(slope = 1)
+}
+network Net {
+    dt = 1 ms
+    steps = 5
+    input x[3] : spikes
+    layer h[2] = N <- dense(x)
+    output h
+}
+"""
+    refuse(alif, "depends on v and a")
+    refuse(alif.replace("layer h[2] = N <- dense(x)", "layer h = slstm(x, hidden = 2)"),
+           "no spiking LSTM cell")
+
+
+def test_bug_norse_superspike_ignores_alpha():
+    """Norse 1.1's SuperSpike backward is 1/(|x|+1)^2 whatever alpha is: only
+    fast_sigmoid(slope = 1) maps to method 'super'."""
+    from norse.torch.functional.threshold import threshold
+
+    x = torch.tensor([-0.5, 0.0, 0.3], dtype=torch.float64, requires_grad=True)
+    for alpha in (1.0, 100.0):
+        (g,) = torch.autograd.grad(threshold(x, "super", alpha).sum(), x)
+        np.testing.assert_allclose(g.numpy(), 1 / (x.detach().abs().numpy() + 1) ** 2)
