@@ -499,14 +499,19 @@ class _Task:
                              reason=f"cannot tell the threshold of layer '{ro.layer}'",
                              hint="give it: masked_membrane(target = x, theta = 1.0)")
         self.binary_readout = loss == "bce" and self.ro_layer.func == "sigmoid"
+        # classification (class scores vs labels) or reconstruction (maps vs images)
+        self.classify = self.labels == "class" and (
+            loss in CLASS_LOSSES or self.target_kind == "labels" or loss == "mse_membrane")
 
         # ---------------------------------------------------------------- metrics
-        metrics = list(cfg.metrics) or (["accuracy"] if self.labels == "class" else ["mse"])
+        metrics = list(cfg.metrics) or (["accuracy"] if self.classify else ["mse"])
         self.metrics = ["loss"] + [m for m in metrics if m != "loss"]
         for m in self.metrics:
-            if m == "accuracy" and self.labels != "class":
+            if m == "accuracy" and not self.classify:
+                why = (f"{cfg.describe_data()} has none" if self.labels != "class" else
+                       f"the loss {loss} does not classify")
                 errs.add("bad-setting", loc("metrics"), name="metrics",
-                         reason=f"accuracy needs class labels; {cfg.describe_data()} has none")
+                         reason=f"accuracy needs class labels and a classification loss; {why}")
             if m in ("spike_mse", "rate") and self.spike_out is None:
                 errs.add("bad-setting", loc("metrics"), name="metrics",
                          reason=f"{m} needs the spike trace of the output layer "
@@ -621,7 +626,7 @@ class _Task:
                 sums[m] = float((pred == yb).sum())
             elif m == "mse":
                 p = self.prediction_map(r).double()
-                if self.labels == "class" and self.target_kind in (None, "labels"):
+                if self.classify:
                     on = float(self.cfg.loss_args.get("on", 1.0))
                     off = float(self.cfg.loss_args.get("off", 0.0))
                     t = L.one_hot(yb, p.shape[1], on, off, dtype=p.dtype)
@@ -634,7 +639,11 @@ class _Task:
                     if t is None:
                         t = xb if not self.spike_input else xb.mean(0)
                     t = t.double().flatten(1)
-                    if self.is_spikes:  # Roy et al.: standardised spike-count map vs image
+                    s = self.spikes_of(out) if not self.is_spikes else None
+                    if s is not None and int(np.prod(s.shape[2:])) == t.shape[1]:
+                        p = s.double().sum(0).flatten(1)  # the output layer's spike map
+                    if self.is_spikes or s is not None:
+                        # Roy et al.: spike map and image standardised per sample
                         sums[m] = float(L.normalized_mse(p, t).sum())
                     else:
                         sums[m] = float(((p - t) ** 2).mean(1).sum())

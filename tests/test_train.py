@@ -529,6 +529,124 @@ def test_cli_ctrl_c_saves_checkpoint(tmp_path):
 # ------------------------------------------------------------------ real target
 DIGITS = ROOT / "examples" / "digits" / "digits.spk"
 
+LOSS_SPEC = """neuron DLIF {
+    param alpha = 0.1
+    param v_th = 1.0
+    state v = 0.0
+    input I
+    update v = (1 - alpha) * v + I
+    spike v >= v_th
+    reset v = 0
+    surrogate sigmoid(slope = 1)
+}
+neuron LI {
+    param beta = 0.9
+    state v = 0.0
+    input I
+    update v = beta * v + I
+}
+network AE {
+    steps = 10
+    input x[64] : poisson(max_rate = 1.0)
+    layer h[32] = DLIF() <- dense(x)
+    layer y[64] = DLIF() <- dense(h)
+    output y.v_pre
+    output y
+}
+network Cls {
+    steps = 10
+    input x[64] : direct
+    layer h[64] = DLIF() <- dense(x)
+    layer o[10] = LI() <- dense(h)
+    output o.v
+    output mean(o.v)
+}
+network Sig {
+    steps = 6
+    input x[64] : poisson(max_rate = 1.0)
+    layer h[32] = DLIF() <- dense(x)
+    layer f2[64] = sigmoid(dense(h))
+    output last(f2)
+}
+network Next {
+    steps = 4
+    input x[1, 28, 28] : spikes
+    layer c[4, 28, 28] = DLIF() <- conv2d(x, channels = 4, kernel = 3, padding = 1)
+    layer frame = sigmoid(conv2d(c, channels = 1, kernel = 3, padding = 1))
+    output last(frame)
+}
+train ae {
+    network = AE
+    data = digits(n_train = 300, n_test = 100)
+    loss = masked_membrane(target = x)
+    optimizer = adam(lr = 5e-3, weight_decay = 1e-4)
+    batch = 50
+    epochs = 3
+    metrics = [mse, spike_mse, rate]
+}
+train cem {
+    network = Cls
+    data = digits(n_train = 300, n_test = 100)
+    loss = ce_membrane(reduce = max)
+    batch = 50
+    epochs = 3
+}
+train msem {
+    network = Cls
+    data = digits(n_train = 300, n_test = 100)
+    loss = mse_membrane(on = 1.0, off = 0.0)
+    batch = 50
+    epochs = 3
+    metrics = [accuracy, mse]
+}
+train msecls {
+    network = Cls
+    readout = mean(o.v)
+    data = digits(n_train = 300, n_test = 100)
+    loss = mse
+    batch = 50
+    epochs = 3
+    metrics = [accuracy, mse]
+}
+train bce_ae {
+    network = Sig
+    data = digits(n_train = 300, n_test = 100)
+    loss = bce(target = x)
+    batch = 50
+    epochs = 3
+    metrics = [mse]
+}
+train nextframe {
+    network = Next
+    data = seqgraph(target = next)
+    loss = bce
+    batch = 16
+    epochs = 2
+    metrics = [mse]
+}
+"""
+
+
+@pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
+@pytest.mark.parametrize("name, metrics", [
+    ("ae", ("mse", "spike_mse", "rate")),        # masked_membrane, poisson input
+    ("cem", ("accuracy",)),                      # ce_membrane(max) on an LI readout
+    ("msem", ("accuracy", "mse")),               # mse_membrane
+    ("msecls", ("accuracy", "mse")),             # mse on a reduced mean(o.v) readout
+    ("bce_ae", ("mse",)),                        # bce after a sigmoid layer, target = x
+    ("nextframe", ("mse",)),                     # spike data, conv, next-frame bce
+])
+def test_every_loss_trains_with_the_torch_target(tmp_path, name, metrics):
+    p = tmp_path / "losses.spk"
+    p.write_text(LOSS_SPEC)
+    res = T.train(p, name, run_dir=tmp_path / name, epochs=2, limit=64, progress=False)
+    assert res.ok, res.message
+    for m in ("loss", *metrics):
+        for split in ("train", "test"):
+            assert np.isfinite(res.final[f"{split}_{m}"]), (split, m)
+    grads = [p.detach() for p in res.model.parameters()]
+    assert all(torch.isfinite(g).all() for g in grads)
+
 
 @pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
 def test_digits_lif_classifier_reaches_90_percent(tmp_path):
@@ -571,3 +689,36 @@ def test_pipeline_runs_end_to_end(tmp_path):
         assert "skipped" in text
     if "brian2" not in res.skipped:
         assert res.brian2_samples == 8 and res.brian2_agreement is not None
+
+
+@pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
+def test_masked_membrane_reads_the_spikes_the_network_saw(tmp_path):
+    """X is the module's own encoding of the batch; without a declared spike
+    output the spikes are V_pre >= theta, which gives the same loss."""
+    from spikedsl.back.torch import build
+    from spikedsl.data import load_dataset
+
+    p = tmp_path / "ae.spk"
+    p.write_text(LOSS_SPEC.replace("    output y.v_pre\n    output y\n",
+                                   "    output y.v_pre\n    output y\n    output y.v\n"))
+    prog = spikedsl.load(p)
+    cfg = T.resolve_config(prog, "ae")
+    net = prog.network("AE").ir
+    ds = load_dataset(cfg.data, cfg.data_args, cfg.base_dir, 0)
+    task = T._Task(cfg, net, ds, prog, None)
+    assert task.readout.name == "y.v_pre" and task.spike_out.name == "y"
+    assert task.theta == 1.0
+    m = build(net, seed=0)
+    x = torch.from_numpy(ds.x_train[:20])
+    enc = m.encode(x)
+    assert set(torch.unique(enc).tolist()) <= {0.0, 1.0}
+    out = m(enc)
+    got = task.loss(out, enc, x, None)
+    X, S, V = enc, out["y"], out["y.v_pre"]
+    mask = (X != S).to(V.dtype)
+    want = 0.5 * ((mask * (1.0 * X - V)) ** 2).sum() / 20
+    assert torch.allclose(got, want, rtol=1e-6)
+    assert torch.equal((V >= 1.0).to(V.dtype), S)  # the fallback equals the spikes here
+    no_spikes = {k: v for k, v in out.items() if k != "y"}
+    task.spike_out = None
+    assert torch.allclose(task.loss(no_spikes, enc, x, None), want, rtol=1e-6)
