@@ -265,7 +265,8 @@ class Program:
         else:
             errors.add("test-no-subject", t.loc)
         run = None
-        if t.run is None and "steps" not in seen:
+        network_test = "network" in seen and "neuron" not in seen
+        if t.run is None and "steps" not in seen and not network_test:
             errors.add("test-no-run", t.loc)
         elif t.run is not None:
             run = self._check_test_time(t.run, timed, "run", positive=True)
@@ -279,6 +280,9 @@ class Program:
                                "expected a non-negative integer")
                 elif key == "steps" and run is None:
                     run = int(x) * dt
+        if run is None and network_test and subject is not None:
+            low = self.lowered.get(subject)
+            run = low.steps * low.dt if low is not None else None
         if "tolerance" in seen:
             x = _test_num(seen["tolerance"].value)
             if x is None or x < 0:

@@ -180,7 +180,12 @@ class SpkItem(pytest.Item):
         r = run_case(case, self.target)
         self._result = r
         if r.skipped:
-            pytest.skip(r.reason)
+            try:  # report the skip at the .spk test, not here
+                exc = pytest.skip.Exception(f"[{self.target}] {r.reason}",
+                                            _use_item_location=True)
+            except TypeError:  # pragma: no cover - older pytest
+                exc = pytest.skip.Exception(f"[{self.target}] {r.reason}")
+            raise exc
         if r.failed:
             raise SpkFailure(r.details())
 

@@ -42,7 +42,7 @@ def _files(paths: list[str]) -> list[str]:
             out.append(p)
         else:
             print(f"spikedsl: error: no such file: {p}", file=sys.stderr)
-            raise SystemExit(2)
+            return None
     return out
 
 
@@ -58,7 +58,7 @@ def _targets(values: list[str] | None) -> list[str] | None:
             if t not in TARGET_CHOICES:
                 print(f"spikedsl test: error: unknown target '{t}' "
                       f"(known: {', '.join(TARGET_CHOICES)})", file=sys.stderr)
-                raise SystemExit(2)
+                return False
             out.append(t)
     return out
 
@@ -70,6 +70,8 @@ def main(args) -> int:
 
     files = _files(args.files)
     targets = _targets(args.target)
+    if files is None or targets is False:
+        return 2
     results: list = []
     spec_errors = 0
 
