@@ -739,11 +739,10 @@ def _generators(model: torch.nn.Module) -> dict[str, torch.Generator]:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`train` (tensors on the CPU)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - older torch or foreign objects: trusted file
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint written by :func:`train` (tensors on the CPU).  It holds
+    only tensors and plain Python values, so ``weights_only=True`` reads it (no
+    code runs while loading)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def checkpoint_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -1102,7 +1101,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             "train": cfg.name,
             "config": cfg.as_dict(),
             "limit": limit,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
         }
         atomic_save(state, ck_path)
 
