@@ -425,9 +425,8 @@ def infer_shapes(nodes: dict[str, Node], edges, strip_batch: bool) -> dict[str, 
                 ps = _neuron_shape(n) if t != "Threshold" else tuple(np.shape(n.f["threshold"]))
                 if int(np.prod(ps)) > 1 or (ins is None and len(ps) >= 1 and preds[k]):
                     s = ps
-                if ins is not None:
-                    if s is None or int(np.prod(s)) <= 1:
-                        s = ins
+                if ins is not None and (s is None or int(np.prod(s)) <= 1):
+                    s = ins
             elif t in ("Affine", "Linear"):
                 w = n.f["weight"]
                 if w.ndim != 2:
@@ -462,11 +461,11 @@ def infer_shapes(nodes: dict[str, Node], edges, strip_batch: bool) -> dict[str, 
                 changed = True
         if not changed:
             break
-    for k in nodes:
+    for k, n in nodes.items():
         if k not in out:
-            if not preds[k] and nodes[k].type != "Input":
-                raise _node_err(k, nodes[k].type, "nothing feeds it")
-            raise _node_err(k, nodes[k].type, "its shape cannot be inferred")
+            if not preds[k] and n.type != "Input":
+                raise _node_err(k, n.type, "nothing feeds it")
+            raise _node_err(k, n.type, "its shape cannot be inferred")
     return out
 
 
@@ -731,10 +730,10 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
                 ed = int(np.asarray(n.f["end_dim"]).reshape(-1)[0])
                 nd = len(ins)
                 sd_, ed_ = sd % nd if nd else 0, ed % nd if nd else 0
-                if nd > 1 and not (sd_ == 0 and ed_ == nd - 1):
-                    if not (all(x == 1 for i, x in enumerate(ins) if i < sd_ or i > ed_)):
-                        raise _node_err(k, n.type, f"flattens dimensions {sd}..{ed} of "
-                                        f"{list(ins)}; only a full flatten is supported")
+                if nd > 1 and not (sd_ == 0 and ed_ == nd - 1) and not all(
+                        x == 1 for i, x in enumerate(ins) if i < sd_ or i > ed_):
+                    raise _node_err(k, n.type, f"flattens dimensions {sd}..{ed} of "
+                                    f"{list(ins)}; only a full flatten is supported")
                 layer_lines.append(f"    layer  {L}{sh} = flatten({src})")
             else:
                 kk = _pair(n.f["kernel_size"], None, n, "kernel_size")
@@ -805,8 +804,8 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
             out_lines.append(f"    output {label}")
         outputs[k] = label
     # ---------------------------------------------------------- text
-    head = [f"# Imported from NIR by spikedsl import-nir (convention: {convention}, "
-            f"dt = {dt!r} s)."]
+    head = [(f"# Imported from NIR by spikedsl import-nir (convention: {convention}, "
+             f"dt = {dt!r} s).")]
     for note in notes:
         head.append(f"# note: {note}")
     head.append("")
@@ -997,9 +996,9 @@ def _semantics(n: Node, kind: str, P: dict, convention: str, dt: float, shp, not
     init: dict[str, np.ndarray] = {}
     if convention == "spikedsl":
         d = _meta_str(n.meta, "discretization")
-        if d in ("exact", "euler", "semi_implicit") and kind != "Threshold":
-            if not (kind in ("IF", "I") and d != "euler"):
-                disc = d
+        if d in ("exact", "euler", "semi_implicit") and kind != "Threshold" and not (
+                kind in ("IF", "I") and d != "euler"):
+            disc = d
         if op is not None and _meta_str(n.meta, "spike_op") == ">=":
             thr = _meta_num(n.meta, "v_threshold")
             if thr is not None:
@@ -1129,4 +1128,4 @@ def load_nir(path_or_graph, dt: float | None = None, *, name: str = "Imported",
     return load(spk)
 
 
-__all__ = ["import_nir", "convert_nir", "load_nir", "write_import", "ImportResult"]
+__all__ = ["ImportResult", "convert_nir", "import_nir", "load_nir", "write_import"]

@@ -20,10 +20,10 @@ import pytest
 torch = pytest.importorskip("torch")
 nir = pytest.importorskip("nir")
 
-import spikedsl  # noqa: E402
-from spikedsl import nir_import  # noqa: E402
-from spikedsl.back import nir as nir_target  # noqa: E402
-from spikedsl.back._nir_testing import random_weights, reference  # noqa: E402
+import spikedsl
+from spikedsl import nir_import
+from spikedsl.back import nir as nir_target
+from spikedsl.back._nir_testing import random_weights, reference
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -112,10 +112,10 @@ def spk_net(body: str, steps=30, dt="0.1 ms") -> tuple:
 
 # ====================================================================== spikedsl -> snnTorch
 @pytest.mark.parametrize("body", [
-    " input x[6] : spikes\n layer h[5] = Leaky <- dense(x)\n layer o[3] = Leaky(beta = 0.8)"
-    " <- dense(h)\n output o",
-    " input x[6] : spikes\n layer h[5] = Synaptic <- dense(x)\n layer o[3] = Synaptic"
-    "(alpha = 0.5) <- dense(h, bias = false)\n output o",
+    (" input x[6] : spikes\n layer h[5] = Leaky <- dense(x)\n layer o[3] = Leaky(beta = 0.8)"
+     " <- dense(h)\n output o"),
+    (" input x[6] : spikes\n layer h[5] = Synaptic <- dense(x)\n layer o[3] = Synaptic"
+     "(alpha = 0.5) <- dense(h, bias = false)\n output o"),
 ], ids=["leaky", "synaptic"])
 def test_spikedsl_graph_runs_in_snntorch(body, tmp_path):
     snn()

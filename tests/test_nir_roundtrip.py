@@ -9,10 +9,10 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
-import spikedsl  # noqa: E402
-from spikedsl import nir_import  # noqa: E402
-from spikedsl.back import nir as nir_target  # noqa: E402
-from spikedsl.back._nir_testing import random_inputs, random_weights, reference, simulate  # noqa: E402
+import spikedsl
+from spikedsl import nir_import
+from spikedsl.back import nir as nir_target
+from spikedsl.back._nir_testing import random_inputs, random_weights, reference, simulate
 
 NEURONS = {
     # LIF, exact step, units, leak, r != 1, fires on >=
@@ -216,20 +216,20 @@ def _compare(net, o1, o2, res, need_spikes=True):
 
 @pytest.mark.parametrize("kind", sorted(NEURONS))
 def test_dense_roundtrip(kind, tmp_path):
-    net, net2, o1, o2, res = roundtrip(dense_net(kind), tmp_path)
+    net, _net2, o1, o2, res = roundtrip(dense_net(kind), tmp_path)
     _compare(net, o1, o2, res)
 
 
 @pytest.mark.parametrize("kind", ["lif_exact", "leaky_update", "cubalif_exact", "synaptic_update",
                                   "if", "li"])
 def test_conv_roundtrip(kind, tmp_path):
-    net, net2, o1, o2, res = roundtrip(conv_net(kind), tmp_path, scale=4.0)
+    net, _net2, o1, o2, res = roundtrip(conv_net(kind), tmp_path, scale=4.0)
     _compare(net, o1, o2, res)
 
 
 @pytest.mark.parametrize("kind", ["lif_exact", "leaky_update", "cubalif_euler", "if"])
 def test_recurrent_roundtrip(kind, tmp_path):
-    net, net2, o1, o2, res = roundtrip(recurrent_net(kind), tmp_path)
+    net, _net2, o1, o2, res = roundtrip(recurrent_net(kind), tmp_path)
     _compare(net, o1, o2, res)
     g = nir.read(str(tmp_path / "net.nir"))
     assert ("w_h_h", "h") in g.edges and ("h", "w_h_h") in g.edges  # a graph cycle
@@ -256,7 +256,7 @@ network Net {
 """
     rng = np.random.default_rng(3)
     extra = {"h.tau_mem": rng.uniform(2e-3, 20e-3, 7), "h.v_th": rng.uniform(0.5, 1.5, 7)}
-    net, net2, o1, o2, res = roundtrip(text, tmp_path, weights_extra=extra)
+    net, _net2, o1, o2, res = roundtrip(text, tmp_path, weights_extra=extra)
     _compare(net, o1, o2, res)
     g = nir.read(str(tmp_path / "net.nir"))
     np.testing.assert_allclose(g.nodes["h"].tau, extra["h.tau_mem"], rtol=1e-12)
@@ -275,7 +275,7 @@ network Net {
     output h
 }
 """
-    net, net2, o1, o2, res = roundtrip(text, tmp_path)
+    net, _net2, o1, o2, res = roundtrip(text, tmp_path)
     _compare(net, o1, o2, res)
     assert "state v = v_init" in res.text
 

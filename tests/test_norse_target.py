@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("norse.torch")
 
-import spikedsl  # noqa: E402
-from spikedsl.back import norse as norse_target  # noqa: E402
-from spikedsl.back._nir_testing import reference, torch_target  # noqa: E402
+import spikedsl
+from spikedsl.back import norse as norse_target
+from spikedsl.back._nir_testing import reference, torch_target
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -209,7 +209,7 @@ def compare(text: str, scale=3.0, seed=0, atol=1e-9):
 
 @pytest.mark.parametrize("kind", sorted(NEURONS))
 def test_outputs_and_gradients_equal_torch_target(kind):
-    net, out, spikes = compare(net_text(kind))
+    _net, _out, spikes = compare(net_text(kind))
     if kind in SPIKING:
         assert spikes > 0
 
@@ -228,7 +228,7 @@ def test_conv_pool_flatten_delay_one_to_one():
     output o
     output sum(k)
     output last(r)"""
-    net, out, spikes = compare(net_text("lif_exact", body), scale=4.0)
+    _net, _out, spikes = compare(net_text("lif_exact", body), scale=4.0)
     assert spikes > 0
 
 

@@ -146,14 +146,14 @@ def init_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
     try:
         import torch
 
-        from . import torch as torch_target  # noqa: F401
+        from . import torch as torch_target
 
         torch.manual_seed(seed)
         mod = torch_target.build(net, dtype=torch.float64, weights={})
         exp = getattr(mod, "export_weights", None)
         sd = exp() if callable(exp) else mod.state_dict()
         return {k: to_numpy(v) for k, v in sd.items()}, "the torch target's initialisation"
-    except Exception:  # noqa: BLE001 - fall back to a plain initialisation
+    except Exception:  # noqa: BLE001, S110 - fall back to a plain initialisation
         pass
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}

@@ -83,7 +83,7 @@ class Analysis:
 
             if sp.simplify(sym_e) == 0:
                 return True
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - SymPy gave up: compare the values
             pass
         return bool(np.all(num_e == 0))
 
@@ -93,7 +93,7 @@ class Analysis:
 
             if sp.simplify(sym_e - 1) == 0:
                 return True
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - SymPy gave up: compare the values
             pass
         return bool(np.all(num_e == 1))
 

@@ -66,7 +66,7 @@ def _eq(an: Analysis, e1, e2, n1, n2) -> bool:
 
         if sp.simplify(e1 - e2) == 0:
             return True
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - SymPy gave up: compare the values
         pass
     return bool(np.allclose(n1, n2, rtol=1e-12, atol=1e-15))
 
@@ -87,7 +87,7 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False) -> Nor
     if len(S) == 1:
         v = S[0]
         a, b, c = an.A[(v, v)], an.B[v], an.c[v]
-        an_, bn, cn = an.An[(v, v)], an.Bn[v], an.cn[v]
+        an_, cn = an.An[(v, v)], an.cn[v]
         if an.is_one(a, an_):
             if not an.is_zero(c, cn):
                 raise an.refuse(f"its step adds '{fmt(c)}' without a leak; Norse's IAFCell "

@@ -13,7 +13,7 @@ from ._nir_common import init_weights
 def torch_target():
     """The torch target module, or None while it does not exist."""
     try:
-        from . import torch as t  # noqa: F401
+        from . import torch as t
 
         if hasattr(t, "run") and hasattr(t, "build"):
             return t

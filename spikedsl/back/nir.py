@@ -100,11 +100,6 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
         raise unsupported(TARGET, f"plasticity '{p.rule.name}'",
                           "NIR graphs hold no learning rules", ctx.loc(net.source_line))
     W = load_weights(net, weights)
-    needs_w = any(p.kind in ("dense", "conv2d") for lay in net.layers for p in lay.projections)
-    if needs_w and not any(k.endswith(".weight") for k in W):
-        W0, how = init_weights(net)
-        W = {**W0, **W}
-        ctx.notes.append(f"no weights given: exported {how}")
 
     layers = {lay.name: lay for lay in net.layers}
     nodes: dict[str, object] = {}
@@ -187,7 +182,6 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
                 continue  # identity at inference: resolved in pass 2
             if op == "flatten":
                 nodes[name] = nir.Flatten(input_type={"input": np.array(
-                    layers[lay.source].shape if lay.source_state is None else
                     layers[lay.source].shape)}, start_dim=0, end_dim=-1)
             elif op in ("avgpool2d", "sumpool2d"):
                 cls = nir.AvgPool2d if op == "avgpool2d" else nir.SumPool2d
@@ -210,6 +204,11 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
                               "NIR has no LSTM cells", ctx.loc(lay.source_line))
 
     # ---- pass 2: sources, projections and edges
+    needs_w = any(p.kind in ("dense", "conv2d") for lay in net.layers for p in lay.projections)
+    if needs_w and not any(k.endswith(".weight") for k in W):
+        W0, how = init_weights(net)
+        W = {**W0, **W}
+        ctx.notes.append(f"no weights given: exported {how}")
     flat_of: dict[str, str] = {}
 
     def source_node(src: str, st: str | None, line: int, what: str) -> str:

@@ -21,6 +21,7 @@ import keyword
 import linecache
 import math
 import os
+from typing import ClassVar
 
 from .. import ir
 from ..errors import Loc, unsupported
@@ -31,17 +32,17 @@ from ._nir_match import analyse
 from ._nir_norse import NorseNeuron, match_norse
 
 TARGET = "Norse"
-__all__ = ["convert", "build", "run", "plan", "TARGET"]
+__all__ = ["TARGET", "build", "convert", "plan", "run"]
 
 _CELL_CLASS = {"LIFBox": "LIFBoxCell", "IAF": "IAFCell", "LIBox": "LIBoxCell", "LIF": "LIFCell",
                "LI": "LICell", "SynLIFBox": "LIFBoxCell", "SynLIBox": "LIBoxCell"}
 _RESERVED = {"norse", "torch", "F", "math", "numpy", "DT", "STEPS"}
-_MODULE_ATTRS = set(dir(__import__("types").SimpleNamespace)) | {
+_MODULE_ATTRS: frozenset = frozenset(dir(__import__("types").SimpleNamespace)) | frozenset({
     "forward", "state_dict", "load_state_dict", "parameters", "buffers", "children",
     "modules", "train", "eval", "training", "to", "cpu", "cuda", "double", "float", "half",
     "type", "apply", "zero_grad", "steps", "dt", "inputs", "outputs", "encoders",
     "reset_state", "clamp_parameters", "load_weights", "export_weights", "source", "_cells",
-    "_like", "_t", "_inputs", "add_module", "register_buffer", "register_parameter"}
+    "_like", "_t", "_inputs", "add_module", "register_buffer", "register_parameter"})
 
 
 def _num(v: float) -> str:
@@ -64,7 +65,7 @@ def _attr(path: str) -> str:
 
 
 class _TorchPrinter(Printer):
-    FUNCS = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
+    FUNCS: ClassVar[dict[str, str]] = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
              "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu",
              "sin": "torch.sin", "cos": "torch.cos", "min": "torch.minimum",
              "max": "torch.maximum", "clip": "torch.clamp", "where": "torch.where"}
@@ -526,7 +527,7 @@ def _load_class(src: str, net_name: str):
         filename = f"<spikedsl-norse {net_name} {key[:10]}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
         ns: dict = {"__name__": f"spikedsl_norse_{net_name}"}
-        exec(builtins.compile(src, filename, "exec"), ns)
+        exec(builtins.compile(src, filename, "exec"), ns)  # noqa: S102 - our generated code
         _CLASSES[key] = ns[class_name(net_name)]
     return _CLASSES[key]
 
