@@ -257,7 +257,7 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
            batch: int = 2, seed: int = 0, tol: float = 1e-9,
            weights: Mapping[str, np.ndarray] | None = None,
            inputs: Mapping[str, np.ndarray] | None = None, input_scale: float = 1.0,
-           runners: Mapping[str, Callable] | None = None,
+           weight_scale: float = 1.0, runners: Mapping[str, Callable] | None = None,
            on_run: Callable[[TargetRun], None] | None = None) -> VerifyReport:
     """Run ``net`` on ``targets`` (default: every target) and compare pairwise."""
     if steps is not None:
@@ -268,6 +268,12 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
         weights, how = make_weights(net, seed)
     else:
         weights, how = dict(weights), "given"
+    if weight_scale != 1.0:
+        proj = {f"{p.param_name}.weight" for lay in net.layers for p in lay.projections
+                if p.kind in ("dense", "conv2d")}
+        weights = {k: (np.asarray(v) * weight_scale if k in proj else v)
+                   for k, v in weights.items()}
+        how += f", projection weights x {weight_scale:g}"
     if inputs is None:
         inputs = make_inputs(net, T, batch, seed, scale=input_scale)
     record = traces_of(net)

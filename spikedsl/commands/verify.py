@@ -30,6 +30,8 @@ def add_arguments(p) -> None:
                         "repeat or separate with commas")
     p.add_argument("--input-scale", type=float, default=1.0,
                    help="direct inputs are uniform in [0, SCALE) (default 1)")
+    p.add_argument("--weight-scale", type=float, default=1.0,
+                   help="multiply the dense/conv2d weights (to make a network spike more)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="a weights file (.npz) to use instead of seeded random weights")
 
@@ -73,6 +75,7 @@ def main(args) -> int:
 
         weights = load_weights(args.weights)
     report = verify(net, targets=targets, steps=args.steps, batch=args.batch, seed=args.seed,
-                    tol=args.tol, weights=weights, input_scale=args.input_scale)
+                    tol=args.tol, weights=weights, input_scale=args.input_scale,
+                    weight_scale=args.weight_scale)
     print(report.render())
     return 0 if report.ok else 1
