@@ -207,6 +207,20 @@ def test_structure_errors():
     expect_error(chain(affine(), lif()), "nir-invalid", "dt must be a positive", dt=-1.0)
 
 
+def test_threshold_node_imports_as_stateless_neuron():
+    from spikedsl.back._nir_testing import reference
+
+    g = chain(affine(), {"type": "Threshold", "threshold": np.array([0.5, 1.0, 1.5])})
+    r = nir_import.convert_nir(g)
+    net = spikedsl.loads(r.text).network("Imported").ir
+    x = np.ones((4, 2, 3))
+    out = reference(net, {"input_": x}, r.weights)[r.outputs["output"]]
+    # Affine of ones (weights 1, bias 0): input 3 everywhere -> all above threshold
+    np.testing.assert_array_equal(out, np.ones((4, 2, 3)))
+    out0 = reference(net, {"input_": x * 0.3}, r.weights)[r.outputs["output"]]
+    np.testing.assert_array_equal(out0[0, 0], [1.0, 0.0, 0.0])  # 0.9 > 0.5 only
+
+
 def test_sub_graphs_are_inlined():
     inner = graph_dict({"in": INPUT, "lif": lif(), "rec": affine(), "out": OUTPUT},
                        [("in", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")])
