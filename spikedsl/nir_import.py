@@ -675,7 +675,15 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
         if n.type in PROJ_TYPES and succs[k] and all(nodes[s].type in NEURON_TYPES
                                                     for s in succs[k]):
             inline[k] = preds[k][0]
-    layer_nodes = [k for k in nodes if is_layer_node(k) and nodes[k].type != "Output"]
+    # a Flatten that only feeds such dense projections is implicit (dense flattens)
+    transparent = {k for k, n in nodes.items() if n.type == "Flatten" and succs[k] and all(
+        s in inline and nodes[s].type in ("Affine", "Linear") for s in succs[k])}
+    for k, p in list(inline.items()):
+        while p in transparent:
+            p = preds[p][0]
+        inline[k] = p
+    layer_nodes = [k for k in nodes if is_layer_node(k) and nodes[k].type != "Output"
+                   and k not in transparent]
     # dependency edges between layer nodes: (src layer node, dst layer node, soft)
     deps: list[tuple[str, str, bool]] = []
     for k in layer_nodes:
