@@ -3,13 +3,16 @@ metrics files, the CLI, and (with the torch target) digits accuracy."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -463,11 +466,22 @@ def test_limit_and_overrides(spec, tmp_path):
 
 
 # ------------------------------------------------------------------ CLI
-def _cli(*args, cwd, env_extra=None, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.update(env_extra or {})
-    return subprocess.run([PY, "-m", "spikedsl.cli", *args], check=False, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def _cli(*args, cwd):
+    """``spikedsl ARGS`` in this process (the Ctrl-C test below uses a real one)."""
+    from spikedsl import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as e:
+                code = e.code
+    finally:
+        os.chdir(old)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_cli_usage_and_spec_errors(tmp_path):
