@@ -136,6 +136,44 @@ def test_spikedsl_graph_runs_in_snntorch(body, tmp_path):
     np.testing.assert_array_equal(theirs, ours)
 
 
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_snntorch_import_rescales_thresholds(per_neuron):
+    """snnTorch's Leaky has no input gain: import_from_nir divides the threshold by
+    w_scale = r dt / tau instead (same spikes).  Bug: it takes the first distinct
+    w_scale for the whole layer, so per-neuron time constants give wrong spikes."""
+    snn()
+    import snntorch.utils
+    from snntorch.import_nir import import_from_nir
+
+    net = spikedsl.loads(f"""
+neuron L {{
+    param tau = 2 ms {"[per_neuron]" if per_neuron else ""}
+    state v = 0
+    input I
+    dv/dt = (-v + I) / tau   method euler
+    spike v > 1
+    reset v = 0
+}}
+network Net {{
+    dt = 0.1 ms
+    steps = 40
+    input x[6] : spikes
+    layer h[5] = L <- dense(x)
+    output h
+}}
+""").network("Net").ir
+    W = random_weights(net, scale=40.0, seed=1)
+    if per_neuron:
+        W["h.tau"] = np.array([1e-3, 2e-3, 3e-3, 4e-3, 5e-3])
+    m = import_from_nir(nir_target.convert(net, weights=W))
+    snntorch.utils.reset(m)
+    x = spikes(net.steps, 4, (6,), p=0.5)
+    ours = reference(net, x.numpy().astype(np.float64), W)["h"]
+    theirs = run_stateful(m, x)
+    assert ours.sum() > 0
+    assert np.array_equal(theirs, ours) is (not per_neuron)
+
+
 def test_bug_snntorch_import_of_recurrent_graphs(tmp_path):
     """snnTorch's import_from_nir wraps a LIF <-> Affine cycle into a sub-graph whose
     Input feeds the *recurrent* Affine (``(input, w_rec)`` in _create_rnn_subgraph), so
