@@ -560,7 +560,10 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
     import numpy as np
     import torch
 
-    dtype = dtype or torch.float64
+    if dtype is None:
+        dtype = torch.float64
+    elif not isinstance(dtype, torch.dtype):
+        dtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
     outs = list(net.outputs)
     have = {o.name for o in outs}
     for key in record or ():
@@ -577,7 +580,16 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
     m.eval()
     if not isinstance(inputs, dict):
         inputs = {net.inputs[0].name: inputs}
-    data = {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in inputs.items()}
+    npdt = np.float32 if dtype == torch.float32 else np.float64
+    data = {}
+    for lay in net.inputs:
+        x = inputs[lay.name]
+        x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=npdt)
+        if x.ndim == len(lay.shape) + 1 and lay.encoder != "direct":
+            from .. import reference  # the same encoding as every other target
+
+            x = reference.encode(lay, x, net.steps, dtype=npdt)
+        data[lay.name] = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)
     with torch.no_grad():
         out = m(data)
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
