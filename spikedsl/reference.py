@@ -226,6 +226,17 @@ def weight_shapes(net: ir.LNetwork) -> dict[str, tuple[int, ...]]:
             c = (lay.shape[0],)
             for k in ("weight", "bias", "running_mean", "running_var"):
                 out[f"{lay.name}.{k}"] = c
+        if lay.kind == "cell" and lay.op == "slstm":
+            H, nin = int(lay.args["hidden"]), int(lay.args["in_features"])
+            out[f"{lay.name}.weight_ih"] = (4 * H, nin)
+            out[f"{lay.name}.weight_hh"] = (4 * H, H)
+            out[f"{lay.name}.bias_ih"] = (4 * H,)
+            out[f"{lay.name}.bias_hh"] = (4 * H,)
+        elif lay.kind == "cell":
+            C, cin, k = (int(lay.args["channels"]), int(lay.args["in_channels"]),
+                         int(lay.args["kernel"]))
+            out[f"{lay.name}.weight"] = (4 * C, cin + C, k, k)
+            out[f"{lay.name}.bias"] = (4 * C,)
     return out
 
 
@@ -282,6 +293,15 @@ def init_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
                     out[key] = rng.uniform(prm.init_uniform[0], prm.init_uniform[1], shapes[key])
                 else:
                     out[key] = np.full(shapes[key], prm.value)
+        if lay.kind == "cell":  # as torch.nn.LSTMCell / snnTorch's SConv2dLSTM
+            keys = [k for k in shapes if k.startswith(f"{lay.name}.")]
+            if lay.op == "slstm":
+                b = 1.0 / math.sqrt(int(lay.args["hidden"]))
+            else:
+                fan = math.prod(shapes[f"{lay.name}.weight"][1:])
+                b = 1.0 / math.sqrt(fan)
+            for k in sorted(keys):
+                out[k] = rng.uniform(-b, b, shapes[k])
         if lay.kind == "stage" and lay.op == "batchnorm":
             c = shapes[f"{lay.name}.weight"]
             out[f"{lay.name}.weight"] = np.ones(c)
@@ -386,10 +406,6 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
     if net.plasticity:
         raise unsupported("reference", "plasticity", "the reference interpreter has no "
                           "plasticity rules")
-    for lay in net.layers:
-        if lay.kind == "cell":
-            raise unsupported("reference", f"layer '{lay.name}' ({lay.op})",
-                              "the reference interpreter has no built-in cells")
     data = _as_inputs(net, inputs if inputs is not None else {})
     enc: dict[str, np.ndarray] = {}
     T = None
@@ -455,6 +471,12 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
             for s in n.states:
                 hist[f"{lay.name}.{s.name}"] = []
                 hist[f"{lay.name}.{s.name}_pre"] = []
+        elif lay.kind == "cell":
+            states[lay.name] = {s: np.zeros((B,) + tuple(lay.shape), dtype=dtype)
+                                for s in ("syn", "mem")}
+            for s in ("syn", "mem"):
+                hist[f"{lay.name}.{s}"] = []
+                hist[f"{lay.name}.{s}_pre"] = []
 
     def source_value(p_source: str, p_state: str | None, n: int, delay: int, shape):
         key = p_source if p_state is None else f"{p_source}.{p_state}"
@@ -581,10 +603,42 @@ def _loop(net, T, S, enc, states, refr, params, hist, compiled, source_value, dt
             elif lay.kind == "stage":
                 x = source_value(lay.source, lay.source_state, n, 0, None)
                 out = _stage(lay, x, S)
-            else:  # pragma: no cover - rejected above
-                raise AssertionError(lay.kind)
+            else:  # cell
+                x = source_value(lay.source, lay.source_state, n, 0, None)
+                out = _cell(lay, x, S, states[lay.name], hist)
             hist[lay.name].append(np.asarray(out, dtype=dtype))
 
+
+
+def _sig(x):
+    return _sigmoid(x)
+
+
+def _cell(lay: ir.LLayer, x: np.ndarray, S: _Net, st, hist) -> np.ndarray:
+    """snnTorch's ``SLSTM`` (an ``nn.LSTMCell``: gates i, f, g, o) and
+    ``SConv2dLSTM`` (one conv over [x, mem], padding kernel // 2: gates i, f,
+    o, g): ``syn = σ(f)·syn + σ(i)·tanh(g)``, ``mem = σ(o)·tanh(syn)``,
+    spike ``mem > threshold``, no reset (snnTorch's default)."""
+    B = x.shape[0]
+    syn, mem = st["syn"], st["mem"]
+    name = lay.name
+    if lay.op == "slstm":
+        g = (x.reshape(B, -1) @ S.w[f"{name}.weight_ih"].T + S.w[f"{name}.bias_ih"]
+             + mem @ S.w[f"{name}.weight_hh"].T + S.w[f"{name}.bias_hh"])
+        i, f, gg, o = np.split(g, 4, axis=1)
+    else:
+        cin, k = int(lay.args["in_channels"]), int(lay.args["kernel"])
+        w, b = S.w[f"{name}.weight"], S.w[f"{name}.bias"]
+        pad = (k // 2, k // 2)
+        g = conv2d(x, w[:, :cin], b, (1, 1), pad) + conv2d(mem, w[:, cin:], None, (1, 1), pad)
+        i, f, o, gg = np.split(g, 4, axis=1)
+    syn = _sig(f) * syn + _sig(i) * np.tanh(gg)
+    mem = _sig(o) * np.tanh(syn)
+    st["syn"], st["mem"] = syn, mem
+    for s, v in (("syn", syn), ("mem", mem)):
+        hist[f"{name}.{s}"].append(v)
+        hist[f"{name}.{s}_pre"].append(v)
+    return (mem > float(lay.args.get("threshold", 1.0))).astype(S.dtype)
 
 
 def _stage(lay: ir.LLayer, x: np.ndarray, S: _Net) -> np.ndarray:

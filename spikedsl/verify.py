@@ -178,13 +178,13 @@ def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
 
 
 def traces_of(net: ir.LNetwork) -> list[str]:
-    """Every layer output and every neuron state (after and before reset)."""
+    """Every layer output and every neuron / cell state (after and before reset)."""
     out = []
     for lay in net.layers:
         if lay.kind == "input":
             continue
         out.append(lay.name)
-        if lay.kind == "neuron":
+        if lay.kind in ("neuron", "cell"):
             for s in lay.states:
                 out += [f"{lay.name}.{s}", f"{lay.name}.{s}_pre"]
     return out
@@ -193,7 +193,8 @@ def traces_of(net: ir.LNetwork) -> list[str]:
 def _spike_keys(net: ir.LNetwork) -> set[str]:
     keys = set()
     for lay in net.layers:
-        if lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking:
+        if (lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking) or \
+                lay.kind == "cell":
             keys.add(lay.name)
     for o in net.outputs:
         if o.state is None and o.reduce == "none" and o.layer in keys:

@@ -476,16 +476,23 @@ network N {
     assert all(np.array_equal(w[k], w2[k]) for k in w)
 
 
-def test_cells_and_plasticity_are_refused_cleanly():
-    net = net_of("""
+def test_plasticity_is_refused_cleanly():
+    net = net_of(DIS + """
+synapse Hebb {
+    param eta = 0.1
+    state tr = 0
+    on_pre { tr += 1; w = w + eta * tr }
+    on_post { tr -= 1 }
+}
 network N {
     steps = 2
     input x[3] : direct
-    layer c = slstm(x, hidden = 4)
-    output c
+    layer h[2] = Acc <- dense(x)
+    output h
+    plasticity Hebb on x -> h
 }
 """)
-    with pytest.raises(Unsupported, match="reference cannot express"):
+    with pytest.raises(Unsupported, match="reference cannot express plasticity"):
         reference.run(net, {"x": np.zeros((2, 1, 3))})
 
 
@@ -504,3 +511,46 @@ network N {
         reference.run(net, {"x": np.zeros((2, 1, 3))})
     out = reference.run(net, np.ones((4, 1, 2)))  # one array for the single input, T from it
     assert out["h"].shape == (4, 1, 2)
+
+
+def test_cells_match_snntorch():
+    torch = pytest.importorskip("torch")
+    snn = pytest.importorskip("snntorch")
+    net = net_of("""
+network N {
+    steps = 6
+    input x[2, 5, 5] : direct
+    input u[4] : direct
+    layer c = sconv_lstm(x, channels = 3, kernel = 3, threshold = 0.05)
+    layer s = slstm(u, hidden = 4, threshold = 0.05)
+    output c
+    output s
+    output c.mem
+    output s.syn
+}
+""")
+    w = reference.init_weights(net, seed=2)
+    # snnTorch 1.0's SLSTM.forward zeroes its state whenever the state's shape
+    # differs from the *input's* shape, so compare with in_features == hidden
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3, 2, 5, 5))
+    u = rng.normal(size=(6, 3, 4))
+    out = reference.run(net, {"x": x, "u": u}, weights=w)
+    conv = snn.SConv2dLSTM(2, 3, 3, threshold=0.05).double()
+    lstm = snn.SLSTM(4, 4, threshold=0.05).double()
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.tensor(w["c.weight"]))
+        conv.conv.bias.copy_(torch.tensor(w["c.bias"]))
+        for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(lstm.lstm_cell, k).copy_(torch.tensor(w[f"s.{k}"]))
+        syn_c = mem_c = torch.zeros((3, 3, 5, 5), dtype=torch.float64)
+        syn_s = mem_s = torch.zeros((3, 4), dtype=torch.float64)
+        for n in range(6):
+            xt = torch.tensor(x[n])
+            spk_c, syn_c, mem_c = conv(xt, syn_c, mem_c)
+            spk_s, syn_s, mem_s = lstm(torch.tensor(u[n]), syn_s, mem_s)
+            np.testing.assert_allclose(out["c.mem"][n], mem_c.numpy(), atol=1e-12)
+            np.testing.assert_array_equal(out["c"][n], spk_c.numpy())
+            np.testing.assert_allclose(out["s.syn"][n], syn_s.numpy(), atol=1e-12)
+            np.testing.assert_array_equal(out["s"][n], spk_s.numpy())
+    assert 0 < out["c"].mean() < 1 and 0 < out["s"].mean() < 1
