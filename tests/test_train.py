@@ -736,3 +736,38 @@ def test_masked_membrane_reads_the_spikes_the_network_saw(tmp_path):
     no_spikes = {k: v for k, v in out.items() if k != "y"}
     task.spike_out = None
     assert torch.allclose(task.loss(no_spikes, enc, x, None), want, rtol=1e-6)
+
+
+NAN_SPEC = """
+neuron LI {
+    param beta = 0.9
+    state v = 0.0
+    input I
+    update v = beta * v + I
+}
+network Reg {
+    steps = 5
+    input x[64] : direct
+    layer o[10] = LI() <- dense(x)
+    output o.v
+}
+train boom {
+    network = Reg
+    data = digits(n_train = 200, n_test = 50)
+    loss = mse_membrane
+    optimizer = sgd(lr = 1e30)
+    batch = 50
+    epochs = 3
+}
+"""
+
+
+@pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
+def test_cli_nan_stop_exit_code_and_message(tmp_path):
+    p = tmp_path / "nan.spk"
+    p.write_text(NAN_SPEC)
+    r = _cli("train", str(p), "--no-progress", "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "training stopped: the loss became inf in epoch 1, batch 2" in r.stderr
+    assert "no checkpoint was written yet" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs/boom/checkpoint.pt").exists()

@@ -93,6 +93,8 @@ def main(args) -> int:
     if res.status == "done":
         print("\n".join(_summary(res)))
         return 0
-    print("\n".join(_summary(res)[1:]))
+    rest = _summary(res)[1:]
+    if rest:
+        print("\n".join(rest))
     print(f"spikedsl train: {res.message}", file=sys.stderr)
     return 130 if res.status == "interrupted" else 1
