@@ -1058,6 +1058,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         start_epoch = int(ck["epoch"])
         skip = int(ck.get("batch", 0))
         partial = ck.get("partial")
+
         def warm_up():
             if hasattr(model, "encode") and not task.spike_input:
                 with torch.no_grad():
@@ -1248,7 +1249,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 save_checkpoint(epoch + 1)
                 save_outputs()
                 say(format_epoch(row, task.metrics, cfg.epochs))
-                if intr.requested:
+                if intr.requested and epoch + 1 < cfg.epochs:
                     epoch += 1
                     raise _Stop("interrupted", _interrupt_message(epoch, 0, n_batches,
                                                                   ck_path))
