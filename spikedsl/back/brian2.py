@@ -92,9 +92,15 @@ def plan(net: ir.LNetwork) -> Plan:
 
 def convert(net: ir.LNetwork, *, device: str = "runtime", weights=None) -> str:
     """The Brian2 script of ``net`` (deterministic).  ``device`` is the default
-    of the script's command line; ``weights`` are loaded at run time by the
-    script (``--weights``), never embedded."""
-    del weights
+    of the script's command line; ``weights`` (a file name; default: the
+    network's ``weights = "..."`` file) is the default of its ``--weights``:
+    weights are loaded when the script runs, never embedded."""
+    if isinstance(weights, str | os.PathLike):
+        weights_path = os.path.abspath(os.fspath(weights))
+    else:
+        weights_path = net.weights
+    if weights_path is not None and not weights_path.endswith(".npz"):
+        weights_path = None  # the script reads .npz only (no torch needed)
     if device not in DEVICES:
         raise ValueError(f"unknown device '{device}' (known: {', '.join(DEVICES)})")
     p = make_plan(net)
@@ -107,10 +113,8 @@ def convert(net: ir.LNetwork, *, device: str = "runtime", weights=None) -> str:
         inputs=_pyrepr({name: shape for name, shape, _ in p.inputs}),
         outputs=_pyrepr([(n, k, r) for n, k, r in p.outputs]),
         records=list(p.records.values()), init_layers=[_pyrepr(x) for x in p.init_layers],
-        blocks=p.blocks, late=p.late, script_name=f"{net.name.lower()}_brian2.py")
-    if device != "runtime":
-        text = text.replace('parser.add_argument("--device", default="runtime"',
-                            f'parser.add_argument("--device", default="{device}"', 1)
+        blocks=p.blocks, late=p.late, script_name=f"{net.name.lower()}_brian2.py",
+        weights_path=weights_path, device=device)
     return text
 
 
