@@ -11,9 +11,16 @@ way the contract states it.  It is the oracle of ``spikedsl test`` and
 
 ``run`` returns a dict of numpy arrays: every ``LOutput`` by name (``"y"``,
 ``"y.v"``, ``"sum(y)"``) plus every recorded trace (``[T, B, ...]``):
-``"h"`` is the layer's output (spikes of a neuron layer, values of an
-input / stage / stateless projection), ``"h.v"`` a state after reset and
-``"h.v_pre"`` the same state before reset.
+``"h"`` is the layer's output (spikes of a neuron layer or cell, values of
+an input / stage / stateless projection), ``"h.v"`` a state after reset,
+``"h.v_pre"`` the same state before reset, and ``"PROJ.weight"`` the
+per-sample weights ``[T, B, out, in]`` of a plastic projection.
+
+Covered: neuron layers (temporaries, updates, spike, reset, refractory),
+dense / conv2d / sparse / one_to_one projections with ``sign``, delays and
+recurrence, stages (pools, flatten, batchnorm and dropout in eval mode),
+stateless projection layers, the cells ``slstm`` / ``sconv_lstm`` (as
+snnTorch), synapse rules (plasticity), output reductions, the encoders.
 
 Weights use the names of the weights files (``h.weight``, ``h.bias``,
 ``h.tau_mem``, ``bn.running_mean``); anything missing is initialised by
@@ -347,13 +354,16 @@ class _Net:
     def __init__(self, net: ir.LNetwork, weights: Mapping[str, np.ndarray], dtype, batch: int):
         self.net, self.dtype, self.B = net, dtype, batch
         self.w = {k: np.asarray(v, dtype=dtype) for k, v in weights.items()}
+        self.rules: dict[str, _Rule] = {}
+
 
     def proj_weight(self, p: ir.LProjection):
         key = f"{p.param_name}.weight"
         if p.kind in ("dense", "conv2d"):
             w = self.w[key]
         elif p.kind == "sparse":
-            w = self.w[key] if key in self.w else sparse_mask(p).astype(self.dtype) * (
+            mask = sparse_mask(p).astype(self.dtype)
+            w = mask * self.w[key].reshape(mask.shape) if key in self.w else mask * (
                 p.weight if p.weight is not None else 1.0)
         else:  # one_to_one
             w = self.w[key] if key in self.w else self.dtype(
@@ -364,8 +374,31 @@ class _Net:
             w = -np.abs(w)
         return w
 
+    def matrix(self, p: ir.LProjection) -> tuple[np.ndarray, np.ndarray]:
+        """(effective weight (out, in), synapse mask) of a dense / sparse /
+        one_to_one projection: the form a synapse rule works on."""
+        n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
+        w = self.proj_weight(p)
+        if p.kind == "dense":
+            return w.reshape(n_out, n_in), np.ones((n_out, n_in), dtype=bool)
+        if p.kind == "sparse":
+            return w, sparse_mask(p) > 0
+        if p.kind == "one_to_one":
+            v = np.broadcast_to(np.asarray(w, dtype=self.dtype).reshape(-1), (n_out,))
+            return np.diag(v).astype(self.dtype), np.eye(n_out, dtype=bool)
+        raise unsupported("reference", f"plasticity on the {p.kind} projection "
+                          f"'{p.param_name}'", "a synapse rule needs one weight per synapse "
+                          "(conv2d shares its kernel)")
+
     def apply(self, p: ir.LProjection, x: np.ndarray) -> np.ndarray:
         B = x.shape[0]
+        rule = self.rules.get(p.param_name)
+        if rule is not None:  # plastic: per-sample weights, then on_pre
+            y = (rule.w * x.reshape(B, 1, -1)).sum(-1)
+            if p.bias and p.kind == "dense" and f"{p.param_name}.bias" in self.w:
+                y = y + self.w[f"{p.param_name}.bias"]
+            rule.on_pre(x)
+            return y.reshape((B,) + tuple(p.out_shape)).astype(self.dtype)
         w = self.proj_weight(p)
         if p.kind in ("dense", "sparse"):
             y = x.reshape(B, -1) @ w.T
@@ -378,6 +411,67 @@ class _Net:
             return conv2d(xin, w, b, p.stride, p.padding)
         # one_to_one
         return (w * x.reshape(B, -1).reshape((B,) + tuple(p.out_shape))).astype(self.dtype)
+
+
+class _Rule:
+    """A synapse rule on one projection (docs/semantics.md, "Plasticity"):
+    the weight and every rule state per synapse and per sample, [B, out, in]."""
+
+    def __init__(self, lp: ir.LPlasticity, w0: np.ndarray, mask: np.ndarray, batch: int,
+                 dt: float, dtype):
+        self.rule, self.dtype = lp.rule, dtype
+        self.mask = np.broadcast_to(mask, (batch,) + mask.shape)
+        self.w = np.where(self.mask, np.broadcast_to(w0, self.mask.shape), 0.0).astype(dtype)
+        self.params: dict[str, object] = {q.name: dtype(q.value) for q in self.rule.params}
+        self.params["dt"] = dtype(dt if self.rule.uses_units else 1.0)
+        self.states = {}
+        for st in self.rule.states:
+            v = evaluate(st.init, self.params, dtype)
+            self.states[st.name] = np.where(self.mask, v, 0.0).astype(dtype)
+
+    def env(self) -> dict[str, object]:
+        return {**self.params, **self.states, "w": self.w}
+
+    def _set(self, name: str, value, where) -> None:
+        old = self.w if name == "w" else self.states[name]
+        value = np.broadcast_to(np.asarray(value, dtype=self.dtype), old.shape)
+        ok = self.mask if where is None else (self.mask & where)
+        new = np.where(ok, value, old).astype(self.dtype)
+        if name == "w":
+            self.w = new
+        else:
+            self.states[name] = new
+
+    def advance(self) -> None:
+        """1. the rule's own dynamics: temps, then every update on the old values."""
+        if not self.rule.updates:
+            return
+        env = self.env()
+        for t in self.rule.temps:
+            env[t.target] = evaluate(t.value, env, self.dtype)
+        new = {u.target: evaluate(u.value, env, self.dtype) for u in self.rule.updates}
+        for k, v in new.items():
+            self._set(k, v, None)
+
+    def _run(self, stmts, fired) -> None:
+        for a in stmts:  # in order, each reading what the previous one left
+            env = self.env()
+            v = evaluate(a.value, env, self.dtype)
+            if a.op == "+=":
+                v = env[a.target] + v
+            elif a.op == "-=":
+                v = env[a.target] - v
+            self._set(a.target, v, fired)
+
+    def on_pre(self, x: np.ndarray) -> None:
+        """2. after transmission, for the synapses whose presynaptic spike arrives."""
+        if self.rule.on_pre:
+            self._run(self.rule.on_pre, x.reshape(x.shape[0], 1, -1) != 0)
+
+    def on_post(self, z: np.ndarray) -> None:
+        """4. after the target layer's step, for the synapses whose neuron spiked."""
+        if self.rule.on_post:
+            self._run(self.rule.on_post, z.reshape(z.shape[0], -1, 1) != 0)
 
 
 def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
@@ -403,9 +497,6 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
     loaded first when set).
     """
     dtype = np.dtype(dtype).type
-    if net.plasticity:
-        raise unsupported("reference", "plasticity", "the reference interpreter has no "
-                          "plasticity rules")
     data = _as_inputs(net, inputs if inputs is not None else {})
     enc: dict[str, np.ndarray] = {}
     T = None
@@ -441,6 +532,15 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
     if weights:
         w.update({k: np.asarray(v) for k, v in weights.items()})
     S = _Net(net, w, dtype, B)
+    plastic = {lp.projection: lp for lp in net.plasticity}
+    for lay in net.layers:
+        for p in lay.projections:
+            if p.param_name in plastic:
+                if lay.kind != "neuron":
+                    raise unsupported("reference", f"plasticity on '{p.param_name}'",
+                                      "the target of a synapse rule must be a neuron layer")
+                w0, mask = S.matrix(p)
+                S.rules[p.param_name] = _Rule(plastic[p.param_name], w0, mask, B, net.dt, dtype)
 
     # traces: name -> list over steps of [B, ...]
     hist: dict[str, list[np.ndarray]] = {}
@@ -477,6 +577,9 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
             for s in ("syn", "mem"):
                 hist[f"{lay.name}.{s}"] = []
                 hist[f"{lay.name}.{s}_pre"] = []
+
+    for pname in S.rules:
+        hist[f"{pname}.weight"] = []
 
     def source_value(p_source: str, p_state: str | None, n: int, delay: int, shape):
         key = p_source if p_state is None else f"{p_source}.{p_state}"
@@ -532,7 +635,11 @@ def _neuron_step(net, lay, S: _Net, st, r, env_p, hist, n, source_value, dtype,
                  c: _CompiledNeuron):
     nrn: ir.LNeuron = lay.neuron
     full = (S.B,) + tuple(lay.shape)
-    # a. inputs: sum of the projections into each neuron input
+    # plasticity 1: the rules' own dynamics, before transmission
+    rules = [S.rules[p.param_name] for p in lay.projections if p.param_name in S.rules]
+    for rule in rules:
+        rule.advance()
+    # a. inputs: sum of the projections into each neuron input (plasticity 2: on_pre)
     I = {k: np.zeros(full, dtype=dtype) for k in nrn.inputs}
     for p in lay.projections:
         x = source_value(p.source, p.source_state, n, p.delay, p.in_shape)
@@ -582,6 +689,11 @@ def _neuron_step(net, lay, S: _Net, st, r, env_p, hist, n, source_value, dtype,
     # f. refractory counter: R where z = 1, else max(r - 1, 0)
     R = refractory_steps(net, nrn)
     r[...] = np.where(z > 0, R, np.maximum(r - 1, 0))
+    # plasticity 4: on_post where the neuron spiked; record the weights
+    for p in lay.projections:
+        if p.param_name in S.rules:
+            S.rules[p.param_name].on_post(z)
+            hist[f"{p.param_name}.weight"].append(S.rules[p.param_name].w.copy())
     return z
 
 

@@ -187,6 +187,7 @@ def traces_of(net: ir.LNetwork) -> list[str]:
         if lay.kind in ("neuron", "cell"):
             for s in lay.states:
                 out += [f"{lay.name}.{s}", f"{lay.name}.{s}_pre"]
+    out += [f"{lp.projection}.weight" for lp in net.plasticity]  # plastic weights
     return out
 
 

@@ -476,24 +476,64 @@ network N {
     assert all(np.array_equal(w[k], w2[k]) for k in w)
 
 
-def test_plasticity_is_refused_cleanly():
-    net = net_of(DIS + """
-synapse Hebb {
-    param eta = 0.1
-    state tr = 0
-    on_pre { tr += 1; w = w + eta * tr }
-    on_post { tr -= 1 }
+PLASTIC = DIS + """
+synapse Count {
+    param a = 1.0
+    state pre = 0
+    state post = 0
+    param tau = 1.4426950408889634   # 1 / ln 2: pre halves every step
+    dpre/dt = -pre / tau
+    on_pre { pre += a; w = w + 0.1 }
+    on_post { post += 1; w = w + pre }
 }
 network N {
-    steps = 2
-    input x[3] : direct
-    layer h[2] = Acc <- dense(x)
+    steps = 4
+    input x[1] : spikes
+    layer h[1] = Acc(th = 0.5) <- one_to_one(x, weight = 0.2)
     output h
-    plasticity Hebb on x -> h
+    output h.v_pre
+    plasticity Count on x -> h
 }
-""")
-    with pytest.raises(Unsupported, match="reference cannot express plasticity"):
-        reference.run(net, {"x": np.zeros((2, 1, 3))})
+"""
+
+
+def test_plasticity_order_within_a_step():
+    """docs/semantics.md: 1. rule dynamics, 2. transmission with the old weight
+    then on_pre, 3. the layer's step, 4. on_post."""
+    net = net_of(PLASTIC)
+    x = np.array([1.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1)
+    out = reference.run(net, {"x": x}, record=["h.weight"])
+    w = out["h.weight"][:, 0, 0, 0]
+    v = out["h.v_pre"][:, 0, 0]
+    # step 0: transmits 0.2 (v = 0.2 < 0.5), then on_pre: pre = 1, w = 0.3
+    assert v[0] == pytest.approx(0.2) and w[0] == pytest.approx(0.3)
+    # step 1: pre decays to 0.5, no spikes
+    assert v[1] == pytest.approx(0.2) and w[1] == pytest.approx(0.3)
+    # step 2: pre = 0.25; transmits 0.3: v = 0.5 -> spike; on_pre (pre = 1.25, w = 0.4)
+    # before on_post (w = 0.4 + 1.25 = 1.65)
+    assert v[2] == pytest.approx(0.5) and out["h"][2, 0, 0] == 1
+    assert w[2] == pytest.approx(1.65)
+    # step 3: transmits 1.65
+    assert v[3] == pytest.approx(1.65)
+
+
+def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
+    pytest.importorskip("torch")
+    from spikedsl import plasticity
+    from spikedsl.verify import make_inputs
+
+    net = spikedsl.load(specs_dir / "networks" / "lsm_stdp.spk").network(
+        "LiquidStateMachine").ir.model_copy(update={"steps": 40})
+    w = reference.init_weights(net, seed=0)
+    x = make_inputs(net, 40, 2, seed=0)
+    key = f"{net.plasticity[0].projection}.weight"
+    rec = ["reservoir", "inhib", "reservoir.v", key]
+    a = reference.run(net, x, weights=w, record=rec)
+    b = plasticity.run(net, x, weights=w, record=rec)
+    assert a["reservoir"].mean() > 0.01
+    for k in rec + ["readout.v"]:
+        np.testing.assert_allclose(a[k], np.asarray(b[k]), rtol=0, atol=1e-12)
+    assert not np.allclose(a[key][0], a[key][-1])  # the weights did learn
 
 
 def test_input_errors_are_clear():
