@@ -163,7 +163,43 @@ network Stages {
     output q
     output c2
 }
+
+# 9. units printed in stripped form (lowering dropped a unit), trained scalar and
+#    per-neuron parameters from the weights, inputs read by the spike condition
+#    and the reset, where/min/max/relu/sigmoid, a non-spiking source
+neuron U {
+    param tau = 5 ms [trainable]
+    param th = -50 mV [per_neuron]
+    state v = -65 mV
+    input I : mV
+    dv/dt = (-v - 60 mV + I) / tau
+    spike v >= th
+    reset v = -65 mV
+    refractory 1.5 ms
+}
+neuron InSpike {
+    param beta = 0.5
+    state v = 0
+    input I
+    input J
+    update v = beta * v + I + where(J > 0.5, 0.3, -0.1) + max(J, 0.2) * min(v, 1.0) + relu(I - 1) * sigmoid(v)
+    spike v >= 1 + 0.1 * J
+    reset v = 0.2 * J; v += 0.05
+}
+network Edge {
+    dt = 0.5 ms
+    steps = 40
+    input x[6] : poisson(max_rate = 0.5)
+    input y[6] : direct
+    layer a[5] = U <- dense(x) + dense(y)
+    layer s[3] = LI <- dense(a)
+    layer b[4] = InSpike <- dense(a) + dense(y) -> J + dense(s) + dense(s.v, bias = false) -> J + dense(b, bias = false)
+    output b
+    output a.v
+}
 """
+
+EXTRA = {"Edge": {"a.tau": np.array(0.004), "a.th": np.linspace(-0.052, -0.048, 5)}}
 
 CASES = {
     # network: (weight range, input probability, weights scale per projection)
@@ -175,6 +211,7 @@ CASES = {
     "ConvPool": ((-0.5, 2.0), 0.4, {"h.h": 0.3}),
     "ExcInh": ((-0.5, 1.5), 0.0, {}),
     "Stages": ((-0.5, 2.5), 0.5, {}),
+    "Edge": ((-0.5, 2.0), 0.4, {"a.x": 0.03, "a.y": 0.03}),
 }
 
 
@@ -192,6 +229,7 @@ def _case(program, name):
         net = program.network(name).ir
         (lo, hi), p, scale = CASES[name]
         W = random_weights(net, lo, hi, seed=3, scale=scale)
+        W.update(EXTRA.get(name, {}))
         X = random_inputs(net, batch=2, p=p, seed=4)
         rec = recordable(net)
         _CACHE[name] = (net, W, X, rec, b2t.simulate(net, X, weights=W, record=rec))
@@ -218,7 +256,7 @@ def test_brian2_equals_reference(program, name):
     assert d <= TOL, f"{name}: {where} differs by {d:g}"
     # the test means something: every spiking layer spikes, but not always
     for lay in _spiking_layers(net):
-        if lay in ("r",):
+        if lay in ("r", "s"):
             continue
         total = got[lay].sum()
         assert 0 < total < got[lay].size, f"{name}: layer {lay} has {total} spikes"

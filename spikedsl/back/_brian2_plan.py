@@ -565,14 +565,16 @@ class Planner:
         biases = self._accumulate(lay, g, nm, dims, items)
         for inp, terms in biases.items():
             bias_names[inp] = names.fresh(f"bias_{nm[inp]}")
-        eff = {}
-        for inp in neu.inputs:
-            if inp in bias_names or R:
-                eff[inp] = names.fresh(f"{nm[inp]}_in")
-        # choose natural or stripped printing
+        # the spike condition or the reset may read an input: then the effective
+        # input (bias added, refractory gate applied) stays in the accumulator
+        # until an extra "clear" step after the reset
         uses_input_late = any(set(neu.inputs) & expr_names(x) for x in
                               ([neu.spike_x] if neu.spike_x is not None else []) +
                               [a.value for a in neu.reset])
+        eff = {}
+        for inp in neu.inputs:
+            if inp in bias_names or R:
+                eff[inp] = nm[inp] if uses_input_late else names.fresh(f"{nm[inp]}_in")
         for stripped in (False, True):
             try:
                 code = self._neuron_code(neu, nm, dims, eff, bias_names, lock, rc, hold, R,
@@ -635,7 +637,7 @@ class Planner:
             g.events["clear"] = "True"
             g.event_order["clear"] = self.next()
             g.sets.append(f'{py}.run_on_event("clear", "{clear}", when="{WHEN}", '
-                          f'order={g.event_order["clear"]})')
+                          f'order={self.next()})')
         # on_post pathways of plastic incoming synapses
         for syn in items:
             if syn.on_post is not None:
@@ -673,6 +675,7 @@ class Planner:
         for i, e in eff.items():
             names_in[i] = e
         pr = B2Printer(names_in, dims, dt=dt, stripped=stripped)
+        pr_post = B2Printer(names_in, dims, dt=dt, stripped=stripped)
         lines: list[str] = []
         if R:
             lines.append(f"{lock} = {rc} > 0")
@@ -727,8 +730,7 @@ class Planner:
             clear = "; ".join(clears)
         else:
             lines += clears
-        # threshold and reset read the accumulated input itself, not the gated copy
-        pr_post = B2Printer(nm, temp_dims, dt=dt, stripped=stripped)
+        pr_post.dims = temp_dims
         threshold = None
         reset = None
         if neu.spiking and neu.spike_x is not None:
