@@ -10,8 +10,8 @@ from . import ir
 from .build import build_module
 from .check import check_neuron, check_synapse
 from .errors import Collector, SpecError
-from .network import Scope, lower_network
 from .exprs import FUNCTIONS, EvalError, evaluate
+from .network import Scope, lower_network
 from .parse import parse_text
 from .units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 

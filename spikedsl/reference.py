@@ -39,8 +39,16 @@ from . import ir
 from .errors import unsupported
 from .exprs import names
 
-__all__ = ["run", "encode", "init_weights", "weight_shapes", "sparse_mask", "evaluate",
-           "refractory_steps", "neuron_dt"]
+__all__ = [
+    "encode",
+    "evaluate",
+    "init_weights",
+    "neuron_dt",
+    "refractory_steps",
+    "run",
+    "sparse_mask",
+    "weight_shapes",
+]
 
 
 # ------------------------------------------------------------------ expressions
@@ -132,7 +140,7 @@ def refractory_steps(net: ir.LNetwork, neuron: ir.LNeuron) -> int:
     """R = ceil(refractory / dt - 1e-9), 0 without a refractory period."""
     if not neuron.refractory or neuron.refractory <= 0:
         return 0
-    return int(math.ceil(neuron.refractory / neuron_dt(net, neuron) - 1e-9))
+    return math.ceil(neuron.refractory / neuron_dt(net, neuron) - 1e-9)
 
 
 # ------------------------------------------------------------------ encoders
@@ -648,8 +656,8 @@ def _neuron_step(net, lay, S: _Net, st, r, env_p, hist, n, source_value, dtype,
     refractory = r > 0
     any_refr = bool(refractory.any())
     if any_refr:
-        for k in I:
-            I[k] = np.where(refractory, 0.0, I[k]).astype(dtype)
+        for k, v in I.items():
+            I[k] = np.where(refractory, 0.0, v).astype(dtype)
     # c. temporaries in order, then every update on the old states, committed at once
     env = dict(env_p)
     env.update(st)

@@ -45,11 +45,32 @@ from . import ir
 from . import reference as ref
 from .errors import Loc, SpecError, Unsupported
 from .exprs import EvalError, SpkPrinter, evaluate
-from .program import (TEST_DRIVES, TEST_SPIKE_FUNCS, TEST_TARGETS, Program, TestQuantity,
-                      bind_args, default_spike_output, parse_quantity)
+from .program import (
+    TEST_DRIVES,
+    TEST_SPIKE_FUNCS,
+    TEST_TARGETS,
+    Program,
+    TestQuantity,
+    bind_args,
+    default_spike_output,
+    parse_quantity,
+)
 
-__all__ = ["run_file", "run_program", "build_case", "run_case", "run_target", "Case", "Result",
-           "Check", "Skip", "CaseError", "TARGET_ORDER", "RUNNERS", "summary"]
+__all__ = [
+    "RUNNERS",
+    "TARGET_ORDER",
+    "Case",
+    "CaseError",
+    "Check",
+    "Result",
+    "Skip",
+    "build_case",
+    "run_case",
+    "run_file",
+    "run_program",
+    "run_target",
+    "summary",
+]
 
 NEURON_LAYER = "cell"
 TARGET_ORDER = ("reference", "torch", "norse", "brian2", "nir")
@@ -384,7 +405,7 @@ class _Clock:
         return (self.t >= t0 - self.eps) & (self.t < t1 - self.eps)
 
     def spike_step(self, t: float) -> int:
-        return max(int(math.ceil(t / self.dt - 1e-9)) - 1, 0)
+        return max(math.ceil(t / self.dt - 1e-9) - 1, 0)
 
 
 def drive_values(d: ir.Drive, clock: _Clock, batch: int, seed: int, index: int,
@@ -507,7 +528,7 @@ def build_case(prog: Program, t: ir.Test, *, seed: int | None = None) -> Case:
 
 def _steps(t: ir.Test, st, dt: float) -> int:
     if t.run is not None:
-        return max(1, int(math.ceil(_num(t.run) / dt - 1e-9)))
+        return max(1, math.ceil(_num(t.run) / dt - 1e-9))
     return int(_num(st["steps"].value))
 
 
@@ -563,7 +584,7 @@ def _neuron_case(prog, t, st, seed, batch, tol, base_dir) -> Case:
         if key in (None, "spikes"):
             oname, state, pre = NEURON_LAYER, None, False
         else:
-            base = key[:-4] if key.endswith("_pre") else key
+            base = key.removesuffix("_pre")
             oname, state, pre = f"{NEURON_LAYER}.{key}", base, key.endswith("_pre")
         traces[key] = oname
         if all(o.name != oname for o in outputs):
@@ -780,7 +801,7 @@ def evaluate_expect(case: Case, e: ir.Expect, out: Mapping[str, np.ndarray],
     k = T
     if e.at is not None:
         at = _num(e.at)
-        k = int(round(at / dt))
+        k = round(at / dt)
         if k > T:
             return Check(e.loc, text, False, f"a time within the run ({T} steps)",
                          f"at {at:g} beyond the run")
@@ -878,7 +899,7 @@ def run_case(case: Case, target: str, *, runners: Mapping[str, Callable] | None 
     except SpecError as e:
         return Result(case.name, target, "error", case.loc,
                       reason="; ".join(d.message for d in e.diagnostics))
-    except Exception as e:  # noqa: BLE001 - a target bug is a failure, not a crash
+    except Exception as e:
         if os.environ.get("SPIKEDSL_DEBUG"):
             raise
         return Result(case.name, target, "error", case.loc,
@@ -928,7 +949,7 @@ def run_program(prog: Program, *, targets: Iterable[str] | None = None,
     """Run the (matching) tests of a loaded program on their targets."""
     wanted = tuple(targets) if targets else None
     results: list[Result] = []
-    mine = set(id(t) for t in tests_of(prog, not include_imports))
+    mine = {id(t) for t in tests_of(prog, not include_imports)}
     for t in select(prog, pattern):
         if id(t) not in mine:
             continue

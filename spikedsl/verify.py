@@ -31,8 +31,15 @@ from . import ir
 from . import reference as ref
 from .testing import TARGET_ORDER, Skip, run_target
 
-__all__ = ["verify", "VerifyReport", "TargetRun", "PairReport", "make_inputs", "make_weights",
-           "traces_of"]
+__all__ = [
+    "PairReport",
+    "TargetRun",
+    "VerifyReport",
+    "make_inputs",
+    "make_weights",
+    "traces_of",
+    "verify",
+]
 
 
 @dataclass
@@ -85,8 +92,9 @@ class VerifyReport:
             r.status == "error" for r in self.runs)
 
     def render(self) -> str:
-        lines = [f"verify {self.network}: {self.steps} steps, batch {self.batch}, seed {self.seed},"
-                 f" float64, tol {self.tol:g}", f"weights: {self.weights_from}"]
+        lines = [(f"verify {self.network}: {self.steps} steps, batch {self.batch}, "
+                  f"seed {self.seed}, float64, tol {self.tol:g}"),
+                 f"weights: {self.weights_from}"]
         w = max(len(r.name) for r in self.runs) if self.runs else 8
         for r in self.runs:
             if r.status == "ok":
@@ -170,7 +178,7 @@ def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
         w.update(tw)
         how = f"the torch target's export_weights (seed {seed})"
     except Exception:  # noqa: BLE001 - no torch target yet: the numpy initialisation
-        pass
+        how += " (the torch target could not build this network)"
     if net.weights:
         w.update(ref.load_weights(net.weights))
         how = f"{net.weights}"
@@ -288,7 +296,7 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
             r = TargetRun(name, "ok", outputs=out, seconds=time.perf_counter() - t0)
         except Skip as s:
             r = TargetRun(name, "skip", reason=str(s))
-        except Exception as e:  # noqa: BLE001 - a target error is a finding, not a crash
+        except Exception as e:
             import os
 
             if os.environ.get("SPIKEDSL_DEBUG"):

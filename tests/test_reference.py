@@ -10,7 +10,6 @@ import pytest
 
 import spikedsl
 from spikedsl import ir, reference
-from spikedsl.errors import Unsupported
 
 LIF = """
 neuron LIF {
@@ -54,7 +53,7 @@ network N {{
 def test_lif_first_spike_is_the_analytic_crossing(I):
     dt = 0.01  # ms
     tau = 10.0
-    net, out = lif_net(I, dt, 3000, tau_ms=tau)
+    _, out = lif_net(I, dt, 3000, tau_ms=tau)
     z = out["h"][:, 0, 0]
     t_star = tau * math.log(I / (I - 1.0))  # ms, r = v_th = 1
     n = int(np.nonzero(z)[0][0])
@@ -73,7 +72,7 @@ def test_lif_first_spike_is_the_analytic_crossing(I):
 @pytest.mark.parametrize("I,t_ref", [(2.0, 0.0), (2.0, 2.0), (3.0, 3.5), (1.5, 1.0), (5.0, 0.25)])
 def test_lif_spike_count_with_refractory_period(I, t_ref):
     dt, tau, steps = 0.1, 10.0, 1000
-    net, out = lif_net(I, dt, steps, t_ref_ms=t_ref, tau_ms=tau)
+    _, out = lif_net(I, dt, steps, t_ref_ms=t_ref, tau_ms=tau)
     k = math.ceil(tau * math.log(I / (I - 1.0)) / dt - 1e-9)  # steps to threshold from rest
     R = math.ceil(t_ref / dt - 1e-9)  # refractory steps
     # spikes in steps k-1, k-1 + (k+R), ...: after a spike v is held at 0 for R steps
@@ -90,7 +89,7 @@ def test_lif_spike_count_with_refractory_period(I, t_ref):
 
 def test_lif_spec_example_numbers():
     """SPEC 1.6: I = 2, tau = 10 ms, dt = 0.1 ms, 2 ms refractory, 50 ms."""
-    net, out = lif_net(2.0, 0.1, 500, t_ref_ms=2.0)
+    _, out = lif_net(2.0, 0.1, 500, t_ref_ms=2.0)
     times = (np.nonzero(out["h"][:, 0, 0])[0] + 1) * 0.1
     np.testing.assert_allclose(times, [7.0, 16.0, 25.0, 34.0, 43.0])
     assert out["h.v"][29, 0, 0] == pytest.approx(2 * (1 - math.exp(-0.3)), abs=1e-12)
