@@ -139,12 +139,6 @@ class Result:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.ok]
 
-    @property
-    def where(self) -> str:
-        if self.loc is None:
-            return ""
-        return f"{os.path.relpath(self.loc.file) if os.path.isabs(self.loc.file) else self.loc.file}"
-
     def line(self) -> str:
         """One line: ``PASS  lif.spk::LIF reaches threshold [torch]`` (+ reason)."""
         tag = {"pass": "PASS", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}[self.status]

@@ -493,6 +493,37 @@ def test_test_block_checks(body, code, line, col, message):
     assert errs[0] == (code, line, col, message), errs
 
 
+NET = """
+network Net {
+    dt = 1 ms
+    steps = 10
+    input x[2] : direct
+    layer h[2] = LIF <- one_to_one(x)
+    layer r[2] = Lin <- one_to_one(h)
+    output r.x
+}
+"""
+
+
+@pytest.mark.parametrize("body,code,line,col,message", [
+    ('test "a" {\n network = Net\n dt = 2 ms\n expect count(h) == 0\n}',
+     "bad-setting", 3, 2, "dt: a network test runs at the dt of network 'Net'; remove this "
+                          "setting"),
+    ('test "a" {\n network = Net\n expect count == 0\n}',
+     "bad-argument", 3, 9, "expect count: network 'Net' has no spike output; name a layer, "
+                           "e.g. count(h)"),
+    ('test "a" {\n network = Net\n expect h.v at 11 ms == 0\n}',
+     "bad-argument", 3, 16, "at: 11 ms is after the end of the run (10 ms)"),
+    ('test "a" {\n network = Net\n expect count(h.v) == 0\n}',
+     "unknown-quantity", 3, 9, "unknown quantity 'count(...)' in expect"),
+    ('test "a" {\n network = Net\n drive y = 1\n expect count(h) == 0\n}',
+     "unknown-drive", 3, 8, "'y' is not an input of 'Net'"),
+])
+def test_network_test_block_checks(body, code, line, col, message):
+    errs = errors_of(NET + body)
+    assert errs[0] == (code, line + NET.count("\n"), col, message), errs
+
+
 def test_a_valid_test_block_has_no_errors():
     spikedsl.loads(LIF + """
 test "ok" {
