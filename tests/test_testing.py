@@ -507,11 +507,11 @@ network Net {
 
 @pytest.mark.parametrize("body,code,line,col,message", [
     ('test "a" {\n network = Net\n dt = 2 ms\n expect count(h) == 0\n}',
-     "bad-setting", 3, 2, "dt: a network test runs at the dt of network 'Net'; remove this "
-                          "setting"),
+     "bad-setting", 3, 2, ("dt: a network test runs at the dt of network 'Net'; remove this "
+                          "setting")),
     ('test "a" {\n network = Net\n expect count == 0\n}',
-     "bad-argument", 3, 9, "expect count: network 'Net' has no spike output; name a layer, "
-                           "e.g. count(h)"),
+     "bad-argument", 3, 9, ("expect count: network 'Net' has no spike output; name a layer, "
+                           "e.g. count(h)")),
     ('test "a" {\n network = Net\n expect h.v at 11 ms == 0\n}',
      "bad-argument", 3, 16, "at: 11 ms is after the end of the run (10 ms)"),
     ('test "a" {\n network = Net\n expect count(h.v) == 0\n}',
