@@ -83,7 +83,9 @@ def runtime_source() -> str:
 def _dt_expr(net: ir.LNetwork) -> tuple[str, str]:
     if net.dt_unit is None:
         return f"{UNITLESS_DT!r} * second", "1 ms (one spec time unit)"
-    return f"{net.dt!r} * second", f"{net.dt!r} s"
+    from ..units import parse_unit
+
+    return f"{net.dt!r} * second", f"{net.dt / parse_unit(net.dt_unit)[0]:g} {net.dt_unit}"
 
 
 def plan(net: ir.LNetwork) -> Plan:
