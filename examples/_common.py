@@ -27,10 +27,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
-def setup_torch(threads: int = 2) -> None:
+def setup_torch(threads: int | None = 1) -> None:
+    """One intra-op thread by default: these networks are small and step
+    through time, so a second thread buys little on two cores and costs a lot
+    when the machine is shared (OpenMP threads spinning against other jobs)."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(max(1, int(threads or 1)))
+
+
+def _threads() -> int:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        return 0
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -44,6 +56,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./out next "
                                                           "to run.py)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("SPIKEDSL_THREADS", "1")),
+                   help="torch intra-op threads (default 1, or $SPIKEDSL_THREADS)")
     return p
 
 
@@ -78,21 +92,30 @@ def need_mnist(what: str) -> None:
 
 
 class Clock:
-    """Wall-clock timer: ``with Clock() as c: ...; c.seconds``."""
+    """Wall-clock and process CPU timer (``elapsed()``, ``cpu()``, in seconds)."""
 
     def __init__(self):
         self.t0 = time.perf_counter()
-        self.seconds = 0.0
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
+        self.c0 = time.process_time()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+    def cpu(self) -> float:
+        return time.process_time() - self.c0
+
+
+_START = time.perf_counter()
+
+
+def wall_seconds() -> float:
+    """Wall-clock seconds since this module was imported (run.py imports it first)."""
+    return time.perf_counter() - _START
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process since it started (imports included)."""
+    return time.process_time()
 
 
 def save(fig, path: Path, dpi: int = 90) -> Path:
@@ -105,6 +128,12 @@ def save(fig, path: Path, dpi: int = 90) -> Path:
 
 
 def write_results(out: Path, results: dict) -> Path:
+    """results.json, with the whole command's wall and CPU time (imports included)."""
+    results["wall_seconds"] = round(wall_seconds(), 1)
+    results["cpu_seconds"] = round(cpu_seconds(), 1)
+    results["threads"] = _threads()
+    print(f"  time: {results['wall_seconds']:.0f} s wall, {results['cpu_seconds']:.0f} s CPU "
+          f"({results['threads']} torch thread(s))")
     p = out / "results.json"
     p.write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(f"  results: {p}")

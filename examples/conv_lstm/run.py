@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", choices=["216", "2160", "both"], default=None,
                    help="which seqGraph set (default: 2160; --full: both)")
     args = p.parse_args(argv)
-    C.setup_torch()
+    C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import numpy as np
 
@@ -90,7 +90,6 @@ def main(argv=None) -> int:
     epochs = args.epochs or epochs
 
     results = {"example": "conv_lstm", "mode": C.mode(args), "runs": {}}
-    total = C.Clock()
     rows = []
     for name in names:
         print(f"== {name}: {epochs} epoch(s)")
@@ -143,9 +142,7 @@ def main(argv=None) -> int:
     tab = C.table(rows, ["model", "unit", "train start", "val start", "train end", "val end"])
     print(tab)
     results["table"] = tab
-    results["seconds"] = round(total.elapsed(), 1)
     C.write_results(out, results)
-    print(f"total {results['seconds']:.0f} s")
     return 0
 
 

@@ -95,7 +95,7 @@ def cluster(theta, seed: int = 0) -> dict:
 
 def main(argv=None) -> int:
     args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
-    C.setup_torch()
+    C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import numpy as np
 
@@ -112,7 +112,6 @@ def main(argv=None) -> int:
 
     results = {"example": "mdn_classifier", "mode": C.mode(args), "epochs": epochs,
                "runs": {}}
-    total = C.Clock()
     histories, theta = {}, None
     for key, label in models:
         name = f"{prefix}_{key}"
@@ -222,9 +221,7 @@ def main(argv=None) -> int:
     fig2.tight_layout()
     C.save(fig2, out / "result.png", dpi=70)
 
-    results["seconds"] = round(total.elapsed(), 1)
     C.write_results(out, results)
-    print(f"total {results['seconds']:.0f} s")
     return 0
 
 

@@ -130,7 +130,7 @@ def train_gan(prog, gname, dname, x_real, *, epochs, batch, lr_g, lr_d, seed, ga
                 acc = 0.5 * ((e_r[:, 1] > e_r[:, 0]).float().mean()
                              + (e_f[:, 0] >= e_f[:, 1]).float().mean())
                 rate = g_sp[:-1].sum(0).mean()
-            sums += [float(loss_d), float(loss_g), float(acc), float(rate)]
+            sums += [float(loss_d.detach()), float(loss_g.detach()), float(acc), float(rate)]
             nb += 1
         hist.append(dict(zip(("loss_d", "loss_g", "d_acc", "g_active"), sums / nb)))
         if log and (ep == 0 or (ep + 1) % max(1, epochs // 5) == 0 or ep == epochs - 1):
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     p.add_argument("--classes", type=str, default=None,
                    help="comma-separated digit classes (default: all ten; --smoke: 0)")
     args = p.parse_args(argv)
-    C.setup_torch()
+    C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import matplotlib.pyplot as plt
     import numpy as np
@@ -189,7 +189,6 @@ def main(argv=None) -> int:
 
     results = {"example": "spiking_gan", "mode": C.mode(args), "epochs": epochs,
                "classes": {}}
-    total = C.Clock()
     samples, hists = {}, {}
     for c in classes:
         xc = x_tr[y_tr == c]
@@ -207,22 +206,27 @@ def main(argv=None) -> int:
         xr = x_te[y_te == c]
         d_real = np.sqrt(((xr[:, None, :] - xc[None]) ** 2).mean(-1)).min(1).mean()
         diversity = float(np.sqrt(((s[:, None] - s[None]) ** 2).mean(-1)).mean())
+        xd = xc[:64]
+        div_real = float(np.sqrt(((xd[:, None] - xd[None]) ** 2).mean(-1)).mean())
         results["classes"][c] = {
             "n_train": len(xc), "d_accuracy_last_epoch": hist[-1]["d_acc"],
             "loss_d": hist[-1]["loss_d"], "loss_g": hist[-1]["loss_g"],
             "samples_classified_as_class": ok, "nn_rms_distance_generated": float(d_gen),
             "nn_rms_distance_real_test": float(d_real), "sample_diversity_rms": diversity,
+            "real_diversity_rms": div_real,
             "seconds": round(clock.elapsed(), 1)}
         print(f"  samples classified as {c}: {100 * ok:.0f} %;  RMS distance to the nearest "
               f"training image: generated {d_gen:.3f}, real test images {d_real:.3f}; "
-              f"sample diversity {diversity:.3f}  ({clock.elapsed():.0f} s)")
+              f"diversity generated {diversity:.3f}, real {div_real:.3f}  ({clock.elapsed():.0f} s)")
 
     rows = [[c, f"{100 * r['samples_classified_as_class']:.0f} %",
              f"{r['nn_rms_distance_generated']:.3f}", f"{r['nn_rms_distance_real_test']:.3f}",
-             f"{r['sample_diversity_rms']:.3f}", f"{100 * r['d_accuracy_last_epoch']:.0f} %"]
+             f"{r['sample_diversity_rms']:.3f}", f"{r['real_diversity_rms']:.3f}",
+             f"{100 * r['d_accuracy_last_epoch']:.0f} %"]
             for c, r in results["classes"].items()]
     tab = C.table(rows, ["digit", "samples -> class", "NN dist. generated",
-                         "NN dist. real test", "diversity", "D accuracy"])
+                         "NN dist. real test", "diversity gen.", "diversity real",
+                         "D accuracy"])
     print()
     print(tab)
     mean_ok = float(np.mean([r["samples_classified_as_class"]
@@ -271,9 +275,7 @@ def main(argv=None) -> int:
             axes[r, j].axis("off")
     C.save(fig, out / "result.png", dpi=70)
 
-    results["seconds"] = round(total.elapsed(), 1)
     C.write_results(out, results)
-    print(f"total {results['seconds']:.0f} s")
     return 0
 
 

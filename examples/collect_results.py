@@ -1,0 +1,101 @@
+"""Print the Markdown results table of examples/README.md from the
+``out/results.json`` files the examples wrote:
+
+    python examples/collect_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(name: str) -> dict | None:
+    p = HERE / name / "out" / "results.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def pct(v) -> str:
+    return f"{100 * v:.1f} %"
+
+
+def fmt_time(r: dict) -> str:
+    return f"{r.get('wall_seconds', 0):.0f} s / {r.get('cpu_seconds', 0):.0f} s"
+
+
+def rows() -> list[list[str]]:
+    out = []
+    r = load("autoencoder")
+    if r:
+        for name, run in r["runs"].items():
+            out.append(["autoencoder", f"{run['network']} on {run['data']}, {run['epochs']} ep. "
+                        f"({run['updates']} updates)", "test Spike-MSE / MSE",
+                        f"{run['test']['spike_mse']:.3f} / {run['test']['mse']:.3f}",
+                        "MNIST 784-196-784, 1 ep.: MSE 0.357 (Table 1)", fmt_time(r),
+                        f"python examples/autoencoder/run.py{' --full' if r['mode'] == 'full' else ''}"])
+    r = load("mdn_classifier")
+    if r:
+        paper = {"lif1": "98.69", "fs": "98.67", "rs": "98.33", "sds": "94.87", "wds": "95.34"}
+        for key, run in r["runs"].items():
+            out.append(["mdn_classifier", f"{run['label']}, {r['epochs']} ep.",
+                        "test accuracy (last / best epoch)",
+                        f"{pct(run['test_accuracy'])} / {pct(run['best_test_accuracy'])}",
+                        f"MNIST {paper[key]} % (Table 3)" if key in paper else "-",
+                        fmt_time(r) if key == "lif" or len(r["runs"]) == 1 else "",
+                        "python examples/mdn_classifier/run.py" if key == "lif" else ""])
+        th = r.get("theta")
+        if th:
+            cl = th["clusters"]
+            out.append(["mdn_classifier", "k-means of learned theta (mean shift M)",
+                        "clusters (a,b) / (c,d)", f"{cl['ab']['M']} / {cl['cd']['M']}",
+                        "MNIST: 1 / 3 (sect. 4.3)", "", ""])
+    r = load("conv_lstm")
+    if r:
+        for name, run in r["runs"].items():
+            m, p, t2 = run["mean_bce"], run["paper_units"], run["paper_table2"]
+            n = run["n_train"] + run["n_val"]
+            out.append(["conv_lstm", f"SConvLSTM seqGraph {n}, {run['epochs']} ep.",
+                        "train/val loss start -> end (paper unit)",
+                        f"{p['train_start']:.1f}/{p['val_start']:.2f} -> {p['train_end']:.2f}/"
+                        f"{p['val_end']:.2f} (BCE/pixel {m['val_end']:.4f})",
+                        f"{t2['train_start']}/{t2['val_start']} -> {t2['train_end']}/"
+                        f"{t2['val_end']} (Table 2, 100 ep.)", fmt_time(r),
+                        "python examples/conv_lstm/run.py"])
+    r = load("spiking_gan")
+    if r:
+        cls = r["classes"]
+        d_gen = sum(c["nn_rms_distance_generated"] for c in cls.values()) / len(cls)
+        d_real = sum(c["nn_rms_distance_real_test"] for c in cls.values()) / len(cls)
+        out.append(["spiking_gan", f"TTFS IF GAN, one per digit ({len(cls)}), "
+                    f"{r['epochs']} ep.", "samples classified as their digit; NN RMS dist.",
+                    f"{pct(r['mean_samples_classified_as_class'])}; {d_gen:.3f} (real {d_real:.3f})",
+                    "qualitative only (Fig. 2)", fmt_time(r), "python examples/spiking_gan/run.py"])
+    r = load("lsm_stdp")
+    if r:
+        ro = r["readout"]
+        out.append(["lsm_stdp", f"LSM 160E+40I, STDP on {r['n_stdp_digits']} digits",
+                    "readout test accuracy (after STDP / initial / inputs only)",
+                    f"{pct(ro['after STDP']['test_accuracy'])} / {pct(ro['initial']['test_accuracy'])}"
+                    f" / {pct(ro['input_counts_baseline_test_accuracy'])}", "- (review, no figure)",
+                    fmt_time(r), "python examples/lsm_stdp/run.py"])
+        tb = r["torch_vs_brian2"]
+        out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max |w_torch - w_brian2|",
+                    f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
+                    f"{tb['identical_spikes']})", "-", "", ""])
+    return out
+
+
+def main() -> int:
+    sys.path.insert(0, str(HERE))
+    import _common as C
+
+    print(C.table(rows(), ["example", "run", "metric", "value", "paper", "time (wall / CPU)",
+                           "command"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
