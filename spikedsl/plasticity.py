@@ -240,6 +240,7 @@ def run(net: ir.LNetwork, inputs, weights=None, record=None, dtype=None) -> dict
     hist: dict[str, list] = {}
     rules: dict[str, Rule] = {}
     plastic = {lp.projection: lp for lp in net.plasticity}
+    fixed: dict[str, Any] = {}  # sparse / one_to_one matrices, built once
 
     def put(key, v):
         hist.setdefault(key, []).append(v)
@@ -276,8 +277,9 @@ def run(net: ir.LNetwork, inputs, weights=None, record=None, dtype=None) -> dict
         if p.kind == "conv2d":
             b = Wt[f"{p.param_name}.bias"] if p.bias else None
             return F.conv2d(x, weight(p), b, stride=p.stride, padding=p.padding)
-        w, _ = projection_matrix(p, W)
-        return (x.reshape(B, -1) @ torch.as_tensor(w, dtype=dtype).T).reshape(out_shape)
+        if p.param_name not in fixed:
+            fixed[p.param_name] = torch.as_tensor(projection_matrix(p, W)[0], dtype=dtype).T
+        return (x.reshape(B, -1) @ fixed[p.param_name]).reshape(out_shape)
 
     params: dict[str, dict] = {}
     state: dict[str, dict] = {}

@@ -197,7 +197,7 @@ def initial_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
         exp = getattr(m, "export_weights", None)
         sd = exp() if callable(exp) else m.state_dict()
         return {str(k): _to_numpy(v) for k, v in sd.items()}
-    except ImportError:
+    except (ImportError, SpecError):  # no torch, or the torch target refuses the network
         pass
     p = make_plan(net)
     ns = module(net)
