@@ -333,3 +333,54 @@ def spk(e: ir.Expr) -> str:
     from ..exprs import SpkPrinter
 
     return SpkPrinter()(e)
+
+
+# ------------------------------------------------------------------ tidying generated code
+_ASSIGN = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*) = (.*)$")
+_UNPACK = re.compile(r"^(\s*)((?:[A-Za-z_][A-Za-z0-9_]*, )+(?:[A-Za-z_][A-Za-z0-9_]*,?)?) = (.*)$")
+_SIDE_EFFECT = ("out=", "_(", ".append(", ".apply(", "ctx.", "self.")
+
+
+def prune(lines: list[str]) -> list[str]:
+    """Drop assignments to locals that are never read and rename unused
+    names of tuple unpacking to ``_`` (the generated code stays lint-clean
+    whatever the neuron)."""
+    lines = list(lines)
+    changed = True
+    while changed:
+        changed = False
+        text_uses: dict[str, int] = {}
+        for ln in lines:
+            code = ln.split("#", 1)[0]
+            for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code):
+                text_uses[w] = text_uses.get(w, 0) + 1
+        out = []
+        for ln in lines:
+            m = _ASSIGN.match(ln)
+            if m and not any(s in m.group(3) for s in _SIDE_EFFECT):
+                name = m.group(2)
+                own = len(re.findall(rf"\b{re.escape(name)}\b", m.group(3)))
+                if text_uses.get(name, 0) - own <= 1 and name != "_":
+                    changed = True
+                    continue
+            m = _UNPACK.match(ln)
+            if m:
+                parts = [p.strip() for p in m.group(2).split(",") if p.strip()]
+                new = [p if text_uses.get(p, 0) > 1 or p == "_" else "_" for p in parts]
+                if new != parts:
+                    ln = f"{m.group(1)}{', '.join(new)}, = {m.group(3)}"
+                    changed = True
+            out.append(ln)
+        # blocks left empty
+        final = []
+        for i, ln in enumerate(out):
+            st = ln.strip()
+            if st.endswith(":") and st.split()[0] in ("if", "for", "else:", "with"):
+                ind = len(ln) - len(ln.lstrip())
+                nxt = next((x for x in out[i + 1:] if x.strip()), "")
+                if len(nxt) - len(nxt.lstrip()) <= ind:
+                    changed = True
+                    continue
+            final.append(ln)
+        lines = final
+    return lines

@@ -32,6 +32,7 @@ from ._torch_expr import (
     fold,
     number,
     prepare,
+    prune,
     spk,
     statement_text,
     substitute,
@@ -147,6 +148,34 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
                       tensor_params=sorted(tensor_params), hoisted=H.items, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
                       step_names=step_names, static_names=static_names, held=held)
+
+
+def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
+    if isinstance(e, ir.Name):
+        return sizes.get(e.id, 1)
+    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
+        return 1 + _size(e.left, sizes) + _size(e.right, sizes)
+    if isinstance(e, ir.Neg | ir.Not):
+        return 1 + _size(e.operand, sizes)
+    if isinstance(e, ir.Call):
+        return 1 + sum(_size(a, sizes) for a in e.args)
+    return 1
+
+
+MAX_ANALYTIC_SIZE = 400
+
+
+def analytic_size(plan: NeuronPlan) -> int:
+    """Size of the step with the temporaries written out (what SymPy would
+    differentiate); above MAX_ANALYTIC_SIZE the layer keeps plain autograd."""
+    sizes: dict[str, int] = {}
+    for t in plan.temps:
+        sizes[t.target] = _size(t.value, sizes)
+    total = sum(_size(e, sizes) for e in plan.updates.values()) * max(1, len(plan.states))
+    if plan.spike is not None:
+        total += _size(plan.spike, sizes)
+    total += sum(_size(r.value, sizes) for r in plan.resets)
+    return total
 
 
 def split_spike(x: ir.Expr) -> tuple[ir.Expr, ir.Expr]:
@@ -356,7 +385,7 @@ class ScanGen:
             doc.append(f"    refractory {R} steps")
         return ScanCode(cls=self.cls, args=arg_names, arg_kinds=kinds, arg_keys=keys,
                         outputs=[o for o, _ in outs], out_keys=[k for _, k in outs],
-                        forward=fwd, backward=bwd, uses_math=self._uses_math, doc=doc)
+                        forward=prune(fwd), backward=prune(bwd), uses_math=self._uses_math, doc=doc)
 
     # ---------------------------------------------------------------- forward
     def _forward(self, A, S, Q, local, reset_states, init0, first_state) -> list[str]:
@@ -546,7 +575,19 @@ class Derivation:
                 cur[st.target] = v - self.z * e
         self.post = cur
 
+    def struct_key(self) -> str:
+        """Equal for neurons whose equations differ only in (non-integer) values."""
+        return repr((sorted((k, str(v)) for k, v in self.pre.items()), str(self.x),
+                     sorted((k, str(v)) for k, v in self.post.items()), self.n.reset_detach,
+                     self.plan.spike is not None, self.plan.states))
+
     def equations(self):
+        key = self.struct_key()
+        if key not in _EQ_CACHE:
+            _EQ_CACHE[key] = self._equations()
+        return _EQ_CACHE[key]
+
+    def _equations(self):
         sp = self.sp
         states = self.plan.states
         u = self.u
@@ -626,7 +667,7 @@ class Derivation:
         N[self.nr] = "nr"
         N[self.gz] = "gz"
         N[self.GX] = "GX"
-        pr = SymTorchPrinter(N, "ftype")
+        pr = SymTorchPrinter(N, "ftype", self.b.values)
         if R > 0:
             L.append("nr = torch.logical_not(Ref).to(ftype)")
         if spiking:
@@ -802,6 +843,7 @@ def gen_arg_index(A: dict[str, str], key: str) -> int:
 
 
 _DERIVE_CACHE: dict[str, Derivation] = {}
+_EQ_CACHE: dict[str, tuple] = {}
 
 
 def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:

@@ -16,16 +16,12 @@ from ._torch_expr import number
 
 
 class NumSym(sp.Symbol):
-    """A numeric literal kept exact (printed as ``repr(value)``)."""
+    """A numeric literal kept exact: ``n_<i>``, its value lives in the
+    builder's table (SymPy caches symbols by name, so no value is stored on
+    the object)."""
 
-    def __new__(cls, name, value: float):
-        obj = super().__new__(cls, name, real=True)
-        obj._value = float(value)
-        return obj
-
-    @property
-    def value(self) -> float:
-        return self._value
+    def __new__(cls, name):
+        return super().__new__(cls, name, real=True)
 
 
 def _numeric(a) -> bool:
@@ -155,13 +151,16 @@ class SymBuilder:
 
     def __init__(self):
         self.nums: dict[float, NumSym] = {}
+        self.values: dict[str, float] = {}
 
     def number(self, v: float):
         v = float(v)
         if v == int(v) and abs(v) < 2**31:
             return sp.Integer(int(v))
         if v not in self.nums:
-            self.nums[v] = NumSym(f"n_{len(self.nums)}", v)
+            name = f"n_{len(self.nums)}"
+            self.nums[v] = NumSym(name)
+            self.values[name] = v
         return self.nums[v]
 
     def __call__(self, e: ir.Expr, env: dict):
@@ -203,13 +202,25 @@ class SymBuilder:
         raise TypeError(f"cannot convert {type(e).__name__}")
 
 
+_CSE: dict = {}
+
+
+def _cse(exprs: tuple, prefix: str):
+    key = (exprs, prefix)
+    if key not in _CSE:
+        _CSE[key] = sp.cse(list(exprs), symbols=sp.numbered_symbols(f"_{prefix}"),
+                           order="canonical")
+    return _CSE[key]
+
+
 class SymTorchPrinter:
     """SymPy expression -> torch code.  ``names`` maps symbols to code;
     ``dt`` is the code of a dtype (for indicators in arithmetic)."""
 
-    def __init__(self, names: dict, dt: str = "DT"):
+    def __init__(self, names: dict, dt: str = "ftype", values: dict[str, float] | None = None):
         self.names = names
         self.dt = dt
+        self.values = values or {}
         self.uses_math = False
 
     def num(self, v: float) -> str:
@@ -224,7 +235,7 @@ class SymTorchPrinter:
     # precedence: 1 add, 2 mul, 3 unary minus, 4 pow, 5 atom
     def p(self, e) -> tuple[str, int]:
         if isinstance(e, NumSym):
-            return self.num(e.value), 5
+            return self.num(self.values[e.name]), 5
         if isinstance(e, sp.Symbol):
             return self.names[e], 5
         if e.is_Integer:
@@ -351,8 +362,7 @@ def cse_lines(exprs: list, names: dict, printer: SymTorchPrinter, prefix: str,
               namer) -> tuple[list[str], list[str]]:
     """Common subexpressions of ``exprs`` as assignment lines; returns
     (lines, printed results)."""
-    gen = sp.numbered_symbols(f"_{prefix}")
-    repl, reduced = sp.cse(exprs, symbols=gen, order="canonical")
+    repl, reduced = _cse(tuple(exprs), prefix)
     lines = []
     for sym, val in repl:
         local = namer.fresh(f"{prefix}{str(sym)[len(prefix) + 1:]}")

@@ -23,9 +23,11 @@ from collections.abc import Mapping
 from .. import ir
 from ..errors import SpecError, unsupported
 from ..resources import templates_dir
-from ._torch_expr import Namer, TorchPrinter, check_ident, number, prepare, spk
+from ._torch_expr import Namer, TorchPrinter, check_ident, number, prune, spk
 from ._torch_neuron import (
+    MAX_ANALYTIC_SIZE,
     ScanGen,
+    analytic_size,
     make_plan,
     step_code,
     surrogate_code,
@@ -440,9 +442,12 @@ class NetGen:
         if la.kind == "cell":
             return False
         if la.kind == "neuron":
-            if any(p.recurrent for p in la.projections):
+            if any(p.recurrent for p in la.projections) or not la.neuron.states:
                 return False
-            return bool(la.neuron.states)
+            n = la.neuron
+            plan = make_plan(n, _neuron_dt(self.net, n), refractory_steps(self.net, n),
+                             set(self.tensor_params(la)), "scan")
+            return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
 
     def needed(self, key: str) -> bool:
@@ -829,6 +834,7 @@ class NetGen:
         helpers = [h for h in helpers if h]
         inputs = "{" + ", ".join(f"{la.name!r}: {_tup(la.shape)}" for la in net.inputs) + "}"
         outputs = repr(tuple(o.name for o in net.outputs))
+        uses_f = any("F." in x for x in self.fwd) or any("F." in c for c in self.classes)
         enc = []
         for la in net.inputs:
             args = ", ".join(f"{k!r}: {number(v)}" for k, v in sorted(la.encoder_args.items()))
@@ -843,6 +849,7 @@ class NetGen:
         if "sparse" in self.use:
             helpers.append(self.env.get_template("_pcg64.py.j2").render().strip())
             helpers.append(_SPARSE_HELPER)
+        self.fwd = prune(self.fwd)
         src_file = os.path.basename(net.file) if net.file else "<string>"
         self.uses_math = self.uses_math or any("math." in c for c in self.classes) or any(
             "math." in x for x in self.fwd + self.init)
@@ -855,7 +862,8 @@ class NetGen:
             classes=self.classes, cls=class_name(net.name), net_name=net.name,
             param_names=", ".join(self.params) or "none", inputs=inputs, outputs=outputs,
             encoders=encoders, init=init,
-            clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds)
+            clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f,
+            uses_g="init" in self.use)
         return _tidy(code)
 
 
