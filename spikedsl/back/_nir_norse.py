@@ -71,7 +71,10 @@ def _eq(an: Analysis, e1, e2, n1, n2) -> bool:
     return bool(np.allclose(n1, n2, rtol=1e-12, atol=1e-15))
 
 
-def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False) -> NorseNeuron:
+def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
+                forward_only: bool = False) -> NorseNeuron:
+    """``forward_only``: the module is only run forward (no gradients), so the
+    surrogate does not matter."""
     import sympy as sp
 
     n = an.neuron
@@ -189,9 +192,10 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False) -> Nor
                    "(Norse 1.1: 'super' is fast_sigmoid(slope = 1) whatever its alpha, "
                    "'triangle' is triangle(width = 1), 'tanh' with alpha 2 is "
                    "sigmoid(slope = 4))")
-            if not allow_approx:
+            if not (allow_approx or forward_only):
                 raise an.refuse(msg + "; allow_approx uses 'super' (gradients differ)")
-            notes.append(f"neuron '{n.name}': {msg}; using 'super' (gradients differ)")
+            if not forward_only:
+                notes.append(f"neuron '{n.name}': {msg}; using 'super' (gradients differ)")
             m = ("super", 1.0)
         out.method, out.alpha = m
     return out

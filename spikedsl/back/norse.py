@@ -77,9 +77,11 @@ class _TorchPrinter(Printer):
 class NorsePlan:
     """Everything the template needs, computed from the lowered network."""
 
-    def __init__(self, net: ir.LNetwork, allow_approx: bool = False):
+    def __init__(self, net: ir.LNetwork, allow_approx: bool = False,
+                 forward_only: bool = False):
         self.net = net
         self.allow_approx = allow_approx
+        self.forward_only = forward_only
         self.notes: list[str] = []
         self.neurons: dict[str, NorseNeuron] = {}
         self.init: list[str] = []
@@ -223,7 +225,7 @@ class NorsePlan:
             n = la.neuron
             params = {p.name: p.value for p in n.params}
             an = analyse(la, params, neuron_dt(self.net, n), TARGET, self.net.file)
-            nn = match_norse(an, dt_cell, self.allow_approx)
+            nn = match_norse(an, dt_cell, self.allow_approx, self.forward_only)
             self.notes.extend(nn.notes)
             self.neurons[la.name] = nn
 
@@ -503,11 +505,16 @@ def plan(net: ir.LNetwork, allow_approx: bool = False) -> NorsePlan:
     return p
 
 
-def convert(net: ir.LNetwork, *, allow_approx: bool = False) -> str:
-    """Python source of a module built from Norse cells (deterministic)."""
-    key = hashlib.sha256((net.model_dump_json() + f"|{allow_approx}").encode()).hexdigest()
+def convert(net: ir.LNetwork, *, allow_approx: bool = False, forward_only: bool = False) -> str:
+    """Python source of a module built from Norse cells (deterministic).
+
+    ``allow_approx``: a surrogate without a Norse counterpart becomes 'super'
+    (noted); ``forward_only``: the same without a note, for modules that are only
+    run forward (``run()``), where the surrogate plays no part."""
+    key = hashlib.sha256((net.model_dump_json() + f"|{allow_approx}|{forward_only}").encode()
+                         ).hexdigest()
     if key not in _CACHE:
-        code = NorsePlan(net, allow_approx).render(_env())
+        code = NorsePlan(net, allow_approx, forward_only).render(_env())
         lines = [ln.rstrip() for ln in code.splitlines()]
         out, blank = [], 0
         for ln in lines:
@@ -533,7 +540,7 @@ def _load_class(src: str, net_name: str):
 
 
 def build(net: ir.LNetwork, *, dtype=None, device="cpu", weights=None, seed: int = 0,
-          allow_approx: bool = False):
+          allow_approx: bool = False, forward_only: bool = False):
     """Execute the generated source and instantiate the module; loads
     ``net.weights`` and then ``weights`` (dict, ``.npz`` or torch checkpoint)."""
     import torch
@@ -541,7 +548,7 @@ def build(net: ir.LNetwork, *, dtype=None, device="cpu", weights=None, seed: int
     from ._nir_common import load_weights
 
     dtype = dtype or torch.float32
-    src = convert(net, allow_approx=allow_approx)
+    src = convert(net, allow_approx=allow_approx, forward_only=forward_only)
     cls = _load_class(src, net.name)
     m = cls(seed=seed, dtype=dtype)
     m.source = src
@@ -556,7 +563,8 @@ def build(net: ir.LNetwork, *, dtype=None, device="cpu", weights=None, seed: int
 def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str] | None = None,
         seed: int = 0) -> dict:
     """One forward pass without gradients; numpy in, numpy out (as the torch
-    target's ``run``)."""
+    target's ``run``).  Without gradients the surrogate plays no part, so any
+    surrogate is accepted here (``forward_only``)."""
     import numpy as np
     import torch
 
@@ -576,7 +584,7 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
         outs.append(ir.LOutput(name=key, layer=layer, state=base or None, pre_reset=pre,
                                shape=lay.shape))
     net2 = net.model_copy(update={"outputs": tuple(outs)})
-    m = build(net2, dtype=dtype, weights=weights, seed=seed)
+    m = build(net2, dtype=dtype, weights=weights, seed=seed, forward_only=True)
     m.eval()
     if not isinstance(inputs, dict):
         inputs = {net.inputs[0].name: inputs}
