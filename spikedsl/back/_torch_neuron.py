@@ -285,15 +285,21 @@ def n_update(n: ir.LNeuron, s: str) -> ir.Expr:
 @dataclass
 class ScanCode:
     cls: str
+    fname: str  # prefix of the module-level functions
     args: list[str]  # python arg names after ``T`` (step tensors, static tensors, inits, r0)
     arg_kinds: list[str]  # step | static | init | refr
     arg_keys: list[str]  # plan names / state names
-    outputs: list[str]  # Z, S_<state>..., Q_<state>..., R
+    outputs: list[str]  # Z, S_<state>..., Q_<state>..., r
     out_keys: list[str]  # "z", "S:v", "Q:v", "r"
+    extra: list[str]  # tensors the forward function returns for backward only
+    saved: list[str]  # what the Function saves (outputs, extras and args)
+    grads: list[str]  # parameters of the backward function (one per output)
     forward: list[str]
     backward: list[str]
+    nondiff: list[str]
     uses_math: bool
     doc: list[str]
+    compiled: bool
 
 
 def _emit_into(P: TorchPrinter, e: ir.Expr, out: str) -> str:
@@ -313,13 +319,13 @@ def _emit_into(P: TorchPrinter, e: ir.Expr, out: str) -> str:
             "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "sin", "cos") and not isinstance(
             e.args[0], ir.Num):
         return f"{TorchPrinter.FUNCS[e.func]}({P(e.args[0])}, out={out})"
-    if isinstance(e, ir.Name):
-        return f"{out}.copy_({P(e)})"
-    return f"{out}.copy_({P(e)})"
+    return f"{out}.copy_({P.tensor(e)})"
 
 
 class ScanGen:
-    """Generates the ``autograd.Function`` of one neuron layer."""
+    """Generates the fused scan of one neuron layer: a forward function (the
+    recurrence over T steps), a backward function (analytic BPTT) and the
+    ``autograd.Function`` tying them together."""
 
     def __init__(self, plan: NeuronPlan, cls: str, need_pre: set[str], compiled: bool):
         self.plan = plan
@@ -327,15 +333,16 @@ class ScanGen:
         self.n = plan.neuron
         self.need_pre = set(need_pre)
         self.compiled = compiled
+        self._uses_math = False
 
     def generate(self) -> ScanCode:
         plan, n = self.plan, self.n
         R = plan.R
         spiking = plan.spike is not None
         reset_states = [s for s in plan.states if any(r.target == s for r in plan.resets)]
-        nm = Namer(["T", "t", "ftype", "DT", "STEPS", "Zb", "Z", "Ref", "r", "ref", "zb", "sg", "sig", "sgn", "nr",
-                    "x", "z", "gz", "GX", "acc"])
-        # python names
+        nm = Namer(["T", "t", "ftype", "DT", "STEPS", "INPUTS", "OUTPUTS", "ENCODERS", "Zb",
+                    "Z", "Ref", "r", "ref", "zb", "sg", "sig", "sgn", "nr", "x", "z", "gz", "GX",
+                    "acc", "needs", "ctx", "grads"])
         arg_names, kinds, keys = [], [], []
         for k in plan.step_names:
             arg_names.append(nm(f"step:{k}", "i_" + k.lstrip("%")))
@@ -357,57 +364,78 @@ class ScanGen:
         S = {s: nm(f"S:{s}", f"S_{s}") for s in plan.states}
         Q = {s: nm(f"Q:{s}", f"Q_{s}") for s in reset_states}
         local = {s: nm(f"local:{s}", s) for s in plan.states}
-        first_state = local[plan.states[0]] if plan.states else None
-        init0 = A[f"init:{plan.states[0]}"] if plan.states else None
+        init0 = A[f"init:{plan.states[0]}"]
         self.nm = nm
-        fwd = self._forward(A, S, Q, local, reset_states, init0, first_state)
+        fwd = self._forward(A, S, Q, local, reset_states, init0)
         outs = [("Z", "z")] + [(S[s], f"S:{s}") for s in plan.states] + [
             (Q[s], f"Q:{s}") for s in reset_states if s in self.need_pre]
         if R > 0:
             outs.append(("r", "r"))
         d = derive(self.n, plan)
         bwd = d.code(A, S, Q, outs, self)
-        saved = d.saved_names
-        fwd.append(f"ctx.save_for_backward({', '.join(saved)})")
-        if R > 0:
-            fwd.append("ctx.mark_non_differentiable(r)")
-        fwd.append(f"return {', '.join(o for o, _ in outs)}")
-        doc = [f"Layer neuron {n.name}: all T steps of the lowered step in one call."]
+        out_names = [o for o, _ in outs]
+        saved = list(d.saved_names)
+        extra = [v for v in saved if v not in out_names and v not in arg_names]
+        fwd.append(f"return {', '.join(out_names + extra)}")
+        grads = [d.grad_names[k] for _, k in outs]
+        doc = [f"Neuron {n.name}, all T steps in one call (fused scan, analytic backward)."]
         for u in n.updates:
             doc.append(f"    {statement_text(u.target, '=', u.value)}")
         if spiking:
-            doc.append(f"    spike {spk(n.spike_x)} {n.spike_op} 0, surrogate "
+            lhs, rhs = split_spike(n.spike_x)
+            doc.append(f"    spike {spk(lhs)} {n.spike_op} {spk(rhs)}, surrogate "
                        f"{surrogate_doc(n.surrogate)}")
         for a in n.reset:
             doc.append(f"    reset{' detach' if n.reset_detach else ''} "
                        f"{statement_text(a.target, a.op, a.value)}")
         if R > 0:
             doc.append(f"    refractory {R} steps")
-        return ScanCode(cls=self.cls, args=arg_names, arg_kinds=kinds, arg_keys=keys,
-                        outputs=[o for o, _ in outs], out_keys=[k for _, k in outs],
-                        forward=prune(fwd), backward=prune(bwd), uses_math=self._uses_math, doc=doc)
+        fname = "_" + self.cls.lstrip("_").lower()
+        return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
+                        arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
+                        extra=extra, saved=saved, grads=grads, forward=prune(fwd),
+                        backward=prune(bwd), nondiff=["r"] if R > 0 else [],
+                        uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
-    def _forward(self, A, S, Q, local, reset_states, init0, first_state) -> list[str]:
+    def _forward(self, A, S, Q, local, reset_states, init0) -> list[str]:
+        """The recurrence.  Eager: writes into preallocated buffers (``out=``),
+        one small kernel per operation.  Compiled: plain tensor code that
+        ``torch.compile`` fuses."""
         plan, n = self.plan, self.n
+        func = self.compiled
         R = plan.R
         L: list[str] = []
         ref_t = init0
-        self._uses_math = False
-        for s in plan.states:
-            a = A[f"init:{s}"]
-            L.append(f"{S[s]} = {a}.new_empty((T + 1,) + tuple({a}.shape))")
-            L.append(f"{S[s]}[0] = {a}")
-        for s in reset_states:
-            L.append(f"{Q[s]} = {init0}.new_empty((T,) + tuple({init0}.shape))")
         spiking = plan.spike is not None
-        if spiking:
-            L.append(f"Zb = torch.empty((T,) + tuple({init0}.shape), dtype=torch.bool, "
-                     f"device={init0}.device)")
+        lst = {}
+        if func:
+            for s in plan.states:
+                lst[f"S:{s}"] = self.nm.fresh(f"{S[s]}_l")
+                L.append(f"{lst[f'S:{s}']} = [{A[f'init:{s}']}]")
+            for s in reset_states:
+                lst[f"Q:{s}"] = self.nm.fresh(f"{Q[s]}_l")
+                L.append(f"{lst[f'Q:{s}']} = []")
+            if spiking:
+                lst["Zb"] = self.nm.fresh("Zb_l")
+                L.append(f"{lst['Zb']} = []")
+            if R > 0:
+                lst["Ref"] = self.nm.fresh("Ref_l")
+                L.append(f"{lst['Ref']} = []")
+        else:
+            for s in plan.states:
+                a = A[f"init:{s}"]
+                L.append(f"{S[s]} = {a}.new_empty((T + 1,) + tuple({a}.shape))")
+                L.append(f"{S[s]}[0] = {a}")
+            for s in reset_states:
+                L.append(f"{Q[s]} = {init0}.new_empty((T,) + tuple({init0}.shape))")
+            if spiking:
+                L.append(f"Zb = torch.empty((T,) + tuple({init0}.shape), dtype=torch.bool, "
+                         f"device={init0}.device)")
+            if R > 0:
+                L.append("Ref = torch.empty_like(Zb)")
         if R > 0:
-            L.append("Ref = torch.empty_like(Zb)")
             L.append(f"r = {A['refr:r']}.clone()")
-        # numeric reset values as 0-dim tensors
         consts: dict[str, str] = {}
         for st in plan.resets:
             if isinstance(st.value, ir.Num) and st.op == "=":
@@ -416,7 +444,7 @@ class ScanGen:
                     consts[key] = self.nm.fresh(f"E{len(consts)}")
                     L.append(f"{consts[key]} = {init0}.new_tensor({number(st.value.value)})")
         for s in plan.states:
-            L.append(f"{local[s]} = {S[s]}[0]")
+            L.append(f"{local[s]} = {A[f'init:{s}']}")
         L.append("for t in range(T):")
         B: list[str] = []
         env: dict[str, str] = {}
@@ -426,7 +454,11 @@ class ScanGen:
             env[k] = A[f"static:{k}"]
         env.update(local)
         if R > 0:
-            B.append("ref = torch.gt(r, 0.0, out=Ref[t])")
+            if func:
+                B.append("ref = r > 0.0")
+                B.append(f"{lst['Ref']}.append(ref)")
+            else:
+                B.append("ref = torch.gt(r, 0.0, out=Ref[t])")
             for i in plan.inputs:
                 if i in env:
                     v = self.nm.fresh(f"{i}_in")
@@ -437,30 +469,35 @@ class ScanGen:
             v = self.nm.fresh(t.target)
             B.append(f"{v} = {P(t.value)}")
             env[t.target] = v
-        pre: dict[str, str] = {}
+        penv = dict(env)
+        post: dict[str, str] = {}
         for s in plan.states:
-            if s in plan.updates:
+            if s not in plan.updates:
+                penv[s] = local[s]
+                if s not in Q:
+                    post[s] = local[s]
+                continue
+            B.append(f"# {statement_text(s, '=', n_update(n, s))}")
+            q = self.nm.fresh(f"q_{s}")
+            if func:
+                code = P(plan.updates[s])
+                if s in plan.held:
+                    code = f"torch.where(ref, {local[s]}, {code})"
+                B.append(f"{q} = {code}")
+                if s in Q:
+                    B.append(f"{lst[f'Q:{s}']}.append({q})")
+            else:
                 tgt = f"{Q[s]}[t]" if s in Q else f"{S[s]}[t + 1]"
-                B.append(f"# {statement_text(s, '=', n_update(n, s))}")
                 if s in plan.held:
                     u = self.nm.fresh(f"{s}_u")
                     B.append(f"{u} = {P(plan.updates[s])}")
                     B.append(f"torch.where(ref, {local[s]}, {u}, out={tgt})")
                 else:
                     B.append(_emit_into(P, plan.updates[s], tgt))
-                pre[s] = tgt
-            else:
-                pre[s] = local[s]
-                if s not in Q:
-                    B.append(f"{S[s]}[t + 1] = {local[s]}")
-        penv = dict(env)
-        for s in plan.states:
-            if s in plan.updates:
-                v = self.nm.fresh(f"q_{s}")
-                B.append(f"{v} = {pre[s]}")
-                penv[s] = v
-            else:
-                penv[s] = local[s]
+                B.append(f"{q} = {tgt}")
+            penv[s] = q
+            if s not in Q:
+                post[s] = q
         P2 = TorchPrinter(penv, ref_t)
         if spiking:
             lhs, rhs = split_spike(plan.spike)
@@ -468,39 +505,62 @@ class ScanGen:
             if isinstance(lhs, ir.Num) and not isinstance(rhs, ir.Num):
                 fn = "torch.le" if n.spike_op == ">=" else "torch.lt"
                 lhs, rhs = rhs, lhs
-            B.append(f"# spike {spk(n.spike_x)} {n.spike_op} 0")
-            B.append(f"zb = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Zb[t])")
-            if R > 0:
-                B.append("zb.masked_fill_(ref, False)")
+            B.append(f"# spike {spk(lhs)} {n.spike_op} {spk(rhs)}")
+            if func:
+                B.append(f"zb = {fn}({P2.tensor(lhs)}, {P2(rhs)})")
+                if R > 0:
+                    B.append("zb = zb.masked_fill(ref, False)")
+                B.append(f"{lst['Zb']}.append(zb)")
+            else:
+                B.append(f"zb = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Zb[t])")
+                if R > 0:
+                    B.append("zb.masked_fill_(ref, False)")
             cur = dict(penv)
             last = reset_order(plan.resets)
             for i, st in enumerate(plan.resets):
-                P3 = TorchPrinter(cur, ref_t)
+                P3 = TorchPrinter(dict(cur), ref_t)
                 s = cur[st.target]
-                tgt = f"{S[st.target]}[t + 1]" if last[i] else None
                 if isinstance(st.value, ir.Num) and st.op == "=":
                     val = f"torch.where(zb, {consts[repr(st.value.value)]}, {s}"
                 elif st.op == "=":
                     val = f"torch.where(zb, {P3.tensor(st.value)}, {s}"
                 else:
-                    P3.names = dict(cur, **{"%s": s})
+                    P3.names["%s"] = s
                     e = ir.BinOp(op="+" if st.op == "+=" else "-", left=ir.Name(id="%s"),
                                  right=st.value)
                     val = f"torch.where(zb, {P3(e)}, {s}"
                 B.append(f"# reset {statement_text(st.target, st.op, st.value)}")
-                if tgt is None:
+                if last[i] and not func:
+                    tgt = f"{S[st.target]}[t + 1]"
+                    B.append(f"{val}, out={tgt})")
+                    cur[st.target] = tgt
+                else:
                     v = self.nm.fresh(f"{st.target}_r")
                     B.append(f"{v} = {val})")
                     cur[st.target] = v
-                else:
-                    B.append(f"{val}, out={tgt})")
-                    cur[st.target] = tgt
+            for s in Q:
+                post[s] = cur[s]
             if R > 0:
-                B.append(f"r = torch.where(zb, {float(R)!r}, (r - 1.0).clamp_(min=0.0))")
+                B.append(f"r = torch.where(zb, {float(R)!r}, (r - 1.0).clamp(min=0.0))")
         for s in plan.states:
-            B.append(f"{local[s]} = {S[s]}[t + 1]")
-        self._uses_math = P.uses_math or P2.uses_math
+            if func:
+                B.append(f"{local[s]} = {post[s]}")
+                B.append(f"{lst[f'S:{s}']}.append({local[s]})")
+            elif s not in plan.updates and s not in Q:
+                B.append(f"{S[s]}[t + 1] = {local[s]}")
+            else:
+                B.append(f"{local[s]} = {S[s]}[t + 1]")
+        self._uses_math = self._uses_math or P.uses_math or P2.uses_math
         L += ["    " + b for b in B]
+        if func:
+            for s in plan.states:
+                L.append(f"{S[s]} = torch.stack({lst[f'S:{s}']})")
+            for s in reset_states:
+                L.append(f"{Q[s]} = torch.stack({lst[f'Q:{s}']})")
+            if spiking:
+                L.append(f"Zb = torch.stack({lst['Zb']})")
+            if R > 0:
+                L.append(f"Ref = torch.stack({lst['Ref']})")
         if spiking:
             L.append(f"Z = Zb.to({init0}.dtype)")
         else:
@@ -636,7 +696,7 @@ class Derivation:
         nm = gen.nm
         L: list[str] = []
         grads = {k: nm.fresh(f"g_{o}") for o, k in outs}
-        L.append(f"{', '.join(grads[k] for _, k in outs)}, = grads")
+        self.grad_names = grads
         # which per-step / static tensors the backward reads
         used = set()
         for e in [GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
@@ -646,7 +706,6 @@ class Derivation:
             used |= {f"P:{k}" for k in names(plan.spike) if k in self.P}
         saved = self._saved(A, S, Q, used)
         self.saved_names = [v for _, v in saved]
-        L.append(f"{', '.join(v for _, v in saved)}, = ctx.saved_tensors")
         first = S[states[0]]
         L.append(f"ftype = {first}.dtype")
         L.append(f"T = {first}.shape[0] - 1")
@@ -737,27 +796,52 @@ class Derivation:
             g = grads[f"S:{j}"]
             L.append(f"if {g} is not None:")
             L.append(f"    {cname[j]}[1:] += {g}[1:-1]")
-        for j in states:
-            U = N[self.u[j]]
-            g = grads[f"S:{j}"]
-            L.append(f"{U} = torch.empty_like({cname[j]})")
-            L.append(f"{U}[T - 1] = {g}[T] if {g} is not None else 0.0")
-        L.append("for t in range(T - 1, 0, -1):")
-        for j in states:
-            acc = f"{cname[j]}[t]"
-            terms = [(l, Mname[(j, l)]) for l in states if (j, l) in Mname]
-            if not terms:
-                L.append(f"    {N[self.u[j]]}[t - 1] = {acc}")
-                continue
-            for i_, (l, (mname, kd)) in enumerate(terms):
-                out = f", out={N[self.u[j]]}[t - 1]" if i_ == len(terms) - 1 else ""
-                ul = f"{N[self.u[l]]}[t]"
-                if kd == "number":
-                    acc = f"torch.add({acc}, {ul}, alpha={mname}{out})"
-                else:
-                    m = f"{mname}[t]" if kd == "step" else mname
-                    acc = f"torch.addcmul({acc}, {m}, {ul}{out})"
-            L.append(f"    {acc}")
+        if gen.compiled:
+            # plain tensor code for torch.compile
+            ul = {j: nm.fresh(f"u_{j}") for j in states}
+            lists = {j: nm.fresh(f"U_{j}_l") for j in states}
+            for j in states:
+                g = grads[f"S:{j}"]
+                L.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
+                         f"{cname[j]}[0])")
+                L.append(f"{lists[j]} = [{ul[j]}]")
+            L.append("for t in range(T - 1, 0, -1):")
+            new_u = {j: nm.fresh(f"u_{j}_new") for j in states}
+            for j in states:
+                terms = [f"{cname[j]}[t]"]
+                for l in states:
+                    if (j, l) in Mname:
+                        mname, kd = Mname[(j, l)]
+                        m = f"{mname}[t]" if kd == "step" else mname
+                        terms.append(f"{m} * {ul[l]}")
+                L.append(f"    {new_u[j]} = {' + '.join(terms)}")
+            for j in states:
+                L.append(f"    {ul[j]} = {new_u[j]}")
+                L.append(f"    {lists[j]}.append({ul[j]})")
+            for j in states:
+                L.append(f"{N[self.u[j]]} = torch.stack({lists[j]}[::-1])")
+        else:
+            for j in states:
+                U = N[self.u[j]]
+                g = grads[f"S:{j}"]
+                L.append(f"{U} = torch.empty_like({cname[j]})")
+                L.append(f"{U}[T - 1] = {g}[T] if {g} is not None else 0.0")
+            L.append("for t in range(T - 1, 0, -1):")
+            for j in states:
+                acc = f"{cname[j]}[t]"
+                terms = [(l, Mname[(j, l)]) for l in states if (j, l) in Mname]
+                if not terms:
+                    L.append(f"    {N[self.u[j]]}[t - 1] = {acc}")
+                    continue
+                for i_, (l, (mname, kd)) in enumerate(terms):
+                    out = f", out={N[self.u[j]]}[t - 1]" if i_ == len(terms) - 1 else ""
+                    u_l = f"{N[self.u[l]]}[t]"
+                    if kd == "number":
+                        acc = f"torch.add({acc}, {u_l}, alpha={mname}{out})"
+                    else:
+                        m = f"{mname}[t]" if kd == "step" else mname
+                        acc = f"torch.addcmul({acc}, {m}, {u_l}{out})"
+                L.append(f"    {acc}")
         # -------- gradient of the initial states
         ginit = {}
         for j in states:
@@ -771,7 +855,7 @@ class Derivation:
                                  f"{mname} * {N[self.u[l]]}[0]")
             g = grads[f"S:{j}"]
             L.append(f"{gi} = None")
-            L.append(f"if ctx.needs_input_grad[{gen_arg_index(A, f'init:{j}')}]:")
+            L.append(f"if needs[{gen_arg_index(A, f'init:{j}')}]:")
             L.append(f"    {gi} = {' + '.join(terms)}")
             L.append(f"    if {g} is not None:")
             L.append(f"        {gi} = {gi} + {g}[0]")
@@ -780,7 +864,7 @@ class Derivation:
             (f"static:{k}", e.subs(zero)) for k, e in gP.items()]
         gout: dict[str, str] = {}
         if wanted:
-            needs = " or ".join(f"ctx.needs_input_grad[{gen_arg_index(A, k)}]"
+            needs = " or ".join(f"needs[{gen_arg_index(A, k)}]"
                                 for k, _ in wanted)
             L.append(f"if {needs}:")
             base = ([GX.subs(zero)] if spiking else []) + [GQ[s].subs(zero) for s in states]
@@ -797,7 +881,7 @@ class Derivation:
                 L.append(f"{gname} = None")
                 if e == 0:
                     continue
-                L.append(f"if ctx.needs_input_grad[{gen_arg_index(A, k)}]:")
+                L.append(f"if needs[{gen_arg_index(A, k)}]:")
                 lines3, printed3 = cse_lines([e], N, pr, "v", nm)
                 L += ["    " + x for x in lines3]
                 if k.startswith("static:"):
@@ -806,7 +890,7 @@ class Derivation:
                     L.append(f"    {gname} = {printed3[0]} + torch.zeros_like({A[k]})")
                 else:
                     L.append(f"    {gname} = {printed3[0]}")
-        rets = ["None"]
+        rets = []
         for key in A:
             if key.startswith("init:"):
                 rets.append(ginit[key[5:]])
@@ -814,7 +898,7 @@ class Derivation:
                 rets.append("None")
             else:
                 rets.append(gout.get(key, "None"))
-        L.append(f"return {', '.join(rets)}")
+        L.append(f"return {', '.join(rets)}{',' if len(rets) == 1 else ''}")
         gen._uses_math = gen._uses_math or pr.uses_math
         return L
 

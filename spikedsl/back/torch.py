@@ -902,11 +902,42 @@ def class_name(net_name: str) -> str:
 _CACHE: dict[str, str] = {}
 
 
+def _generator_version() -> str:
+    """Hash of this generator's sources and templates (keys the disk cache)."""
+    global _GEN_VERSION
+    if _GEN_VERSION is None:
+        h = hashlib.sha256()
+        here = os.path.dirname(os.path.abspath(__file__))
+        files = [os.path.join(here, f) for f in sorted(os.listdir(here))
+                 if f == "torch.py" or f.startswith("_torch_")]
+        tdir = templates_dir() / "torch"
+        files += [str(tdir / f) for f in sorted(os.listdir(tdir))]
+        for f in files:
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+        _GEN_VERSION = h.hexdigest()
+    return _GEN_VERSION
+
+
+_GEN_VERSION: str | None = None
+
+
 def convert(net: ir.LNetwork, *, fast: bool = True, compile: bool = False) -> str:
-    """Python source of a standalone torch module for ``net`` (deterministic)."""
-    key = hashlib.sha256((net.model_dump_json() + f"|{fast}|{compile}").encode()).hexdigest()
+    """Python source of a standalone torch module for ``net`` (deterministic:
+    the same network gives byte-identical code).  Results are cached in memory
+    and on disk (spikedsl.cache), so SymPy runs once per neuron."""
+    from .. import cache
+
+    text = net.model_dump_json(exclude={"weights"}) + f"|{fast}|{compile}|{net.weights}"
+    key = hashlib.sha256(text.encode()).hexdigest()
     if key not in _CACHE:
-        _CACHE[key] = NetGen(net, fast=fast, compiled=compile).render()
+        dkey = f"{_generator_version()}|{key}"
+        hit = cache.get_json("torch-src", dkey)
+        if isinstance(hit, str):
+            _CACHE[key] = hit
+        else:
+            _CACHE[key] = NetGen(net, fast=fast, compiled=compile).render()
+            cache.put_json("torch-src", dkey, _CACHE[key])
     return _CACHE[key]
 
 
