@@ -20,6 +20,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
+from typing import ClassVar
 
 from .. import ir
 from ..exprs import EvalError, Printer, evaluate, names
@@ -109,15 +110,8 @@ def fold(e: ir.Expr) -> ir.Expr:
                 return a
             if _is_num(a, 0.0):
                 return b
-        elif e.op == "-":
-            if _is_num(b, 0.0):
-                return a
-        elif e.op == "/":
-            if _is_num(b, 1.0):
-                return a
-        elif e.op == "**":
-            if _is_num(b, 1.0):
-                return a
+        elif (e.op == "-" and _is_num(b, 0.0)) or (e.op in ("/", "**") and _is_num(b, 1.0)):
+            return a
         return ir.BinOp(op=e.op, left=a, right=b)
     if isinstance(e, ir.Neg):
         a = fold(e.operand)
@@ -249,7 +243,7 @@ class TorchPrinter(Printer):
     tensor, e.g. both branches of ``where`` numeric).
     """
 
-    FUNCS = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
+    FUNCS: ClassVar[dict[str, str]] = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
              "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu",
              "sin": "torch.sin", "cos": "torch.cos", "min": "torch.minimum",
              "max": "torch.maximum", "clip": "torch.clamp", "where": "torch.where"}

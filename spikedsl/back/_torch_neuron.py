@@ -35,7 +35,6 @@ from ._torch_expr import (
     prune,
     spk,
     statement_text,
-    substitute,
 )
 
 # ------------------------------------------------------------------ surrogates
@@ -585,7 +584,7 @@ class Derivation:
         b = SymBuilder()
         self.b = b
         R = plan.R
-        sym = lambda name: sp.Symbol(name, real=True)  # noqa: E731
+        sym = lambda name: sp.Symbol(name, real=True)
         self.s = {s: sym(f"s:{s}") for s in plan.states}
         self.q = {s: sym(f"q:{s}") for s in plan.states}
         self.X = {k: sym(f"X:{k}") for k in plan.step_names}

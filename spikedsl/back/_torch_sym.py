@@ -262,7 +262,7 @@ class SymTorchPrinter:
                     out += f" + {s}"
             return out, 1
         if e.is_Mul:
-            c, rest = e.as_coeff_Mul()
+            c, _ = e.as_coeff_Mul()
             if c.is_Number and c < 0:
                 s, pr = self.p(-e)
                 return f"-{s if pr > 2 else f'({s})'}", 3

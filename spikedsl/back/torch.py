@@ -34,7 +34,7 @@ from ._torch_neuron import (
     surrogate_doc,
 )
 
-__all__ = ["convert", "build", "run", "TARGET"]
+__all__ = ["TARGET", "build", "convert", "run"]
 
 TARGET = "torch"
 
@@ -74,7 +74,7 @@ def _neuron_dt(net: ir.LNetwork, n: ir.LNeuron) -> float:
 def refractory_steps(net: ir.LNetwork, n: ir.LNeuron) -> int:
     if not n.refractory or n.refractory <= 0:
         return 0
-    return int(math.ceil(n.refractory / _neuron_dt(net, n) - 1e-9))
+    return math.ceil(n.refractory / _neuron_dt(net, n) - 1e-9)
 
 
 def _key(layer: str, state: str | None = None, pre: bool = False) -> str:
@@ -623,7 +623,6 @@ class NetGen:
         inside = set(grp)
         L.append(f"# ---- step by step: {', '.join(grp)}")
         pre: list[str] = []  # before the loop
-        body: list[str] = []  # inside the loop
         post: list[str] = []  # after the loop
         # keys read with a delay inside the group -> history lists
         hist: dict[str, int] = {}
@@ -997,7 +996,7 @@ def _load_class(src: str, net_name: str):
         filename = f"<spikedsl-torch {net_name} {key[:10]}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
         ns: dict = {"__name__": f"spikedsl_generated_{net_name}"}
-        exec(builtins.compile(src, filename, "exec"), ns)
+        exec(builtins.compile(src, filename, "exec"), ns)  # noqa: S102 - our own generated code
         _CLASSES[key] = ns[class_name(net_name)]
         _CLASSES[key]._spikedsl_namespace = ns
     return _CLASSES[key]
