@@ -575,17 +575,58 @@ def test_dtype_and_float32_training_step():
     m.clamp_parameters()
 
 
-def test_plasticity_is_refused_clearly():
-    net = net_of("""
+PLASTIC = """
 synapse STDP {
-    param a = 0.01
+    param a_plus = 0.05
+    param a_minus = 0.06
+    param tau = 5
     state apre = 0
-    dapre/dt = -apre / 20
-    on_pre { apre += a; w = clip(w + apre, 0, 1) }
-    on_post { w = w - 0.01 }
+    state apost = 0
+    dapre/dt = -apre / tau
+    dapost/dt = -apost / tau
+    on_pre { apre += a_plus; w = clip(w + apost, 0, 1) }
+    on_post { apost -= a_minus; w = clip(w + apre, 0, 1) }
 }
+neuron N { param beta = 0.8; state v = 0; input I; update v = beta * v + I
+           spike v >= 1; reset v = 0 }
+network Net {
+    steps = 30
+    input x[12] : spikes
+    layer h[6] = N <- dense(x, bias = false, init = uniform(0, 0.6)) + one_to_one(h, weight = 0.2)
+    layer k[6] = N <- sparse(x, p = 0.5, weight = 0.7, seed = 3)
+    output h
+    output k
+    plasticity STDP on x -> h
+    plasticity STDP on x -> k
+}
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_plasticity_equals_the_reference(fast):
+    reference = pytest.importorskip("spikedsl.reference")
+    net = net_of(PLASTIC)
+    x = spikes((30, 3, 12), 0.4).numpy()
+    w = reference.init_weights(net, 0)
+    rec = ["h", "k", "h.v", "h.x.weight", "k.weight"]
+    r = reference.run(net, {"x": x}, weights=w, record=rec)
+    t = run(net, {"x": x}, weights=w, record=rec, fast=fast)
+    assert r["h"].sum() > 0 and r["k"].sum() > 0
+    assert np.abs(r["h.x.weight"][-1] - r["h.x.weight"][0]).max() > 0.01
+    for k in rec:
+        np.testing.assert_allclose(t[k], r[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    m = build(net, dtype=F64)
+    m.stateful = True
+    m(torch.as_tensor(x))
+    assert m.state["h.x.weight"].shape == (3, 6, 12) and "h.x:apre" in m.state
+
+
+def test_plasticity_on_conv_is_refused_clearly():
+    net = net_of("""
+synapse S { state a = 0; on_pre { w = w + 0.1 } }
 neuron N { state v = 0; input I; update v = I; spike v >= 1 }
-network Net { steps = 2; input x[2] : spikes; layer h[2] = N <- dense(x)
-              plasticity STDP on x -> h; output h }""")
-    with pytest.raises(spikedsl.Unsupported, match="plasticity"):
+network Net { steps = 2; input x[1, 4, 4] : spikes
+              layer h = N <- conv2d(x, channels = 2, kernel = 3); output h
+              plasticity S on x -> h }""")
+    with pytest.raises(spikedsl.Unsupported, match="conv2d"):
         convert(net)

@@ -232,8 +232,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         lhs, rhs = split_spike(plan.spike)
         x = ir.BinOp(op="-", left=lhs, right=rhs) if not (
             isinstance(rhs, ir.Num) and rhs.value == 0.0) else lhs
-        lines.append(f"{z_var} = {spike_fn}.apply({P(fold(x))})  # spike {spk(n.spike_x)} "
-                     f"{n.spike_op} 0")
+        lines.append(f"{z_var} = {spike_fn}.apply({P(fold(x))})  # spike {spk(lhs)} "
+                     f"{n.spike_op} {spk(rhs)}")
         if R > 0:
             lines.append(f"{z_var} = {z_var}.masked_fill({ref_var}_now, 0.0)")
         zr = z_var
@@ -255,7 +255,7 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             else:
                 e = ir.BinOp(op="+" if st.op == "+=" else "-", left=S_,
                              right=ir.BinOp(op="*", left=Z_, right=st.value))
-            code = P2(e)
+            code = P2(fold(e))
             target = state_vars[st.target] if last[i] else namer.fresh(f"{st.target}_r")
             lines.append(f"{target} = {code}  # reset {statement_text(st.target, st.op, st.value)}")
             cur[st.target] = target
@@ -416,8 +416,8 @@ class ScanGen:
                 lst[f"Q:{s}"] = self.nm.fresh(f"{Q[s]}_l")
                 L.append(f"{lst[f'Q:{s}']} = []")
             if spiking:
-                lst["Zb"] = self.nm.fresh("Zb_l")
-                L.append(f"{lst['Zb']} = []")
+                lst["Z"] = self.nm.fresh("Z_l")
+                L.append(f"{lst['Z']} = []")
             if R > 0:
                 lst["Ref"] = self.nm.fresh("Ref_l")
                 L.append(f"{lst['Ref']} = []")
@@ -429,19 +429,12 @@ class ScanGen:
             for s in reset_states:
                 L.append(f"{Q[s]} = {init0}.new_empty((T,) + tuple({init0}.shape))")
             if spiking:
-                L.append(f"Zb = torch.empty((T,) + tuple({init0}.shape), dtype=torch.bool, "
-                         f"device={init0}.device)")
+                L.append(f"Z = {init0}.new_empty((T,) + tuple({init0}.shape))")
             if R > 0:
-                L.append("Ref = torch.empty_like(Zb)")
+                L.append(f"Ref = torch.empty((T,) + tuple({init0}.shape), dtype=torch.bool, "
+                         f"device={init0}.device)")
         if R > 0:
             L.append(f"r = {A['refr:r']}.clone()")
-        consts: dict[str, str] = {}
-        for st in plan.resets:
-            if isinstance(st.value, ir.Num) and st.op == "=":
-                key = repr(st.value.value)
-                if key not in consts:
-                    consts[key] = self.nm.fresh(f"E{len(consts)}")
-                    L.append(f"{consts[key]} = {init0}.new_tensor({number(st.value.value)})")
         for s in plan.states:
             L.append(f"{local[s]} = {A[f'init:{s}']}")
         L.append("for t in range(T):")
@@ -506,41 +499,44 @@ class ScanGen:
                 lhs, rhs = rhs, lhs
             B.append(f"# spike {spk(lhs)} {n.spike_op} {spk(rhs)}")
             if func:
-                B.append(f"zb = {fn}({P2.tensor(lhs)}, {P2(rhs)})")
+                B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}).to({init0}.dtype)")
                 if R > 0:
-                    B.append("zb = zb.masked_fill(ref, False)")
-                B.append(f"{lst['Zb']}.append(zb)")
+                    B.append("z = z.masked_fill(ref, 0.0)")
+                B.append(f"{lst['Z']}.append(z)")
             else:
-                B.append(f"zb = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Zb[t])")
+                B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Z[t])")
                 if R > 0:
-                    B.append("zb.masked_fill_(ref, False)")
+                    B.append("z.masked_fill_(ref, 0.0)")
+            # reset, exactly as s - z * (s - e), s + z * e, s - z * e (z is 0 or 1)
             cur = dict(penv)
             last = reset_order(plan.resets)
             for i, st in enumerate(plan.resets):
                 P3 = TorchPrinter(dict(cur), ref_t)
                 s = cur[st.target]
-                if isinstance(st.value, ir.Num) and st.op == "=":
-                    val = f"torch.where(zb, {consts[repr(st.value.value)]}, {s}"
-                elif st.op == "=":
-                    val = f"torch.where(zb, {P3.tensor(st.value)}, {s}"
-                else:
-                    P3.names["%s"] = s
-                    e = ir.BinOp(op="+" if st.op == "+=" else "-", left=ir.Name(id="%s"),
-                                 right=st.value)
-                    val = f"torch.where(zb, {P3(e)}, {s}"
+                P3.names["%s"] = s
                 B.append(f"# reset {statement_text(st.target, st.op, st.value)}")
-                if last[i] and not func:
-                    tgt = f"{S[st.target]}[t + 1]"
-                    B.append(f"{val}, out={tgt})")
-                    cur[st.target] = tgt
+                out = f", out={S[st.target]}[t + 1]" if last[i] and not func else ""
+                if st.op == "=":
+                    d = fold(ir.BinOp(op="-", left=ir.Name(id="%s"), right=st.value))
+                    dcode = P3.tensor(d)
+                    val = f"torch.addcmul({s}, z, {dcode}, value=-1.0{out})"
+                elif isinstance(st.value, ir.Num):
+                    e = st.value.value if st.op == "+=" else -st.value.value
+                    val = f"torch.add({s}, z, alpha={number(e)}{out})"
+                else:
+                    sign = "" if st.op == "+=" else ", value=-1.0"
+                    val = f"torch.addcmul({s}, z, {P3.tensor(st.value)}{sign}{out})"
+                if out:
+                    B.append(val)
+                    cur[st.target] = f"{S[st.target]}[t + 1]"
                 else:
                     v = self.nm.fresh(f"{st.target}_r")
-                    B.append(f"{v} = {val})")
+                    B.append(f"{v} = {val}")
                     cur[st.target] = v
             for s in Q:
                 post[s] = cur[s]
             if R > 0:
-                B.append(f"r = torch.where(zb, {float(R)!r}, (r - 1.0).clamp(min=0.0))")
+                B.append(f"r = torch.where(z > 0, {float(R)!r}, (r - 1.0).clamp(min=0.0))")
         for s in plan.states:
             if func:
                 B.append(f"{local[s]} = {post[s]}")
@@ -557,12 +553,10 @@ class ScanGen:
             for s in reset_states:
                 L.append(f"{Q[s]} = torch.stack({lst[f'Q:{s}']})")
             if spiking:
-                L.append(f"Zb = torch.stack({lst['Zb']})")
+                L.append(f"Z = torch.stack({lst['Z']})")
             if R > 0:
                 L.append(f"Ref = torch.stack({lst['Ref']})")
-        if spiking:
-            L.append(f"Z = Zb.to({init0}.dtype)")
-        else:
+        if not spiking:
             L.append(f"Z = {init0}.new_zeros((T,) + tuple({init0}.shape))")
         return L
 
@@ -729,7 +723,7 @@ class Derivation:
         if R > 0:
             L.append("nr = torch.logical_not(Ref).to(ftype)")
         if spiking:
-            L.append("z = Zb.to(ftype)")
+            L.append("z = Z")
             env = {s: N[self.q[s]] for s in states}
             for k in plan.step_names:
                 env[k] = A[f"step:{k}"]
@@ -908,7 +902,7 @@ class Derivation:
         out = [(f"S:{s}", S[s]) for s in plan.states]
         out += [(f"Q:{s}", Q[s]) for s in plan.states if s in Q]
         if plan.spike is not None:
-            out.append(("Zb", "Zb"))
+            out.append(("Z", "Z"))
         if plan.R > 0:
             out.append(("Ref", "Ref"))
         out += [(f"step:{k}", A[f"step:{k}"]) for k in plan.step_names if f"X:{k}" in used]

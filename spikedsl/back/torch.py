@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from .. import ir
 from ..errors import SpecError, unsupported
 from ..resources import templates_dir
-from ._torch_expr import Namer, TorchPrinter, check_ident, number, prune, spk
+from ._torch_expr import Namer, TorchPrinter, check_ident, number, prepare, prune, spk
 from ._torch_neuron import (
     MAX_ANALYTIC_SIZE,
     ScanGen,
@@ -121,15 +121,18 @@ class NetGen:
         self.env = _env()
         self.finals: list[tuple[str, str]] = []  # (state key, code) kept in self.state
         self.scan_count = 0
+        self.plastic = {lp.projection: lp for lp in net.plasticity}
+        self.plastic_records: list[tuple[str, str]] = []  # (trace name, list local)
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
         net = self.net
-        if net.plasticity:
-            p = net.plasticity[0]
-            raise unsupported(TARGET, f"plasticity '{p.rule.name}' on {p.source} -> {p.target}",
-                              "synapse rules run without gradients; the torch target does "
-                              "not generate them yet (use the brian2 target)")
+        for la in net.layers:
+            for p in la.projections:
+                if p.param_name in self.plastic and (p.kind == "conv2d" or la.kind != "neuron"):
+                    raise unsupported(TARGET, f"plasticity on '{p.param_name}'",
+                                      "a synapse rule needs one weight per synapse of a "
+                                      "projection into a neuron layer (conv2d shares its kernel)")
         for la in net.layers:
             check_ident(la.name)
             if la.name in _MODULE_ATTRS or la.name.startswith("_"):
@@ -290,8 +293,15 @@ class NetGen:
             self.use.add("sparse")
             n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
             w = number(p.weight if p.weight is not None else 1.0)
-            self.param(f"{pn}.weight", f"_sparse_mask({int(p.seed)}, {number(p.p)}, {n_out}, "
-                                       f"{n_in}) * {w}", buffer=True)
+            mask = f"_sparse_mask({int(p.seed)}, {number(p.p)}, {n_out}, {n_in})"
+            if pn in self.plastic:
+                mvar = self.nm.fresh(f"{pn.replace('.', '_')}_mask")
+                self.init.append(f"{mvar} = {mask}")
+                mask = mvar
+            self.param(f"{pn}.weight", f"{mask} * {w}", buffer=True)
+            if pn in self.plastic:
+                self.init.append(f'{self.attr(pn)}.register_buffer("_mask", {mask} > 0, '
+                                 f"persistent=False)")
         else:  # one_to_one
             w = number(p.weight if p.weight is not None else 1.0)
             self.param(f"{pn}.weight", f"torch.tensor({w}, dtype=torch.float64)", buffer=True)
@@ -427,6 +437,9 @@ class NetGen:
                 self.step_group(grp, L)
         # outputs
         L.append("result = {}")
+        for key, lst in self.plastic_records:
+            L.append("if self.record_plastic:")
+            L.append(f"    result[{key!r}] = torch.stack({lst})")
         for o in self.net.outputs:
             tr = self.trace(_key(o.layer, o.state, o.pre_reset))
             code = {"none": tr, "sum": f"{tr}.sum(0)", "mean": f"{tr}.mean(0)",
@@ -442,7 +455,8 @@ class NetGen:
         if la.kind == "cell":
             return False
         if la.kind == "neuron":
-            if any(p.recurrent for p in la.projections) or not la.neuron.states:
+            if any(p.recurrent or p.param_name in self.plastic for p in la.projections) or \
+                    not la.neuron.states:
                 return False
             n = la.neuron
             plan = make_plan(n, _neuron_dt(self.net, n), refractory_steps(self.net, n),
@@ -657,7 +671,8 @@ class NetGen:
             if layer in inside:
                 if delay == 0:
                     return self.cur(key)
-                return f"{lists[key]}[t + {hist[key] - delay}]"
+                off = hist[key] - delay
+                return f"{lists[key]}[t + {off}]" if off else f"{lists[key]}[t]"
             if delay == 0:
                 return f"{self.trace(key)}[t]"
             return f"{self.seq_src(key, delay, pre)}[t]"
@@ -721,17 +736,29 @@ class NetGen:
         shape = f"(B,) + {_tup(la.shape)}"
         # inputs: feed-forward parts from outside the group all at once (fast path)
         ext: dict[str, str] = {}
+        plastic = [p for p in la.projections if p.param_name in self.plastic]
         if self.fast:
-            outside = [p for p in la.projections if p.source not in inside]
+            outside = [p for p in la.projections if p.source not in inside and
+                       p.param_name not in self.plastic]
             if outside:
                 tmp = la.model_copy(update={"projections": tuple(outside)})
                 ext = self.inputs_seq(tmp, pre, ext_only=True)
+        rules = {p.param_name: self.rule_setup(p, pre) for p in plastic}
+        if rules:
+            lines.append("with torch.no_grad():  # synapse rules: their own dynamics")
+            for p in plastic:
+                lines += ["    " + x for x in self.rule_advance(p, rules[p.param_name])]
         for k in n.inputs:
             terms = [f"{ext[k]}[t]"] if k in ext else []
             for p in la.projections:
-                if p.target_input != k or (self.fast and p.source not in inside):
+                if p.target_input != k or (self.fast and p.source not in inside and
+                                           p.param_name not in self.plastic):
                     continue
-                terms.append(self.proj(p, src_at(_key(p.source, p.source_state), p.delay), 1))
+                x = src_at(_key(p.source, p.source_state), p.delay)
+                if p.param_name in rules:
+                    terms.append(self.rule_transmit(p, rules[p.param_name], x, lines))
+                else:
+                    terms.append(self.proj(p, x, 1))
             v = self.nm(f"in:{name}.{k}", f"{name}_{k}_t")
             if terms:
                 lines.append(f"{v} = {' + '.join(terms)}")
@@ -759,6 +786,112 @@ class NetGen:
         if plan.spike is None:
             code.append(f"{self.cur(name)} = self._like.new_zeros({shape})")
         lines += code
+        if rules:
+            lines.append("with torch.no_grad():  # synapse rules: on_post where the neuron spiked")
+            for p in plastic:
+                lines += ["    " + x for x in self.rule_post(p, rules[p.param_name], self.cur(name))]
+            for p in plastic:
+                r = rules[p.param_name]
+                lines.append("if self.record_plastic:")
+                lines.append(f"    {r['list']}.append({r['w']})")
+
+    # ---------------------------------------------------------------- plasticity
+    def rule_setup(self, p: ir.LProjection, pre: list[str]) -> dict:
+        """Per-sample weights [B, out, in], the synapse mask and the rule states."""
+        lp = self.plastic[p.param_name]
+        rule = lp.rule
+        pn = p.param_name
+        n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
+        key = pn.replace(".", "_")
+        r = {"w": self.nm(f"rule:{pn}.w", f"{key}_w"),
+             "mask": self.nm(f"rule:{pn}.mask", f"{key}_mask"),
+             "list": self.nm(f"rule:{pn}.list", f"{key}_w_list"),
+             "states": {st.name: self.nm(f"rule:{pn}.{st.name}", f"{key}_{st.name}")
+                        for st in rule.states},
+             "consts": {q.name: float(q.value) for q in rule.params}}
+        r["consts"]["dt"] = float(self.net.dt) if rule.uses_units else 1.0
+        W = self.weight(p)
+        if p.kind == "dense":
+            pre.append(f"{r['mask']} = torch.ones(({n_out}, {n_in}), dtype=torch.bool, "
+                       f"device=self._like.device)")
+            w0 = f"{W}.reshape({n_out}, {n_in})"
+        elif p.kind == "sparse":
+            pre.append(f"{r['mask']} = {self.attr(pn)}._mask")
+            w0 = W
+        else:
+            pre.append(f"{r['mask']} = torch.eye({n_out}, dtype=torch.bool, "
+                       f"device=self._like.device)")
+            w0 = f"torch.diag(torch.broadcast_to({W}.reshape(-1), ({n_out},)))"
+        shape = f"(B, {n_out}, {n_in})"
+        pre.append(f"{r['w']} = self._initial({pn + '.weight'!r}, torch.where({r['mask']}, "
+                   f"{w0}, 0.0).detach(), {shape})")
+        for st in rule.states:
+            v = self.value(prepare(st.init, r["consts"]), {})
+            pre.append(f"{r['states'][st.name]} = self._initial({pn + ':' + st.name!r}, "
+                       f"{r['w']}.new_zeros({shape}).masked_fill({r['mask']}, {v}), {shape})")
+        pre.append(f"{r['list']} = []")
+        self.finals.append((f"{pn}.weight", r["w"]))
+        for st in rule.states:
+            self.finals.append((f"{pn}:{st.name}", r["states"][st.name]))
+        self.plastic_records.append((f"{pn}.weight", r["list"]))
+        return r
+
+    def _rule_env(self, r: dict) -> dict[str, str]:
+        env = dict(r["states"])
+        env["w"] = r["w"]
+        return env
+
+    def rule_advance(self, p: ir.LProjection, r: dict) -> list[str]:
+        rule = self.plastic[p.param_name].rule
+        out: list[str] = []
+        env = self._rule_env(r)
+        for t in rule.temps:
+            v = self.nm.fresh(f"{p.param_name.replace('.', '_')}_{t.target}")
+            out.append(f"{v} = {self.value(prepare(t.value, r['consts']), env)}")
+            env[t.target] = v
+        new = {}
+        for u in rule.updates:
+            v = self.nm.fresh(f"{env[u.target]}_new")
+            out.append(f"{v} = {self.value(prepare(u.value, r['consts']), env)}")
+            new[u.target] = v
+        for target, v in new.items():
+            out.append(f"{env[target]} = torch.where({r['mask']}, {v}, {env[target]})")
+        return out
+
+    def _rule_stmts(self, stmts, r: dict, fired: str) -> list[str]:
+        out = []
+        env = self._rule_env(r)
+        for a in stmts:
+            e = prepare(a.value, r["consts"])
+            if a.op != "=":
+                e = ir.BinOp(op="+" if a.op == "+=" else "-", left=ir.Name(id=a.target), right=e)
+            out.append(f"{env[a.target]} = torch.where({fired}, {self.value(e, env)}, "
+                       f"{env[a.target]})  # {a.target} {a.op} {spk(a.value)}")
+        return out
+
+    def rule_transmit(self, p: ir.LProjection, r: dict, x: str, lines: list[str]) -> str:
+        """w . x with this step's weights, then on_pre; returns the input's code."""
+        rule = self.plastic[p.param_name].rule
+        y = self.nm.fresh(f"{p.param_name.replace('.', '_')}_y")
+        b = f" + {self.attr(p.param_name + '.bias')}" if p.bias and p.kind == "dense" else ""
+        code = f"torch.matmul({r['w']}, {x}.reshape(B, -1, 1)).squeeze(-1){b}"
+        if len(p.out_shape) > 1:
+            code = f"({code}).reshape((B,) + {_tup(p.out_shape)})"
+        lines.append(f"{y} = {code}")
+        if rule.on_pre:
+            fired = self.nm.fresh(f"{p.param_name.replace('.', '_')}_pre")
+            lines.append("with torch.no_grad():  # on_pre where the presynaptic spike arrives")
+            lines.append(f"    {fired} = {r['mask']} & ({x}.reshape(B, 1, -1) != 0)")
+            lines += ["    " + s for s in self._rule_stmts(rule.on_pre, r, fired)]
+        return y
+
+    def rule_post(self, p: ir.LProjection, r: dict, z: str) -> list[str]:
+        rule = self.plastic[p.param_name].rule
+        if not rule.on_post:
+            return []
+        fired = self.nm.fresh(f"{p.param_name.replace('.', '_')}_post")
+        return [f"{fired} = {r['mask']} & ({z}.reshape(B, -1, 1) != 0)"] + self._rule_stmts(
+            rule.on_post, r, fired)
 
     def cell_step(self, la: ir.LLayer, src_at, pre: list[str], lines: list[str]) -> None:
         name = la.name
@@ -1059,9 +1192,11 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
     import torch
 
     tdtype = _torch_dtype(dtype) if dtype is not None else torch.float64
-    net2 = _record_net(net, record)
+    plastic = {f"{lp.projection}.weight" for lp in net.plasticity}
+    net2 = _record_net(net, [k for k in record or () if k not in plastic])
     m = build(net2, dtype=tdtype, fast=fast, weights=weights, seed=seed)
     m.eval()
+    m.record_plastic = any(k in plastic for k in record or ())
     if not isinstance(inputs, Mapping):
         if len(net.inputs) != 1:
             raise ValueError(f"network '{net.name}' has {len(net.inputs)} inputs; pass a dict")
@@ -1085,4 +1220,5 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
         data[lay.name] = torch.as_tensor(np.ascontiguousarray(x))
     with torch.no_grad():
         out = m(data)
-    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+    keep = {o.name for o in net2.outputs} | (set(record or ()) & plastic)
+    return {k: v.detach().cpu().numpy() for k, v in out.items() if k in keep}
