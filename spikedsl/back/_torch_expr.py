@@ -378,3 +378,41 @@ def prune(lines: list[str]) -> list[str]:
             final.append(ln)
         lines = final
     return lines
+
+
+def add_dels(lines: list[str], keep: set[str] = frozenset()) -> list[str]:
+    """Insert ``del name`` after the last use of every local assigned at the
+    top level of a function body (large temporaries are freed early, which
+    lowers the peak memory of the backward pass)."""
+    def words(ln: str) -> set[str]:
+        return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", ln.split("#", 1)[0]))
+
+    top = [i for i, ln in enumerate(lines) if ln and not ln[0].isspace()]
+    assigned: dict[str, int] = {}
+    for i in top:
+        m = _ASSIGN.match(lines[i])
+        if m and not m.group(1):
+            assigned.setdefault(m.group(2), i)
+    last: dict[str, int] = {}
+    uses = [words(ln) for ln in lines]
+    for name, first in assigned.items():
+        idx = max((i for i, w in enumerate(uses) if name in w), default=first)
+        # the end of the top-level statement (block) holding that use
+        end = max(i for i in top if i <= idx)
+        nxt = [i for i in top if i > end]
+        last[name] = (nxt[0] - 1) if nxt else len(lines) - 1
+    if lines and lines[-1].startswith("return"):
+        ret = uses[-1]
+    else:
+        ret = set()
+    after: dict[int, list[str]] = {}
+    for name, pos in last.items():
+        if name in ret or name in keep or pos >= len(lines) - 1:
+            continue
+        after.setdefault(pos, []).append(name)
+    out = []
+    for i, ln in enumerate(lines):
+        out.append(ln)
+        if i in after:
+            out.append(f"del {', '.join(sorted(after[i]))}")
+    return out

@@ -29,6 +29,7 @@ from ._torch_expr import (
     Hoister,
     Namer,
     TorchPrinter,
+    add_dels,
     fold,
     number,
     prepare,
@@ -393,7 +394,7 @@ class ScanGen:
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
-                        backward=prune(bwd), nondiff=["r"] if R > 0 else [],
+                        backward=add_dels(prune(bwd)), nondiff=["r"] if R > 0 else [],
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
@@ -697,11 +698,20 @@ class Derivation:
         if plan.spike is not None:
             used |= {f"X:{k}" for k in names(plan.spike) if k in self.X}
             used |= {f"P:{k}" for k in names(plan.spike) if k in self.P}
-        saved = self._saved(A, S, Q, used)
+        spike_states = names(plan.spike) & set(states) if plan.spike is not None else set()
+        need_S = {s_ for s_ in states if f"s:{s_}" in used or (
+            s_ not in Q and (f"q:{s_}" in used or s_ in spike_states))}
+        if Q:
+            like = Q[next(s_ for s_ in states if s_ in Q)]
+        elif plan.spike is not None:
+            like = "Z"
+        else:
+            need_S.add(states[0])
+            like = f"{S[states[0]]}[1:]"
+        saved = self._saved(A, S, Q, used, need_S)
         self.saved_names = [v for _, v in saved]
-        first = S[states[0]]
-        L.append(f"ftype = {first}.dtype")
-        L.append(f"T = {first}.shape[0] - 1")
+        L.append(f"ftype = {like}.dtype")
+        L.append(f"T = {like}.shape[0]")
         N: dict = {}
         for s in states:
             N[self.s[s]] = f"{S[s]}[:-1]"
@@ -781,10 +791,10 @@ class Derivation:
             if kind(cs[j]) == "step":
                 L.append(f"{cname[j]} = {code}")
             else:
-                L.append(f"{cname[j]} = {code} + torch.zeros_like({S[j]}[1:])")
+                L.append(f"{cname[j]} = {code} + torch.zeros_like({like})")
         for j in states:
             if j not in ckeys:
-                L.append(f"{cname[j]} = torch.zeros_like({S[j]}[1:])")
+                L.append(f"{cname[j]} = torch.zeros_like({like})")
         for j in states:
             g = grads[f"S:{j}"]
             L.append(f"if {g} is not None:")
@@ -895,11 +905,11 @@ class Derivation:
         gen._uses_math = gen._uses_math or pr.uses_math
         return L
 
-    def _saved(self, A, S, Q, used):
+    def _saved(self, A, S, Q, used, need_S):
         """Tensors saved for backward: [(key, python name)] (the forward saves
         the same list, in this order)."""
         plan = self.plan
-        out = [(f"S:{s}", S[s]) for s in plan.states]
+        out = [(f"S:{s}", S[s]) for s in plan.states if s in need_S]
         out += [(f"Q:{s}", Q[s]) for s in plan.states if s in Q]
         if plan.spike is not None:
             out.append(("Z", "Z"))
