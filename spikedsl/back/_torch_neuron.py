@@ -163,6 +163,7 @@ def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
 
 
 MAX_ANALYTIC_SIZE = 400
+CHUNK_ELEMENTS = 262144  # elements per [chunk, B, ...] temporary of the eager backward
 
 
 def analytic_size(plan: NeuronPlan) -> int:
@@ -680,12 +681,18 @@ class Derivation:
 
     # ---------------------------------------------------------------- code
     def code(self, A, S, Q, outs, gen: ScanGen) -> list[str]:
+        """The backward function's body.  Compiled: phases over all steps at
+        once (torch.compile fuses them).  Eager: the same phases over chunks of
+        steps small enough to stay in cache, from the last chunk to the first
+        (phases 1 and 2 are elementwise in time; the recursion carries ``u``
+        across chunk boundaries), so the temporaries are chunk-sized."""
         from ._torch_sym import NumSym, SymTorchPrinter, cse_lines
 
         plan, n = self.plan, self.n
         states = plan.states
         R = plan.R
         spiking = plan.spike is not None
+        chunked = not gen.compiled
         GX, GQ, M, c, gX, gP = self.equations()
         nm = gen.nm
         L: list[str] = []
@@ -712,16 +719,43 @@ class Derivation:
         self.saved_names = [v for _, v in saved]
         L.append(f"ftype = {like}.dtype")
         L.append(f"T = {like}.shape[0]")
+
+        # per-step sources: full tensors, or chunk views [t0:t1]
+        def sl(code: str, shift: int = 0) -> str:
+            if not chunked:
+                return code
+            return f"{code}[t0:t1]" if shift == 0 else f"{code}[t0 + {shift}:t1 + {shift}]"
+
+        src_s = {s_: (sl(S[s_]) if chunked else f"{S[s_]}[:-1]") for s_ in states}
+        src_q = {}
+        for s_ in states:
+            if s_ in Q:
+                src_q[s_] = sl(Q[s_])
+            elif s_ in plan.updates:
+                src_q[s_] = sl(S[s_], 1) if chunked else f"{S[s_]}[1:]"
+            else:
+                src_q[s_] = src_s[s_]
         N: dict = {}
-        for s in states:
-            N[self.s[s]] = f"{S[s]}[:-1]"
-            N[self.q[s]] = (Q[s] if s in Q else f"{S[s]}[1:]" if s in plan.updates
-                            else f"{S[s]}[:-1]")
-            N[self.u[s]] = nm.fresh(f"U_{s}")
-            N[self.GQ[s]] = nm.fresh(f"GQ_{s}")
-            N[self.gpre[s]] = nm.fresh(f"gpre_{s}")
+        body: list[str] = []  # the part that runs once per chunk
+        views: dict[str, str] = {}
+
+        def view(code: str, hint: str) -> str:
+            """Bind a chunk view to a local once."""
+            if not chunked:
+                return code
+            if code not in views:
+                views[code] = nm.fresh(hint + "_c")
+                body.append(f"{views[code]} = {code}")
+            return views[code]
+
+        for s_ in states:
+            N[self.s[s_]] = src_s[s_]
+            N[self.q[s_]] = src_q[s_]
+            N[self.u[s_]] = nm.fresh(f"U_{s_}")
+            N[self.GQ[s_]] = nm.fresh(f"GQ_{s_}")
+            N[self.gpre[s_]] = nm.fresh(f"gpre_{s_}")
         for k in plan.step_names:
-            N[self.X[k]] = A[f"step:{k}"]
+            N[self.X[k]] = sl(A[f"step:{k}"])
         for k in plan.static_names:
             N[self.P[k]] = A[f"static:{k}"]
         N[self.z] = "z"
@@ -730,35 +764,42 @@ class Derivation:
         N[self.gz] = "gz"
         N[self.GX] = "GX"
         pr = SymTorchPrinter(N, "ftype", self.b.values)
+        if chunked:
+            # views used by the printed expressions are bound once per chunk
+            for sym in list(N):
+                if isinstance(N[sym], str) and "[t0" in N[sym]:
+                    base = N[sym].split("[", 1)[0]
+                    N[sym] = view(N[sym], base)
+        ref_c = view(sl("Ref"), "Ref") if R > 0 else None
         if R > 0:
-            L.append("nr = torch.logical_not(Ref).to(ftype)")
+            body.append(f"nr = torch.logical_not({ref_c}).to(ftype)")
         if spiking:
-            L.append("z = Z")
-            env = {s: N[self.q[s]] for s in states}
+            body.append(f"z = {view(sl('Z'), 'Z')}")
+            env = {s_: N[self.q[s_]] for s_ in states}
             for k in plan.step_names:
-                env[k] = A[f"step:{k}"]
+                env[k] = N[self.X[k]]
                 if R > 0 and k in plan.inputs:
-                    env[k] = f"{A[f'step:{k}']}.masked_fill(Ref, 0.0)"
+                    env[k] = f"{N[self.X[k]]}.masked_fill({ref_c}, 0.0)"
             for k in plan.static_names:
                 env[k] = A[f"static:{k}"]
             P = TorchPrinter(env, "z")
             lhs, rhs = split_spike(plan.spike)
-            L.append(f"x = {P.tensor(fold(ir.BinOp(op='-', left=lhs, right=rhs)))}")
-            sl, se = surrogate_code(n.surrogate, "x", "ftype")
-            L += sl
-            L.append(f"sgn = {se}" + (" * nr" if R > 0 else "") +
-                     f"  # surrogate {surrogate_doc(n.surrogate)}")
+            body.append(f"x = {P.tensor(fold(ir.BinOp(op='-', left=lhs, right=rhs)))}")
+            sl_lines, se = surrogate_code(n.surrogate, "x", "ftype")
+            body += sl_lines
+            body.append(f"sgn = {se}" + (" * nr" if R > 0 else "") +
+                        f"  # surrogate {surrogate_doc(n.surrogate)}")
             gZ = grads["z"]
-            L.append(f"gz = {gZ} if {gZ} is not None else torch.zeros_like(z)")
+            body.append(f"gz = {sl(gZ)} if {gZ} is not None else torch.zeros_like(z)")
             gen._uses_math = gen._uses_math or P.uses_math
         zero = {}
-        for s in states:
-            key = f"Q:{s}"
+        for s_ in states:
+            key = f"Q:{s_}"
             if key in grads:
-                L.append(f"{N[self.gpre[s]]} = {grads[key]} if {grads[key]} is not None else "
-                         f"torch.zeros_like({Q[s]})")
+                body.append(f"{N[self.gpre[s_]]} = {sl(grads[key])} if {grads[key]} is not None "
+                            f"else torch.zeros_like({N[self.q[s_]]})")
             else:
-                zero[self.gpre[s]] = 0
+                zero[self.gpre[s_]] = 0
         if not spiking:
             zero[self.gz] = 0
         per_step = set(self.s.values()) | set(self.q.values()) | set(self.X.values()) | {
@@ -773,68 +814,78 @@ class Derivation:
                 return "number"
             return "static"
 
-        # -------- phase 1: M_t and c_t for all steps at once
+        like_c = N[self.q[states[0]]] if chunked else like
+        # -------- phase 1: M_t and c_t
         Ms = {k: v.subs(zero) for k, v in M.items()}
         cs = {k: v.subs(zero) for k, v in c.items()}
         keys = [k for k in Ms if Ms[k] != 0]
         ckeys = [j for j in states if cs[j] != 0]
         lines, printed = cse_lines([Ms[k] for k in keys] + [cs[j] for j in ckeys], N, pr, "w",
                                    nm)
-        L.append("# adjoint of the post-reset states: u[t-1] = M[t] u[t] + c[t]")
-        L += lines
+        body.append("# adjoint of the post-reset states: u[t-1] = M[t] u[t] + c[t]")
+        body += lines
         Mname: dict = {}
         for k, code in zip(keys, printed[:len(keys)]):
             Mname[k] = (nm.fresh(f"M_{k[0]}_{k[1]}"), kind(Ms[k]))
-            L.append(f"{Mname[k][0]} = {code}")
+            body.append(f"{Mname[k][0]} = {code}")
         cname = {j: nm.fresh(f"c_{j}") for j in states}
         for j, code in zip(ckeys, printed[len(keys):]):
             if kind(cs[j]) == "step":
-                L.append(f"{cname[j]} = {code}")
+                body.append(f"{cname[j]} = {code}")
             else:
-                L.append(f"{cname[j]} = {code} + torch.zeros_like({like})")
+                body.append(f"{cname[j]} = {code} + torch.zeros_like({like_c})")
         for j in states:
             if j not in ckeys:
-                L.append(f"{cname[j]} = torch.zeros_like({like})")
-        for j in states:
-            g = grads[f"S:{j}"]
-            L.append(f"if {g} is not None:")
-            L.append(f"    {cname[j]}[1:] += {g}[1:-1]")
+                body.append(f"{cname[j]} = torch.zeros_like({like_c})")
+        ul = {j: nm.fresh(f"u_{j}") for j in states}  # the carried adjoint (eager)
+
+        def mterm(j, l, idx):
+            mname, kd = Mname[(j, l)]
+            return f"{mname}[{idx}]" if kd == "step" else mname
+
+        if chunked:
+            # c'[t] = c[t] + dL/dS[t] (the post states of step t-1; S[0] is the initial state)
+            for j in states:
+                g = grads[f"S:{j}"]
+                body.append(f"if {g} is not None:")
+                body.append(f"    {cname[j]} = {cname[j]} + {g}[t0:t1]")
+            for j in states:
+                U = N[self.u[j]]
+                body.append(f"{U} = torch.empty_like({cname[j]})")
+                body.append(f"{U}[-1] = {ul[j]}")
+            body.append("for t in range(t1 - t0 - 1, 0, -1):")
+            rec_idx = "t"
+        else:
+            for j in states:
+                g = grads[f"S:{j}"]
+                body.append(f"if {g} is not None:")
+                body.append(f"    {cname[j]} = {cname[j]} + torch.nn.functional.pad({g}[1:-1], "
+                            f"(0, 0) * ({g}.dim() - 1) + (1, 0))")
+            rec_idx = "t"
         if gen.compiled:
-            # plain tensor code for torch.compile
-            ul = {j: nm.fresh(f"u_{j}") for j in states}
             lists = {j: nm.fresh(f"U_{j}_l") for j in states}
             for j in states:
                 g = grads[f"S:{j}"]
-                L.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
-                         f"{cname[j]}[0])")
-                L.append(f"{lists[j]} = [{ul[j]}]")
-            L.append("for t in range(T - 1, 0, -1):")
+                body.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
+                            f"{cname[j]}[0])")
+                body.append(f"{lists[j]} = [{ul[j]}]")
+            body.append("for t in range(T - 1, 0, -1):")
             new_u = {j: nm.fresh(f"u_{j}_new") for j in states}
             for j in states:
-                terms = [f"{cname[j]}[t]"]
-                for l in states:
-                    if (j, l) in Mname:
-                        mname, kd = Mname[(j, l)]
-                        m = f"{mname}[t]" if kd == "step" else mname
-                        terms.append(f"{m} * {ul[l]}")
-                L.append(f"    {new_u[j]} = {' + '.join(terms)}")
+                terms = [f"{cname[j]}[t]"] + [f"{mterm(j, l, 't')} * {ul[l]}" for l in states
+                                              if (j, l) in Mname]
+                body.append(f"    {new_u[j]} = {' + '.join(terms)}")
             for j in states:
-                L.append(f"    {ul[j]} = {new_u[j]}")
-                L.append(f"    {lists[j]}.append({ul[j]})")
+                body.append(f"    {ul[j]} = {new_u[j]}")
+                body.append(f"    {lists[j]}.append({ul[j]})")
             for j in states:
-                L.append(f"{N[self.u[j]]} = torch.stack({lists[j]}[::-1])")
+                body.append(f"{N[self.u[j]]} = torch.stack({lists[j]}[::-1])")
         else:
             for j in states:
-                U = N[self.u[j]]
-                g = grads[f"S:{j}"]
-                L.append(f"{U} = torch.empty_like({cname[j]})")
-                L.append(f"{U}[T - 1] = {g}[T] if {g} is not None else 0.0")
-            L.append("for t in range(T - 1, 0, -1):")
-            for j in states:
-                acc = f"{cname[j]}[t]"
+                acc = f"{cname[j]}[{rec_idx}]"
                 terms = [(l, Mname[(j, l)]) for l in states if (j, l) in Mname]
                 if not terms:
-                    L.append(f"    {N[self.u[j]]}[t - 1] = {acc}")
+                    body.append(f"    {N[self.u[j]]}[t - 1] = {acc}")
                     continue
                 for i_, (l, (mname, kd)) in enumerate(terms):
                     out = f", out={N[self.u[j]]}[t - 1]" if i_ == len(terms) - 1 else ""
@@ -844,55 +895,87 @@ class Derivation:
                     else:
                         m = f"{mname}[t]" if kd == "step" else mname
                         acc = f"torch.addcmul({acc}, {m}, {u_l}{out})"
-                L.append(f"    {acc}")
-        # -------- gradient of the initial states
-        ginit = {}
+                body.append(f"    {acc}")
+        # the adjoint one step before the chunk (eager) / of the initial states (compiled)
+        new0 = {}
         for j in states:
-            gi = nm.fresh(f"g_{j}0")
-            ginit[j] = gi
-            terms = [f"{cname[j]}[0]"]
-            for l in states:
-                if (j, l) in Mname:
-                    mname, kd = Mname[(j, l)]
-                    terms.append(f"{mname}[0] * {N[self.u[l]]}[0]" if kd == "step" else
-                                 f"{mname} * {N[self.u[l]]}[0]")
-            g = grads[f"S:{j}"]
-            L.append(f"{gi} = None")
-            L.append(f"if needs[{gen_arg_index(A, f'init:{j}')}]:")
-            L.append(f"    {gi} = {' + '.join(terms)}")
-            L.append(f"    if {g} is not None:")
-            L.append(f"        {gi} = {gi} + {g}[0]")
-        # -------- phase 2: gradients of the per-step and static tensors, all steps at once
+            terms = [f"{cname[j]}[0]"] + [f"{mterm(j, l, 0)} * {N[self.u[l]]}[0]"
+                                         for l in states if (j, l) in Mname]
+            new0[j] = " + ".join(terms)
+        ginit = {j: nm.fresh(f"g_{j}0") for j in states}
+        if chunked:
+            tmp = {j: nm.fresh(f"u_{j}_next") for j in states}
+            for j in states:
+                body.append(f"{tmp[j]} = {new0[j]}")
+            for j in states:
+                body.append(f"{ul[j]} = {tmp[j]}")
+        # -------- phase 2: gradients of the per-step and static tensors
         wanted = [(f"step:{k}", e.subs(zero)) for k, e in gX.items()] + [
             (f"static:{k}", e.subs(zero)) for k, e in gP.items()]
-        gout: dict[str, str] = {}
+        wanted = [(k, e) for k, e in wanted if e != 0]
+        gout: dict[str, str] = {k: nm.fresh("g_" + A[k]) for k, _ in wanted}
+        pre_loop: list[str] = []
         if wanted:
-            needs = " or ".join(f"needs[{gen_arg_index(A, k)}]"
-                                for k, _ in wanted)
-            L.append(f"if {needs}:")
-            base = ([GX.subs(zero)] if spiking else []) + [GQ[s].subs(zero) for s in states]
+            needs = " or ".join(f"needs[{gen_arg_index(A, k)}]" for k, _ in wanted)
+            body.append(f"if {needs}:")
+            base = ([GX.subs(zero)] if spiking else []) + [GQ[s_].subs(zero) for s_ in states]
             lines2, printed2 = cse_lines(base, N, pr, "y", nm)
-            body = list(lines2)
+            b2 = list(lines2)
             if spiking:
-                body.append(f"GX = {printed2[0]}")
-            for s, code in zip(states, printed2[1 if spiking else 0:]):
-                body.append(f"{N[self.GQ[s]]} = {code}")
-            L += ["    " + b_ for b_ in body]
+                b2.append(f"GX = {printed2[0]}")
+            for s_, code in zip(states, printed2[1 if spiking else 0:]):
+                b2.append(f"{N[self.GQ[s_]]} = {code}")
+            body += ["    " + b_ for b_ in b2]
             for k, e in wanted:
-                gname = nm.fresh("g_" + A[k])
-                gout[k] = gname
-                L.append(f"{gname} = None")
-                if e == 0:
-                    continue
-                L.append(f"if needs[{gen_arg_index(A, k)}]:")
+                gname = gout[k]
+                idx = gen_arg_index(A, k)
                 lines3, printed3 = cse_lines([e], N, pr, "v", nm)
-                L += ["    " + x for x in lines3]
                 if k.startswith("static:"):
-                    L.append(f"    {gname} = _sum_to({printed3[0]}, {A[k]})")
-                elif kind(e) != "step":
-                    L.append(f"    {gname} = {printed3[0]} + torch.zeros_like({A[k]})")
+                    val = f"_sum_to({printed3[0]}, {A[k]})"
+                    pre_loop.append(f"{gname} = None")
+                    body.append(f"if needs[{idx}]:")
+                    body += ["    " + x for x in lines3]
+                    if chunked:
+                        body.append(f"    {gname} = {val} if {gname} is None else {gname} + {val}")
+                    else:
+                        body.append(f"    {gname} = {val}")
+                    continue
+                val = printed3[0] if kind(e) == "step" else \
+                    f"{printed3[0]} + torch.zeros_like({like_c})"
+                if chunked:
+                    pre_loop.append(f"{gname} = torch.empty_like({like}) if needs[{idx}] else None")
+                    body.append(f"if needs[{idx}]:")
+                    body += ["    " + x for x in lines3]
+                    body.append(f"    {gname}[t0:t1] = {val}")
                 else:
-                    L.append(f"    {gname} = {printed3[0]}")
+                    pre_loop.append(f"{gname} = None")
+                    body.append(f"if needs[{idx}]:")
+                    body += ["    " + x for x in lines3]
+                    body.append(f"    {gname} = {val}")
+        # -------- assemble
+        if chunked:
+            L.append("# chunks of steps that stay in cache, from the last one to the first")
+            L.append(f"chunk = max(1, min(T, {CHUNK_ELEMENTS} // max(1, {like}[0].numel())))")
+            for j in states:
+                g = grads[f"S:{j}"]
+                L.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like({like}[0])")
+            L += pre_loop
+            L.append("for t1 in range(T, 0, -chunk):")
+            L.append("    t0 = max(t1 - chunk, 0)")
+            L += ["    " + b_ for b_ in body]
+            for j in states:
+                L.append(f"{ginit[j]} = {ul[j]} if needs[{gen_arg_index(A, f'init:{j}')}] "
+                         f"else None")
+        else:
+            L += pre_loop
+            L += body
+            for j in states:
+                g = grads[f"S:{j}"]
+                L.append(f"{ginit[j]} = None")
+                L.append(f"if needs[{gen_arg_index(A, f'init:{j}')}]:")
+                L.append(f"    {ginit[j]} = {new0[j]}")
+                L.append(f"    if {g} is not None:")
+                L.append(f"        {ginit[j]} = {ginit[j]} + {g}[0]")
         rets = []
         for key in A:
             if key.startswith("init:"):
