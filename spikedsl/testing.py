@@ -122,6 +122,8 @@ class Result:
     checks: list[Check] = field(default_factory=list)
     reason: str = ""  # skip / error reason
     seconds: float = 0.0
+    traces: dict | None = field(default=None, repr=False)  # what the run recorded
+    net: ir.LNetwork | None = field(default=None, repr=False)  # the network it ran
 
     @property
     def passed(self) -> bool:
@@ -909,7 +911,27 @@ def run_case(case: Case, target: str, *, runners: Mapping[str, Callable] | None 
                              f"({n_ok} other expectation{'s' if n_ok != 1 else ''} passed)",
                       seconds=time.perf_counter() - t0)
     return Result(case.name, target, status, case.loc, checks=checks,
-                  seconds=time.perf_counter() - t0)
+                  seconds=time.perf_counter() - t0, traces=out, net=case.net)
+
+
+def save_traces(result: Result, directory: str) -> str | None:
+    """Write what a test recorded as a simulation file that ``spikedsl plot``
+    draws (raster, traces); returns the path, or None if nothing ran."""
+    import re
+
+    from .plots import save_simulation
+
+    if not result.traces or result.net is None:
+        return None
+    os.makedirs(directory, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", result.test).strip("_") or "test"
+    arrays = {k: np.asarray(v) for k, v in result.traces.items()
+              if np.asarray(v).ndim >= 2 and np.issubdtype(np.asarray(v).dtype, np.number)}
+    spiking = [o.name for o in result.net.outputs if o.state is None and o.name in arrays]
+    states = [k for k in arrays if k not in spiking]
+    return save_simulation(os.path.join(directory, f"{slug}-{result.target}.npz"), arrays,
+                           dt=result.net.dt, unit=result.net.dt_unit, spiking=spiking,
+                           states=states, network=result.test, target=result.target)
 
 
 def select(prog: Program, pattern: str | None = None) -> list[ir.Test]:

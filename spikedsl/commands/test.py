@@ -29,6 +29,9 @@ def add_arguments(p) -> None:
                    help="also list every checked expectation")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print failures and the summary only")
+    p.add_argument("--save", metavar="DIR", default=None,
+                   help="write what each test recorded to DIR/<test>-<target>.npz "
+                        "(draw it with `spikedsl plot`)")
 
 
 def _files(paths: list[str]) -> list[str]:
@@ -76,6 +79,11 @@ def main(args) -> int:
     spec_errors = 0
 
     def show(r) -> None:
+        if args.save:
+            path = testing.save_traces(r, args.save)
+            r.traces = None  # keep memory flat over many tests
+            if path and args.verbose:
+                print(f"    saved {path}")
         if args.quiet and not r.failed:
             return
         print(r.line())
