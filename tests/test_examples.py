@@ -1,6 +1,11 @@
 """The examples in examples/: every spec checks, and a tiny version of every
 run (``run.py --smoke``: 1 epoch, few samples) works end to end and writes
-its figures and results.json. Runs that take more than 20 s are marked slow.
+its figures and results.json.
+
+The smoke runs are called in process (``main(["--smoke", ...])``, torch and
+the other imports are paid once per session); the same runs as separate
+commands (``python examples/NAME/run.py --smoke``, > 20 s each with the
+imports) are marked slow.
 """
 
 from __future__ import annotations
@@ -50,7 +55,39 @@ def test_spec_checks_on_the_command_line(name):
     assert "ok" in r.stdout
 
 
+def _main(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}_run", EX / name / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
 def _smoke(name: str, tmp_path: Path, *extra: str) -> dict:
+    """``run.py --smoke`` in this process; returns its results.json."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        rc = _main(name)(["--smoke", "--out", str(tmp_path), "--threads", str(threads), *extra])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    for f in EXAMPLES[name][2]:
+        assert (tmp_path / f).is_file(), f"{name} --smoke did not write {f}"
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_smoke_command(name, tmp_path):
+    """The one command, as a user runs it (a fresh interpreter)."""
+    res = _smoke_command(name, tmp_path)
+    assert res["example"] == name and res["mode"] == "smoke"
+
+
+def _smoke_command(name: str, tmp_path: Path, *extra: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
     r = subprocess.run([sys.executable, str(EX / name / "run.py"), "--smoke", "--out",
                         str(tmp_path), *extra], capture_output=True, text=True, cwd=ROOT,

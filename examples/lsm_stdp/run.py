@@ -1,8 +1,8 @@
 """Liquid state machine with STDP on its input synapses (review 004), one command:
 
-    python examples/lsm_stdp/run.py          # STDP on 20 digits in Brian2 and torch, readout
-                                             # on all 1797 digits (~3 min)
-    python examples/lsm_stdp/run.py --full   # STDP on 200 digits
+    python examples/lsm_stdp/run.py          # STDP on 100 digits in Brian2 and torch, readout
+                                             # on all 1797 digits (~2-3 min)
+    python examples/lsm_stdp/run.py --full   # STDP on 500 digits
     python examples/lsm_stdp/run.py --smoke  # seconds: 2 STDP samples, readout on 300 digits
 
 lsm_stdp.spk holds the liquid twice: `LSM`, whose input projection learns by
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     frozen = prog.network("LSMFrozen")
     data = load_dataset("digits", {}, str(HERE), args.seed)
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
-    n_stdp = 2 if args.smoke else (200 if args.full else 20)
+    n_stdp = 2 if args.smoke else (500 if args.full else 100)
     if args.smoke:
         x_tr, y_tr, x_te, y_te = x_tr[:200], y_tr[:200], x_te[:100], y_te[:100]
 
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     t = np.arange(1, len(st["traj_torch"]) + 1)
     for i in range(st["traj_torch"].shape[1]):
         axes[1].plot(t, st["traj_torch"][:, i], lw=1.2, color=f"C{i}")
-        axes[1].plot(t[::25], st["traj_brian2"][::25, i], ".", ms=4, color=f"C{i}")
+        axes[1].plot(t[::200], st["traj_brian2"][::200, i], "o", ms=3, mfc="none", color="k")
     axes[1].set_xlabel("time (ms)")
     axes[1].set_ylabel("w")
     axes[1].set_title("5 synapses: torch (lines), Brian2 (dots); max diff "

@@ -156,6 +156,10 @@ def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--classes", type=str, default=None,
                    help="comma-separated digit classes (default: all ten; --smoke: 0)")
+    p.add_argument("--gain", type=float, default=None,
+                   help="factor on the initial weights (default 3)")
+    p.add_argument("--lr-g", type=float, default=2e-3)
+    p.add_argument("--lr-d", type=float, default=1e-3)
     args = p.parse_args(argv)
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
@@ -172,12 +176,13 @@ def main(argv=None) -> int:
         C.need_mnist("the 784-pixel GAN")
         data = load_dataset("mnist", {"path": str(C.MNIST_DIR)}, str(HERE), args.seed)
         gname, dname, side = "MnistGenerator", "MnistDiscriminator", 28
-        epochs, batch, gain = 50, 100, 2.0
+        epochs, batch, gain = 50, 100, 3.0
     else:
         data = load_dataset("digits", {}, str(HERE), args.seed)
         gname, dname, side = "Generator", "Discriminator", 8
-        epochs, batch, gain = (1 if args.smoke else 60), 32, 2.0
+        epochs, batch, gain = (1 if args.smoke else 40), 32, 3.0
     epochs = args.epochs or epochs
+    gain = args.gain or gain
     classes = ([int(c) for c in args.classes.split(",")] if args.classes
                else ([0] if args.smoke else list(range(10))))
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
@@ -197,7 +202,7 @@ def main(argv=None) -> int:
         clock = C.Clock()
         print(f"== digit {c}: {len(xc)} training images, {epochs} epochs")
         G, D, hist = train_gan(prog, gname, dname, xc, epochs=epochs, batch=batch,
-                               lr_g=2e-3, lr_d=1e-3, seed=args.seed + c, gain=gain, log=print)
+                               lr_g=args.lr_g, lr_d=args.lr_d, seed=args.seed + c, gain=gain, log=print)
         s = sample(G, prog.network(gname).ir, 64, seed=1000 + c)
         samples[c], hists[c] = s, hist
         # quality: class assigned by the reference classifier, nearest-neighbour distance
