@@ -30,12 +30,14 @@ def rows() -> list[list[str]]:
     out = []
     r = load("autoencoder")
     if r:
-        for name, run in r["runs"].items():
+        for i, (name, run) in enumerate(r["runs"].items()):
             out.append(["autoencoder", f"{run['network']} on {run['data']}, {run['epochs']} ep. "
                         f"({run['updates']} updates)", "test Spike-MSE / MSE",
                         f"{run['test']['spike_mse']:.3f} / {run['test']['mse']:.3f}",
-                        "MNIST 784-196-784, 1 ep.: MSE 0.357 (Table 1)", fmt_time(r),
-                        f"python examples/autoencoder/run.py{' --full' if r['mode'] == 'full' else ''}"])
+                        "MNIST 784-196-784, 1 ep.: MSE 0.357 (Table 1)"
+                        if run["network"] == "784-196-784" else "-",
+                        fmt_time(r) if i == 0 else "",
+                        "python examples/autoencoder/run.py" if i == 0 else ""])
     r = load("mdn_classifier")
     if r:
         paper = {"lif1": "98.69", "fs": "98.67", "rs": "98.33", "sds": "94.87", "wds": "95.34"}
@@ -82,7 +84,7 @@ def rows() -> list[list[str]]:
                     f" / {pct(ro['input_counts_baseline_test_accuracy'])}", "- (review, no figure)",
                     fmt_time(r), "python examples/lsm_stdp/run.py"])
         tb = r["torch_vs_brian2"]
-        out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max |w_torch - w_brian2|",
+        out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max abs(w_torch - w_brian2)",
                     f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
                     f"{tb['identical_spikes']})", "-", "", ""])
     return out

@@ -1,8 +1,9 @@
 """Spiking autoencoder (Roy, Panda & Roy, paper 001) on digits, one command:
 
-    python examples/autoencoder/run.py            # 784-196-784 on digits upsampled to 28x28
-                                                  # (20 epochs = 300 updates), and 64-16-64 on
-                                                  # 8x8 digits (40 epochs = 600 updates)
+    python examples/autoencoder/run.py            # 784-196-784 on digits upsampled to 28x28,
+                                                  # 40 epochs = 600 updates (as many as the
+                                                  # paper's 1 MNIST epoch), and 64-16-64 on
+                                                  # 8x8 digits, 40 epochs (~1-2 min)
     python examples/autoencoder/run.py --full     # the paper's run: MNIST, 1 epoch
     python examples/autoencoder/run.py --smoke    # seconds: 1 epoch on 200 samples
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         runs = [("ae64_digits", 8, 1)]
         limit = 200
     else:
-        runs = [("ae784_digits", 28, 20), ("ae64_digits", 8, 40)]
+        runs = [("ae784_digits", 28, 40), ("ae64_digits", 8, 40)]
         limit = None
 
     results = {"example": "autoencoder", "mode": C.mode(args), "runs": {}}
