@@ -144,6 +144,6 @@ def table(rows: list[list], header: list[str]) -> str:
     """A plain-text table (also valid Markdown)."""
     cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
     w = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |"
     sep = "|" + "|".join("-" * (x + 2) for x in w) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])

@@ -31,8 +31,8 @@ def rows() -> list[list[str]]:
     r = load("autoencoder")
     if r:
         for i, (name, run) in enumerate(r["runs"].items()):
-            out.append(["autoencoder", f"{run['network']} on {run['data']}, {run['epochs']} ep. "
-                        f"({run['updates']} updates)", "test Spike-MSE / MSE",
+            out.append(["autoencoder", (f"{run['network']} on {run['data']}, {run['epochs']} ep. "
+                        f"({run['updates']} updates)"), "test Spike-MSE / MSE",
                         f"{run['test']['spike_mse']:.3f} / {run['test']['mse']:.3f}",
                         "MNIST 784-196-784, 1 ep.: MSE 0.357 (Table 1)"
                         if run["network"] == "784-196-784" else "-",
@@ -56,23 +56,23 @@ def rows() -> list[list[str]]:
                         "MNIST: 1 / 3 (sect. 4.3)", "", ""])
     r = load("conv_lstm")
     if r:
-        for name, run in r["runs"].items():
+        for run in r["runs"].values():
             m, p, t2 = run["mean_bce"], run["paper_units"], run["paper_table2"]
             n = run["n_train"] + run["n_val"]
             out.append(["conv_lstm", f"SConvLSTM seqGraph {n}, {run['epochs']} ep.",
                         "train/val loss start -> end (paper unit)",
-                        f"{p['train_start']:.1f}/{p['val_start']:.2f} -> {p['train_end']:.2f}/"
-                        f"{p['val_end']:.2f} (BCE/pixel {m['val_end']:.4f})",
-                        f"{t2['train_start']}/{t2['val_start']} -> {t2['train_end']}/"
-                        f"{t2['val_end']} (Table 2, 100 ep.)", fmt_time(r),
+                        (f"{p['train_start']:.1f}/{p['val_start']:.2f} -> {p['train_end']:.2f}/"
+                        f"{p['val_end']:.2f} (BCE/pixel {m['val_end']:.4f})"),
+                        (f"{t2['train_start']}/{t2['val_start']} -> {t2['train_end']}/"
+                        f"{t2['val_end']} (Table 2, 100 ep.)"), fmt_time(r),
                         "python examples/conv_lstm/run.py"])
     r = load("spiking_gan")
     if r:
         cls = r["classes"]
         d_gen = sum(c["nn_rms_distance_generated"] for c in cls.values()) / len(cls)
         d_real = sum(c["nn_rms_distance_real_test"] for c in cls.values()) / len(cls)
-        out.append(["spiking_gan", f"TTFS IF GAN, one per digit ({len(cls)}), "
-                    f"{r['epochs']} ep.", "samples classified as their digit; NN RMS dist.",
+        out.append(["spiking_gan", (f"TTFS IF GAN, one per digit ({len(cls)}), "
+                    f"{r['epochs']} ep."), "samples classified as their digit; NN RMS dist.",
                     f"{pct(r['mean_samples_classified_as_class'])}; {d_gen:.3f} (real {d_real:.3f})",
                     "qualitative only (Fig. 2)", fmt_time(r), "python examples/spiking_gan/run.py"])
     r = load("lsm_stdp")
@@ -80,13 +80,13 @@ def rows() -> list[list[str]]:
         ro = r["readout"]
         out.append(["lsm_stdp", f"LSM 160E+40I, STDP on {r['n_stdp_digits']} digits",
                     "readout test accuracy (after STDP / initial / inputs only)",
-                    f"{pct(ro['after STDP']['test_accuracy'])} / {pct(ro['initial']['test_accuracy'])}"
-                    f" / {pct(ro['input_counts_baseline_test_accuracy'])}", "- (review, no figure)",
+                    (f"{pct(ro['after STDP']['test_accuracy'])} / {pct(ro['initial']['test_accuracy'])}"
+                    f" / {pct(ro['input_counts_baseline_test_accuracy'])}"), "- (review, no figure)",
                     fmt_time(r), "python examples/lsm_stdp/run.py"])
         tb = r["torch_vs_brian2"]
         out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max abs(w_torch - w_brian2)",
-                    f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
-                    f"{tb['identical_spikes']})", "-", "", ""])
+                    (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
+                    f"{tb['identical_spikes']})"), "-", "", ""])
     return out
 
 

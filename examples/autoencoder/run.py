@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "autoencoder.spk"
@@ -61,7 +61,7 @@ def evaluate(model, x_np, steps: int, seed: int, batch: int = 200):
             floor.append(normalized_mse(in_map, x))
             if first is None:
                 first = (x.numpy(), in_map.numpy(), out_map.numpy())
-    cat = lambda v: float(torch.cat(v).mean())  # noqa: E731
+    cat = lambda v: float(torch.cat(v).mean())
     return {"spike_mse": cat(s_mse), "mse": cat(mse), "poisson_floor_mse": cat(floor)}, first
 
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             x_tr, x_te = x_tr[:limit], x_te[:limit]
         m_te, maps = evaluate(res.model, x_te, net.steps, seed=1)
         m_tr, _ = evaluate(res.model, x_tr, net.steps, seed=2)
-        n_h = [la for la in net.layers if la.name == "h"][0].shape[0]
+        n_h = next(la for la in net.layers if la.name == "h").shape[0]
         arch = f"{net.layers[0].shape[0]}-{n_h}-{net.layers[-1].shape[0]}"
         updates = epochs * -(-len(x_tr) // cfg.batch)
         results["runs"][name] = {

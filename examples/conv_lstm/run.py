@@ -2,7 +2,7 @@
 
     python examples/conv_lstm/run.py          # seqGraph 2160 (augmented), few epochs (~4 min)
     python examples/conv_lstm/run.py --full   # the paper's runs: seqGraph 216 and 2160, 100 epochs
-    python examples/conv_lstm/run.py --smoke  # seconds: 1 epoch on 30 sequences
+    python examples/conv_lstm/run.py --smoke  # seconds: 1 epoch on 15 sequences
 
 The spec's `train` blocks are run by `spikedsl.train` (torch target): one
 `sconv_lstm` cell (28 channels, 3x3), batch norm of its membrane, a 3x3
@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "conv_lstm.spk"
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     names = {"216": ["sconvlstm_seqgraph216"], "2160": ["sconvlstm_seqgraph2160"],
              "both": ["sconvlstm_seqgraph216", "sconvlstm_seqgraph2160"]}[which]
     if args.smoke:
-        epochs, limit = 1, 30
+        epochs, limit = 1, 15
     elif args.full:
         epochs, limit = 100, None
     else:
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     for name in names:
         print(f"== {name}: {epochs} epoch(s)")
         clock = C.Clock()
-        log = lambda m: print("  " + m)  # noqa: E731
+        log = lambda m: print("  " + m)
         # epoch 1, evaluate ("start"), then continue from the checkpoint to the end
         res = train(prog, name, run_dir=out / name, epochs=1, limit=limit, progress=True,
                     log=log)
@@ -181,9 +181,9 @@ def main(argv=None) -> int:
         # train: mean BCE over the epoch's batches, as logged during training (the
         # paper's train figure); val: recalibrated batch norm, after the epoch
         mean = (h[0]["train_loss"], first["val"], h[-1]["train_loss"], last["val"])
-        to_paper = lambda v, n: v * pix * n / (n_tr + n_va)  # noqa: E731
-        paper_units = (to_paper(mean[0], n_tr), to_paper(mean[1], n_va),
-                       to_paper(mean[2], n_tr), to_paper(mean[3], n_va))
+        scale = pix / (n_tr + n_va)
+        paper_units = (mean[0] * scale * n_tr, mean[1] * scale * n_va,
+                       mean[2] * scale * n_tr, mean[3] * scale * n_va)
         secs, cpu = clock.elapsed(), clock.cpu()
         keys = ("train_start", "val_start", "train_end", "val_end")
         results["runs"][name] = {
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
               f"of all steps, as trained), {last['val_batchstats']:.4f} (batch statistics)")
         print(f"  mean prediction on chord pixels {last['chord']:.3f}, on the background "
               f"{last['background']:.3f}")
-        fig, pred = predictions_figure(res.model, x_te, y_te, 5,
+        fig, _pred = predictions_figure(res.model, x_te, y_te, 5,
                                        f"{label}: validation sequences after {len(h)} epochs "
                                        f"(val BCE {mean[3]:.4f}/pixel)", calib)
         C.save(fig, out / f"predictions_{name}.png", dpi=100)

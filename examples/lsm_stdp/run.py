@@ -3,7 +3,7 @@
     python examples/lsm_stdp/run.py          # STDP on 100 digits in Brian2 and torch, readout
                                              # on all 1797 digits (~2-3 min)
     python examples/lsm_stdp/run.py --full   # STDP on 500 digits
-    python examples/lsm_stdp/run.py --smoke  # seconds: 2 STDP samples, readout on 300 digits
+    python examples/lsm_stdp/run.py --smoke  # seconds: 1 STDP digit, readout on 210 digits
 
 lsm_stdp.spk holds the liquid twice: `LSM`, whose input projection learns by
 pair-based STDP (`plasticity PairSTDP on x -> reservoir`), and `LSMFrozen`,
@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "lsm_stdp.spk"
@@ -130,9 +130,9 @@ def main(argv=None) -> int:
     frozen = prog.network("LSMFrozen")
     data = load_dataset("digits", {}, str(HERE), args.seed)
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
-    n_stdp = 2 if args.smoke else (500 if args.full else 100)
+    n_stdp = 1 if args.smoke else (500 if args.full else 100)
     if args.smoke:
-        x_tr, y_tr, x_te, y_te = x_tr[:200], y_tr[:200], x_te[:100], y_te[:100]
+        x_tr, y_tr, x_te, y_te = x_tr[:150], y_tr[:150], x_te[:60], y_te[:60]
 
     # initial weights: the torch target's initialisation of the frozen twin (same names);
     # brian2's default would build the torch target of the plastic network, which refuses
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         print(f"  {label:10s} input weights: test accuracy {100 * acc_te:.1f} % (train "
               f"{100 * acc_tr:.1f} %), rates E {res_ro[label]['reservoir_rate_hz']:.1f} Hz, "
               f"I {res_ro[label]['inhib_rate_hz']:.1f} Hz")
-    base_tr, base_te = readout(in_tr, y_tr, in_te, y_te)
+    _base_tr, base_te = readout(in_tr, y_tr, in_te, y_te)
     print(f"  baseline (input spike counts, no liquid): test accuracy {100 * base_te:.1f} %")
 
     # ---------------------------------------------------------------- figures
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     axes[1].set_ylabel("w")
     axes[1].set_title("5 synapses: torch (lines), Brian2 (dots); max diff "
                       f"{st['max_abs_diff']:.1e}", fontsize=9)
-    enc, res, inh = st["raster"]
+    _enc, res, inh = st["raster"]
     tt, ii = np.nonzero(res)
     axes[2].plot(tt + 1, ii, "|", ms=3, color="C0")
     tt, ii = np.nonzero(inh)
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
 
     results = {
         "example": "lsm_stdp", "mode": C.mode(args), "n_stdp_digits": n_stdp,
-        "n_train": int(len(x_tr)), "n_test": int(len(x_te)),
+        "n_train": len(x_tr), "n_test": len(x_te),
         "torch_vs_brian2": {"max_abs_weight_difference": st["max_abs_diff"],
                             "identical_spikes": st["spikes_equal"],
                             "seconds_torch": round(st["seconds_torch"], 1),

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "mdn_classifier.spk"
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         all_theta = np.concatenate([theta[k] for k in theta], 0)
         cl = cluster(all_theta, seed=args.seed)
         results["theta"] = {
-            "n_neurons": int(len(all_theta)),
+            "n_neurons": len(all_theta),
             "mean": all_theta.mean(0).tolist(), "std": all_theta.std(0).tolist(),
             "min": all_theta.min(0).tolist(), "max": all_theta.max(0).tolist(),
             "clusters": cl}

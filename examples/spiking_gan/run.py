@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "spiking_gan.spk"
@@ -165,7 +165,6 @@ def main(argv=None) -> int:
     out = C.out_dir(__file__, args)
     import matplotlib.pyplot as plt
     import numpy as np
-    import torch
     from sklearn.linear_model import LogisticRegression
 
     import spikedsl
@@ -201,7 +200,7 @@ def main(argv=None) -> int:
             xc = xc[:64]
         clock = C.Clock()
         print(f"== digit {c}: {len(xc)} training images, {epochs} epochs")
-        G, D, hist = train_gan(prog, gname, dname, xc, epochs=epochs, batch=batch,
+        G, _D, hist = train_gan(prog, gname, dname, xc, epochs=epochs, batch=batch,
                                lr_g=args.lr_g, lr_d=args.lr_d, seed=args.seed + c, gain=gain, log=print)
         s = sample(G, prog.network(gname).ir, 64, seed=1000 + c)
         samples[c], hists[c] = s, hist
