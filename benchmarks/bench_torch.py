@@ -308,6 +308,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time steps by the process's CPU time instead of the wall clock "
+                         "(robust on a shared machine; use with --threads 1)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -319,7 +322,8 @@ def main() -> None:
     impls = args.impls.split(",")
     results = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}, "
+          f"{'CPU time' if args.cpu_time else 'wall clock'}")
     for cname in args.configs.split(","):
         cfg = CONFIGS[cname]
         torch._dynamo.reset()  # every configuration compiles afresh
@@ -337,11 +341,12 @@ def main() -> None:
             print(f"   {impl:18s} built and warmed up in {time.perf_counter() - t0:6.1f} s",
                   flush=True)
         times = {k: [] for k in impls}
+        clock = time.process_time if args.cpu_time else time.perf_counter
         for _ in range(args.rounds):
             for impl in impls:
-                t0 = time.perf_counter()
+                t0 = clock()
                 steps[impl]()
-                times[impl].append(time.perf_counter() - t0)
+                times[impl].append(clock() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         # per-round ratios: the implementations of one round ran back to back, so a
         # load change between rounds cancels out
