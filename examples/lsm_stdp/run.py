@@ -14,9 +14,9 @@ the same network without plasticity.
    learned input weights are carried over to the next (the traces and the
    membranes restart at each digit). The same sequence runs in Brian2
    (`spikedsl.back.brian2.simulate`, native Synapses with on_pre/on_post) and
-   in torch (`spikedsl.plasticity.run`: the torch target itself refuses
-   synapse rules, see README); the weight trajectories are compared at every
-   step.
+   with the torch target (`prog.network("LSM").to_torch()`, which runs the
+   rule without gradients; `record_plastic` returns the weight trajectory);
+   the weight trajectories are compared at every step.
 2. Readout: `LSMFrozen` (torch target, batched) runs every digit with the
    initial and with the STDP-learned input weights; a logistic regression
    (scikit-learn) on the spike counts of the 200 reservoir neurons is trained
@@ -39,14 +39,18 @@ SPEC = HERE / "lsm_stdp.spk"
 PLASTIC = "reservoir.x.weight"  # the plastic projection's weight (param_name.weight)
 
 
-def stdp_phase(net, w_init, digits, seed, log):
+def stdp_phase(handle, w_init, digits, seed, log):
     """Show ``digits`` one after another with STDP in torch and in Brian2."""
     import numpy as np
     import torch
 
-    from spikedsl import plasticity, reference
+    from spikedsl import reference
     from spikedsl.back import brian2 as b2t
 
+    net = handle.ir
+    model = handle.to_torch(dtype=torch.float64, weights=w_init)  # the torch target
+    model.record_plastic = True  # outputs the weight trajectory "reservoir.x.weight"
+    model.eval()
     w_t = dict(w_init)
     w_b = dict(w_init)
     traj_t, traj_b = [], []  # mean plastic weight per step, and a few synapses per step
@@ -56,7 +60,9 @@ def stdp_phase(net, w_init, digits, seed, log):
     for k, x in enumerate(digits):
         enc = reference.encode(net.inputs[0], x[None], net.steps, seed=seed + k)
         c = C.Clock()
-        ot = plasticity.run(net, enc, weights=w_t, record=[PLASTIC], dtype=torch.float64)
+        model.load_weights({PLASTIC: w_t[PLASTIC]})
+        with torch.no_grad():
+            ot = {k: v.numpy() for k, v in model(torch.as_tensor(enc)).items()}
         sec_t += c.elapsed()
         c = C.Clock()
         ob = b2t.simulate(net, enc, weights=w_b, record=[PLASTIC])
@@ -143,7 +149,7 @@ def main(argv=None) -> int:
     print(f"== STDP: {n_stdp} digits x {net.steps} ms in torch and in Brian2")
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(data.x_train))[:n_stdp]
-    st = stdp_phase(net, w_init, data.x_train[order], seed=1000, log=print)
+    st = stdp_phase(prog.network("LSM"), w_init, data.x_train[order], seed=1000, log=print)
     print(f"  torch {st['seconds_torch']:.0f} s, Brian2 {st['seconds_brian2']:.0f} s; "
           f"max |w_torch - w_brian2| over all steps {st['max_abs_diff']:.2e}; "
           f"identical spikes: {st['spikes_equal']}")
