@@ -335,6 +335,17 @@ _UNPACK = re.compile(r"^(\s*)((?:[A-Za-z_][A-Za-z0-9_]*, )+(?:[A-Za-z_][A-Za-z0-
 _SIDE_EFFECT = ("out=", "_(", ".append(", ".apply(", "ctx.", "self.")
 
 
+_STRING = re.compile(r"'[^'\\]*'|\"[^\"\\]*\"")
+_NAME = re.compile(r"(?<![.\w])[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _names_in(ln: str) -> list[str]:
+    """Identifiers of a line of code (no attributes, strings or comments)."""
+    code = _STRING.sub("''", ln.split("#", 1)[0] if "'" not in ln and '"' not in ln else ln)
+    code = code.split("#", 1)[0]
+    return _NAME.findall(code)
+
+
 def prune(lines: list[str]) -> list[str]:
     """Drop assignments to locals that are never read and rename unused
     names of tuple unpacking to ``_`` (the generated code stays lint-clean
@@ -345,17 +356,23 @@ def prune(lines: list[str]) -> list[str]:
         changed = False
         text_uses: dict[str, int] = {}
         for ln in lines:
-            code = ln.split("#", 1)[0]
-            for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code):
+            for w in _names_in(ln):
                 text_uses[w] = text_uses.get(w, 0) + 1
+        targets: dict[str, int] = {}
+        for ln in lines:
+            m = _ASSIGN.match(ln)
+            if m:
+                targets[m.group(2)] = targets.get(m.group(2), 0) + 1
         out = []
         for ln in lines:
             m = _ASSIGN.match(ln)
-            if m and not any(s in m.group(3) for s in _SIDE_EFFECT):
+            if m and m.group(2) != "_":
                 name = m.group(2)
-                own = len(re.findall(rf"\b{re.escape(name)}\b", m.group(3)))
-                if text_uses.get(name, 0) - own <= 1 and name != "_":
+                reads = text_uses.get(name, 0) - targets.get(name, 0)
+                if reads <= 0:
                     changed = True
+                    if any(s in m.group(3) for s in _SIDE_EFFECT):
+                        out.append(f"{m.group(1)}{m.group(3)}")  # keep the call, drop the name
                     continue
             m = _UNPACK.match(ln)
             if m:
@@ -385,7 +402,7 @@ def add_dels(lines: list[str], keep: set[str] = frozenset()) -> list[str]:
     top level of a function body (large temporaries are freed early, which
     lowers the peak memory of the backward pass)."""
     def words(ln: str) -> set[str]:
-        return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", ln.split("#", 1)[0]))
+        return set(_names_in(ln))
 
     top = [i for i, ln in enumerate(lines) if ln and not ln[0].isspace()]
     assigned: dict[str, int] = {}

@@ -328,11 +328,13 @@ class ScanGen:
     recurrence over T steps), a backward function (analytic BPTT) and the
     ``autograd.Function`` tying them together."""
 
-    def __init__(self, plan: NeuronPlan, cls: str, need_pre: set[str], compiled: bool):
+    def __init__(self, plan: NeuronPlan, cls: str, need_pre: set[str], compiled: bool,
+                 need_post: set[str] | None = None):
         self.plan = plan
         self.cls = cls
         self.n = plan.neuron
         self.need_pre = set(need_pre)
+        self.need_post = set(plan.states if need_post is None else need_post)
         self.compiled = compiled
         self._uses_math = False
 
@@ -367,12 +369,17 @@ class ScanGen:
         local = {s: nm(f"local:{s}", s) for s in plan.states}
         init0 = A[f"init:{plan.states[0]}"]
         self.nm = nm
-        fwd = self._forward(A, S, Q, local, reset_states, init0)
-        outs = [("Z", "z")] + [(S[s], f"S:{s}") for s in plan.states] + [
+        d = derive(self.n, plan)
+        # post-reset trajectories nobody reads are kept in a two-slot buffer
+        self.rolling = {s for s in plan.states if s not in d.need_S(Q) and
+                        s not in self.need_post}
+        F = {s: nm(f"F:{s}", f"{s}_T") for s in self.rolling}
+        fwd = self._forward(A, S, Q, local, reset_states, init0, F)
+        outs = [("Z", "z")] + [(F[s], f"F:{s}") if s in F else (S[s], f"S:{s}")
+                               for s in plan.states] + [
             (Q[s], f"Q:{s}") for s in reset_states if s in self.need_pre]
         if R > 0:
             outs.append(("r", "r"))
-        d = derive(self.n, plan)
         bwd = d.code(A, S, Q, outs, self)
         out_names = [o for o, _ in outs]
         saved = list(d.saved_names)
@@ -395,11 +402,12 @@ class ScanGen:
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
-                        backward=add_dels(prune(bwd)), nondiff=["r"] if R > 0 else [],
+                        backward=add_dels(prune(bwd)),
+                        nondiff=[F[s] for s in plan.states if s in F] + (["r"] if R > 0 else []),
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
-    def _forward(self, A, S, Q, local, reset_states, init0) -> list[str]:
+    def _forward(self, A, S, Q, local, reset_states, init0, F) -> list[str]:
         """The recurrence.  Eager: writes into preallocated buffers (``out=``),
         one small kernel per operation.  Compiled: plain tensor code that
         ``torch.compile`` fuses."""
@@ -412,6 +420,8 @@ class ScanGen:
         lst = {}
         if func:
             for s in plan.states:
+                if s in F:
+                    continue
                 lst[f"S:{s}"] = self.nm.fresh(f"{S[s]}_l")
                 L.append(f"{lst[f'S:{s}']} = [{A[f'init:{s}']}]")
             for s in reset_states:
@@ -426,7 +436,8 @@ class ScanGen:
         else:
             for s in plan.states:
                 a = A[f"init:{s}"]
-                L.append(f"{S[s]} = {a}.new_empty((T + 1,) + tuple({a}.shape))")
+                n_slots = "2" if s in F else "T + 1"
+                L.append(f"{S[s]} = {a}.new_empty(({n_slots},) + tuple({a}.shape))")
                 L.append(f"{S[s]}[0] = {a}")
             for s in reset_states:
                 L.append(f"{Q[s]} = {init0}.new_empty((T,) + tuple({init0}.shape))")
@@ -439,6 +450,10 @@ class ScanGen:
             L.append(f"r = {A['refr:r']}.clone()")
         for s in plan.states:
             L.append(f"{local[s]} = {A[f'init:{s}']}")
+
+        def slot(s: str) -> str:
+            return f"{S[s]}[(t + 1) % 2]" if s in F else f"{S[s]}[t + 1]"
+
         L.append("for t in range(T):")
         B: list[str] = []
         env: dict[str, str] = {}
@@ -481,7 +496,7 @@ class ScanGen:
                 if s in Q:
                     B.append(f"{lst[f'Q:{s}']}.append({q})")
             else:
-                tgt = f"{Q[s]}[t]" if s in Q else f"{S[s]}[t + 1]"
+                tgt = f"{Q[s]}[t]" if s in Q else slot(s)
                 if s in plan.held:
                     u = self.nm.fresh(f"{s}_u")
                     B.append(f"{u} = {P(plan.updates[s])}")
@@ -517,7 +532,7 @@ class ScanGen:
                 s = cur[st.target]
                 P3.names["%s"] = s
                 B.append(f"# reset {statement_text(st.target, st.op, st.value)}")
-                out = f", out={S[st.target]}[t + 1]" if last[i] and not func else ""
+                out = f", out={slot(st.target)}" if last[i] and not func else ""
                 if st.op == "=":
                     d = fold(ir.BinOp(op="-", left=ir.Name(id="%s"), right=st.value))
                     dcode = P3.tensor(d)
@@ -530,7 +545,7 @@ class ScanGen:
                     val = f"torch.addcmul({s}, z, {P3.tensor(st.value)}{sign}{out})"
                 if out:
                     B.append(val)
-                    cur[st.target] = f"{S[st.target]}[t + 1]"
+                    cur[st.target] = slot(st.target)
                 else:
                     v = self.nm.fresh(f"{st.target}_r")
                     B.append(f"{v} = {val}")
@@ -542,16 +557,21 @@ class ScanGen:
         for s in plan.states:
             if func:
                 B.append(f"{local[s]} = {post[s]}")
-                B.append(f"{lst[f'S:{s}']}.append({local[s]})")
+                if s not in F:
+                    B.append(f"{lst[f'S:{s}']}.append({local[s]})")
             elif s not in plan.updates and s not in Q:
-                B.append(f"{S[s]}[t + 1] = {local[s]}")
+                B.append(f"{slot(s)} = {local[s]}")
             else:
-                B.append(f"{local[s]} = {S[s]}[t + 1]")
+                B.append(f"{local[s]} = {slot(s)}")
         self._uses_math = self._uses_math or P.uses_math or P2.uses_math
         L += ["    " + b for b in B]
+        for s in plan.states:
+            if s in F:
+                L.append(f"{F[s]} = {local[s]}")
         if func:
             for s in plan.states:
-                L.append(f"{S[s]} = torch.stack({lst[f'S:{s}']})")
+                if s not in F:
+                    L.append(f"{S[s]} = torch.stack({lst[f'S:{s}']})")
             for s in reset_states:
                 L.append(f"{Q[s]} = torch.stack({lst[f'Q:{s}']})")
             if spiking:
@@ -698,23 +718,16 @@ class Derivation:
         L: list[str] = []
         grads = {k: nm.fresh(f"g_{o}") for o, k in outs}
         self.grad_names = grads
-        # which per-step / static tensors the backward reads
-        used = set()
-        for e in [GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
-            used |= {str(f) for f in e.free_symbols}
-        if plan.spike is not None:
-            used |= {f"X:{k}" for k in names(plan.spike) if k in self.X}
-            used |= {f"P:{k}" for k in names(plan.spike) if k in self.P}
-        spike_states = names(plan.spike) & set(states) if plan.spike is not None else set()
-        need_S = {s_ for s_ in states if f"s:{s_}" in used or (
-            s_ not in Q and (f"q:{s_}" in used or s_ in spike_states))}
+        used = self._used()
+        need_S = self.need_S(Q)
         if Q:
             like = Q[next(s_ for s_ in states if s_ in Q)]
         elif plan.spike is not None:
             like = "Z"
         else:
-            need_S.add(states[0])
             like = f"{S[states[0]]}[1:]"
+        # gradients of the post-reset trajectories (None: not an output)
+        gS = {j: grads.get(f"S:{j}") for j in states}
         saved = self._saved(A, S, Q, used, need_S)
         self.saved_names = [v for _, v in saved]
         L.append(f"ftype = {like}.dtype")
@@ -846,7 +859,9 @@ class Derivation:
         if chunked:
             # c'[t] = c[t] + dL/dS[t] (the post states of step t-1; S[0] is the initial state)
             for j in states:
-                g = grads[f"S:{j}"]
+                g = gS[j]
+                if g is None:
+                    continue
                 body.append(f"if {g} is not None:")
                 body.append(f"    {cname[j]} = {cname[j]} + {g}[t0:t1]")
             for j in states:
@@ -857,7 +872,9 @@ class Derivation:
             rec_idx = "t"
         else:
             for j in states:
-                g = grads[f"S:{j}"]
+                g = gS[j]
+                if g is None:
+                    continue
                 body.append(f"if {g} is not None:")
                 body.append(f"    {cname[j]} = {cname[j]} + torch.nn.functional.pad({g}[1:-1], "
                             f"(0, 0) * ({g}.dim() - 1) + (1, 0))")
@@ -865,9 +882,12 @@ class Derivation:
         if gen.compiled:
             lists = {j: nm.fresh(f"U_{j}_l") for j in states}
             for j in states:
-                g = grads[f"S:{j}"]
-                body.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
-                            f"{cname[j]}[0])")
+                g = gS[j]
+                if g is None:
+                    body.append(f"{ul[j]} = torch.zeros_like({cname[j]}[0])")
+                else:
+                    body.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
+                                f"{cname[j]}[0])")
                 body.append(f"{lists[j]} = [{ul[j]}]")
             body.append("for t in range(T - 1, 0, -1):")
             new_u = {j: nm.fresh(f"u_{j}_new") for j in states}
@@ -957,8 +977,12 @@ class Derivation:
             L.append("# chunks of steps that stay in cache, from the last one to the first")
             L.append(f"chunk = max(1, min(T, {CHUNK_ELEMENTS} // max(1, {like}[0].numel())))")
             for j in states:
-                g = grads[f"S:{j}"]
-                L.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like({like}[0])")
+                g = gS[j]
+                if g is None:
+                    L.append(f"{ul[j]} = torch.zeros_like({like}[0])")
+                else:
+                    L.append(f"{ul[j]} = {g}[T] if {g} is not None else "
+                             f"torch.zeros_like({like}[0])")
             L += pre_loop
             L.append("for t1 in range(T, 0, -chunk):")
             L.append("    t0 = max(t1 - chunk, 0)")
@@ -970,12 +994,13 @@ class Derivation:
             L += pre_loop
             L += body
             for j in states:
-                g = grads[f"S:{j}"]
+                g = gS[j]
                 L.append(f"{ginit[j]} = None")
                 L.append(f"if needs[{gen_arg_index(A, f'init:{j}')}]:")
                 L.append(f"    {ginit[j]} = {new0[j]}")
-                L.append(f"    if {g} is not None:")
-                L.append(f"        {ginit[j]} = {ginit[j]} + {g}[0]")
+                if g is not None:
+                    L.append(f"    if {g} is not None:")
+                    L.append(f"        {ginit[j]} = {ginit[j]} + {g}[0]")
         rets = []
         for key in A:
             if key.startswith("init:"):
@@ -987,6 +1012,30 @@ class Derivation:
         L.append(f"return {', '.join(rets)}{',' if len(rets) == 1 else ''}")
         gen._uses_math = gen._uses_math or pr.uses_math
         return L
+
+    def _used(self) -> set[str]:
+        """Symbols the backward reads."""
+        GX, GQ, M, c, gX, gP = self.equations()
+        used = set()
+        for e in [GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
+            used |= {str(f) for f in e.free_symbols}
+        plan = self.plan
+        if plan.spike is not None:
+            used |= {f"X:{k}" for k in names(plan.spike) if k in self.X}
+            used |= {f"P:{k}" for k in names(plan.spike) if k in self.P}
+        return used
+
+    def need_S(self, Q) -> set[str]:
+        """States whose post-reset trajectory the backward reads."""
+        plan = self.plan
+        states = plan.states
+        used = self._used()
+        spike_states = names(plan.spike) & set(states) if plan.spike is not None else set()
+        out = {s_ for s_ in states if f"s:{s_}" in used or (
+            s_ not in Q and (f"q:{s_}" in used or s_ in spike_states))}
+        if not Q and plan.spike is None:
+            out.add(states[0])
+        return out
 
     def _saved(self, A, S, Q, used, need_S):
         """Tensors saved for backward: [(key, python name)] (the forward saves

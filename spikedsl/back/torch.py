@@ -582,13 +582,18 @@ class NetGen:
             L.append(f"{v} = self._initial({la.name + '.' + s!r}, {self.value(plan.inits[s], env)}"
                      f", {shape})")
             inits[s] = v
-        need_pre = set()
+        need_pre, need_post = set(), set()
+        reset_targets = {a.target for a in plan.resets}
         for s in plan.states:
             if self.needed(_key(la.name, s, True)):
                 need_pre.add(s)
+                if s not in reset_targets:
+                    need_post.add(s)  # its pre-reset trace is the post-reset one
+            if self.needed(_key(la.name, s)):
+                need_post.add(s)
         cls = f"_Scan{self.scan_count}_{la.name}"
         self.scan_count += 1
-        sc = ScanGen(plan, cls, need_pre, self.compiled).generate()
+        sc = ScanGen(plan, cls, need_pre, self.compiled, need_post).generate()
         self.uses_math = self.uses_math or sc.uses_math
         self.use.add("sum_to")
         self.classes.append(self.env.get_template("scan.py.j2").render(s=sc).rstrip())
@@ -613,14 +618,15 @@ class NetGen:
         L.append(f"{', '.join(outs)} = {cls}.apply({', '.join(args)})")
         traj = dict(zip(sc.out_keys, outs))
         for s in plan.states:
-            S = traj[f"S:{s}"]
+            S = traj.get(f"S:{s}")  # None: only the final state was kept
             if self.needed(_key(la.name, s)):
                 L.append(f"{self.trace(_key(la.name, s))} = {S}[1:]")
             if self.needed(_key(la.name, s, True)):
                 q = traj.get(f"Q:{s}")
                 src = q if q is not None else (f"{S}[1:]" if s in plan.updates else f"{S}[:-1]")
                 L.append(f"{self.trace(_key(la.name, s, True))} = {src}")
-            self.finals.append((f"{la.name}.{s}", f"{S}[-1]"))
+            final = traj[f"F:{s}"] if S is None else f"{S}[-1]"
+            self.finals.append((f"{la.name}.{s}", final))
         if R > 0:
             self.finals.append((f"{la.name}:refractory", traj["r"]))
 
