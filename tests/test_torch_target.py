@@ -225,7 +225,7 @@ def test_chunked_backward_equals_the_step_path(monkeypatch):
     monkeypatch.setattr(_torch_neuron, "CHUNK_ELEMENTS", 100)  # 2 steps of [4, 10]
     net = net_of(FEATURES)
     src = NetGen(net, fast=True, compiled=False).render()
-    assert "262144" not in src and "100 //" in src
+    assert "131072" not in src and "100 //" in src
     fast = _load_class(src, "Net")(seed=3, dtype=F64)
     slow = build(net, dtype=F64, fast=False, seed=3)
     with torch.no_grad():

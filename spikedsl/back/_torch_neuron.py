@@ -163,7 +163,7 @@ def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
 
 
 MAX_ANALYTIC_SIZE = 400
-CHUNK_ELEMENTS = 262144  # elements per [chunk, B, ...] temporary of the eager backward
+CHUNK_ELEMENTS = 131072  # elements per [chunk, B, ...] temporary of the eager backward
 
 
 def analytic_size(plan: NeuronPlan) -> int:
