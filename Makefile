@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## the main job: train on scikit-learn digits, export NIR, simulate in Brian2
 demo: $(STAMP)
-	$(BIN)/python -m spikedsl.pipeline
+	$(BIN)/python -m spikedsl.runtime.pipeline
 
 ## the whole test suite (what CI runs)
 test: $(STAMP)

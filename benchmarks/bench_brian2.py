@@ -142,10 +142,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import brian2 as b2
+    from helpers.brian2 import random_weights
 
     import spikedsl
-    from spikedsl.back import brian2 as b2t
-    from spikedsl.back._brian2_testing import random_weights
+    from spikedsl.targets import brian2 as b2t
 
     b2.BrianLogger.log_level_error()
     net = spikedsl.loads(SPEC.format(steps=args.steps),

@@ -83,7 +83,7 @@ network Net {{
 # ------------------------------------------------------------------ implementations
 def spikedsl_model(cfg, compile=False, dtype=torch.float32):
     import spikedsl
-    from spikedsl.back.torch import build
+    from spikedsl.targets.torch import build
 
     net = spikedsl.loads(spec(cfg)).network("Net").ir
     m = build(net, dtype=dtype, compile=compile)

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 
-from . import __version__
+from spikedsl import __version__
 
 
 def cache_dir() -> str | None:

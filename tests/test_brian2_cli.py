@@ -81,7 +81,7 @@ def test_simulate_prints_a_summary_with_accuracy(spec, weights, tmp_path, capsys
 def test_simulate_brian2_and_torch_agree(spec, weights, tmp_path, capsys):
     pytest.importorskip("torch")
     try:
-        from spikedsl.back import torch as _  # noqa: F401
+        from spikedsl.targets import torch as _  # noqa: F401
     except ImportError:
         pytest.skip("the torch target does not exist yet")
     outs = {}
@@ -142,7 +142,7 @@ def test_trained_checkpoint_gives_the_same_predictions(tmp_path, monkeypatch, ca
     with its checkpoint in Brian2 and in torch: the same predictions."""
     pytest.importorskip("torch")
     try:
-        from spikedsl.back import torch as _  # noqa: F401
+        from spikedsl.targets import torch as _  # noqa: F401
     except ImportError:
         pytest.skip("the torch target does not exist yet")
     monkeypatch.chdir(tmp_path)

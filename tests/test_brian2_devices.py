@@ -13,9 +13,10 @@ import pytest
 
 pytest.importorskip("brian2")
 
+from helpers.brian2 import max_diff, random_inputs, random_weights, recordable
+
 import spikedsl
-from spikedsl.back import brian2 as b2t
-from spikedsl.back._brian2_testing import max_diff, random_inputs, random_weights, recordable
+from spikedsl.targets import brian2 as b2t
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

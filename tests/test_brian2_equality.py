@@ -1,6 +1,6 @@
 """Cross-target equality of the Brian2 target (float64): identical spike trains
 and states within 1e-9 of the torch target (when it exists) and of the torch
-reference interpreter in ``spikedsl.plasticity``, for the same random weights
+reference interpreter in ``spikedsl.runtime.plasticity``, for the same random weights
 and inputs, on networks covering the step semantics of docs/semantics.md."""
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ import pytest
 pytest.importorskip("brian2")
 pytest.importorskip("torch")
 
-import spikedsl
-from spikedsl import plasticity
-from spikedsl.back import brian2 as b2t
-from spikedsl.back._brian2_testing import (
+from helpers.brian2 import (
     max_diff,
     random_inputs,
     random_weights,
     recordable,
     run_torch_target,
 )
+
+import spikedsl
+from spikedsl.runtime import plasticity
+from spikedsl.targets import brian2 as b2t
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOL = 1e-9
@@ -267,7 +268,7 @@ def test_brian2_equals_reference(program, name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_brian2_equals_torch_target(program, name):
     try:
-        from spikedsl.back import torch as _  # noqa: F401
+        from spikedsl.targets import torch as _  # noqa: F401
     except ImportError:
         pytest.skip("the torch target (spikedsl/back/torch.py) does not exist yet")
     net, W, X, rec, got = _case(program, name)
@@ -281,7 +282,7 @@ def test_brian2_equals_torch_target(program, name):
 def test_numpy_reference_agrees_where_it_runs(program):
     """A third implementation (spikedsl/reference.py, numpy) on the networks it runs."""
     try:
-        from spikedsl import reference
+        from spikedsl.runtime import reference
     except ImportError:
         pytest.skip("spikedsl/reference.py does not exist")
     checked = 0

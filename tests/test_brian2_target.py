@@ -15,10 +15,11 @@ import pytest
 
 pytest.importorskip("brian2")
 
+from helpers.brian2 import max_diff, random_inputs, random_weights
+
 import spikedsl
-from spikedsl.back import brian2 as b2t
-from spikedsl.back._brian2_testing import max_diff, random_inputs, random_weights
 from spikedsl.errors import Unsupported
+from spikedsl.targets import brian2 as b2t
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -175,7 +176,7 @@ def test_outputs_and_records(small_net):
 
 
 def test_raw_inputs_are_encoded_like_the_torch_target(small_net):
-    from spikedsl import reference
+    from spikedsl.runtime import reference
 
     W = random_weights(small_net, -0.5, 2.0, seed=1)
     raw = np.random.default_rng(0).random((2, 6))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spikedsl.cli import main
-from spikedsl.fmt import format_text
+from spikedsl.frontend.fmt import format_text
 
 FIX = Path(__file__).parent / "fixtures"
 GOOD = FIX / "valid" / "dim-dt.spk"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikedsl import seqgraph as sg
-from spikedsl.data import (
+from spikedsl.runtime import seqgraph as sg
+from spikedsl.runtime.data import (
     IDX_FILES,
     DataError,
     Dataset,

@@ -18,7 +18,7 @@ from spikedsl.errors import CATALOGUE, SpecError
 HERE = Path(__file__).parent / "fixtures"
 INVALID = sorted((HERE / "invalid").glob("*.spk"))
 VALID = sorted((HERE / "valid").glob("*.spk"))
-EXPECT = re.compile(r"^# expect: (\S+) (\d+):(\d+) (.*)$", re.M)
+EXPECT = re.compile(r"^# expect: (\S+) (\d+):(\d+) (.*)$", re.MULTILINE)
 
 
 def test_enough_fixtures():

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from spikedsl import losses as L
-from spikedsl.program import LOSSES
+from spikedsl.frontend.program import LOSSES
+from spikedsl.runtime import losses as L
 
 D = torch.float64
 

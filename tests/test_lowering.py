@@ -9,7 +9,7 @@ import pytest
 
 import spikedsl
 from spikedsl import ir
-from spikedsl.exprs import evaluate
+from spikedsl.ir.exprs import evaluate
 
 LINEAR = """
 neuron L {{

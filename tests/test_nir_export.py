@@ -10,10 +10,11 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
+from helpers.nir import random_inputs, random_weights, reference
+
 import spikedsl
-from spikedsl import nir_import
-from spikedsl.back import nir as nir_target
-from spikedsl.back._nir_testing import random_inputs, random_weights, reference
+from spikedsl.targets import nir as nir_target
+from spikedsl.targets.nir import importer as nir_import
 
 LIF = """neuron LIF {
     param tau = 10 ms

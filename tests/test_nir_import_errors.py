@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spikedsl
-from spikedsl import nir_import
+from spikedsl.targets.nir import importer as nir_import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,7 +208,7 @@ def test_structure_errors():
 
 
 def test_threshold_node_imports_as_stateless_neuron():
-    from spikedsl.back._nir_testing import reference
+    from helpers.nir import reference
 
     g = chain(affine(), {"type": "Threshold", "threshold": np.array([0.5, 1.0, 1.5])})
     r = nir_import.convert_nir(g)

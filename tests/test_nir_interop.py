@@ -20,10 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 nir = pytest.importorskip("nir")
 
+from helpers.nir import random_weights, reference
+
 import spikedsl
-from spikedsl import nir_import
-from spikedsl.back import nir as nir_target
-from spikedsl.back._nir_testing import random_weights, reference
+from spikedsl.targets import nir as nir_target
+from spikedsl.targets.nir import importer as nir_import
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

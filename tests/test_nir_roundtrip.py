@@ -9,10 +9,11 @@ import pytest
 
 nir = pytest.importorskip("nir")
 
+from helpers.nir import random_inputs, random_weights, reference, simulate
+
 import spikedsl
-from spikedsl import nir_import
-from spikedsl.back import nir as nir_target
-from spikedsl.back._nir_testing import random_inputs, random_weights, reference, simulate
+from spikedsl.targets import nir as nir_target
+from spikedsl.targets.nir import importer as nir_import
 
 NEURONS = {
     # LIF, exact step, units, leak, r != 1, fires on >=
@@ -282,7 +283,7 @@ network Net {
 
 def test_torch_target_agrees_with_reference():
     """The reference interpreter used by these tests agrees with the torch target."""
-    from spikedsl.back._nir_testing import torch_target
+    from helpers.nir import torch_target
 
     if torch_target() is None:
         pytest.skip("torch target not available yet")

@@ -12,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("norse.torch")
 
+from helpers.nir import reference, torch_target
+
 import spikedsl
-from spikedsl.back import norse as norse_target
-from spikedsl.back._nir_testing import reference, torch_target
+from spikedsl.targets import norse as norse_target
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 

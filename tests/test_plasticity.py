@@ -1,4 +1,4 @@
-"""Synapse rules (SPEC 1.5): the torch implementation in ``spikedsl.plasticity``
+"""Synapse rules (SPEC 1.5): the torch implementation in ``spikedsl.runtime.plasticity``
 against the analytic STDP pair rule, and the Brian2 target's native rule
 against it (same weight trajectories, <= 1e-9)."""
 
@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers.brian2 import max_diff, random_inputs, random_weights, recordable
+
 import spikedsl
-from spikedsl import plasticity
-from spikedsl.back._brian2_testing import max_diff, random_inputs, random_weights, recordable
+from spikedsl.runtime import plasticity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -128,7 +129,7 @@ def test_weights_are_clipped(program):
 @pytest.mark.parametrize("name", ["Plastic", "PlasticMany"])
 def test_brian2_weight_trajectories_equal_torch(program, name):
     pytest.importorskip("brian2")
-    from spikedsl.back import brian2 as b2t
+    from spikedsl.targets import brian2 as b2t
 
     net = program.network(name).ir
     W = random_weights(net, 0.0, 1.5, seed=2)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import spikedsl
-from spikedsl import ir, reference
+from spikedsl import ir
+from spikedsl.runtime import reference
 
 LIF = """
 neuron LIF {
@@ -518,8 +519,8 @@ def test_plasticity_order_within_a_step():
 
 def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
     pytest.importorskip("torch")
-    from spikedsl import plasticity
-    from spikedsl.verify import make_inputs
+    from spikedsl.runtime import plasticity
+    from spikedsl.runtime.verify import make_inputs
 
     net = spikedsl.load(specs_dir / "networks" / "lsm_stdp.spk").network(
         "LiquidStateMachine").ir.model_copy(update={"steps": 40})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikedsl.cli import main
-from spikedsl.plots import load_simulation
+from spikedsl.runtime.plots import load_simulation
 
 SPEC = """
 neuron LIF {

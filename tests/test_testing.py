@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import spikedsl
-from spikedsl import testing
 from spikedsl.cli import main as cli
 from spikedsl.errors import SpecError, unsupported
+from spikedsl.runtime import testing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -400,7 +400,7 @@ test "t" {
 
 def test_a_missing_target_module_is_a_skip():
     with pytest.raises(testing.Skip, match="does not exist yet"):
-        testing._import_target("spikedsl.back.no_such_target")
+        testing._import_target("spikedsl.targets.no_such_target")
 
 
 def test_every_target_either_passes_or_says_why(tmp_path):
@@ -587,9 +587,9 @@ def pytest_run(args, cwd, ini: str | None = None):
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     from importlib.metadata import entry_points
 
-    installed = any(e.value == "spikedsl.pytest_plugin"
+    installed = any(e.value == "spikedsl.runtime.pytest_plugin"
                     for e in entry_points(group="pytest11"))
-    plugin = [] if installed else ["-p", "spikedsl.pytest_plugin"]
+    plugin = [] if installed else ["-p", "spikedsl.runtime.pytest_plugin"]
     return subprocess.run([sys.executable, "-m", "pytest", *plugin,
                            "-p", "no:cacheprovider", "-rA", *args], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -25,7 +25,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import spikedsl
-from spikedsl.back.torch import build
+from spikedsl.targets.torch import build
 
 F64 = torch.float64
 
@@ -309,8 +309,8 @@ def test_lif_equals_norse(name, fast):
 
 def test_surrogate_constants_are_exact():
     """atan's constant is pi/2 * alpha, computed in double precision."""
-    from spikedsl.back._torch_neuron import surrogate_code
     from spikedsl.ir import LSurrogate
+    from spikedsl.targets.torch.neuron import surrogate_code
 
     _, e = surrogate_code(LSurrogate(name="atan", args={"alpha": 3.0}), "x", "f")
     assert repr(math.pi / 2 * 3.0) in e and "1.5 /" in e

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import spikedsl
-from spikedsl.back.torch import build, convert, run
+from spikedsl.targets.torch import build, convert, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 F64 = torch.float64
@@ -219,8 +219,8 @@ network Net {
 def test_chunked_backward_equals_the_step_path(monkeypatch):
     """The eager backward runs over chunks of steps; small chunks give the same
     gradients (the adjoint is carried across chunk boundaries)."""
-    from spikedsl.back import _torch_neuron
-    from spikedsl.back.torch import NetGen, _load_class
+    from spikedsl.targets.torch import NetGen, _load_class
+    from spikedsl.targets.torch import neuron as _torch_neuron
 
     monkeypatch.setattr(_torch_neuron, "CHUNK_ELEMENTS", 100)  # 2 steps of [4, 10]
     net = net_of(FEATURES)
@@ -267,13 +267,13 @@ def test_compiled_scan_source_is_functional():
 
 # ------------------------------------------------------------------ generated code
 def test_generated_code_is_deterministic():
-    from spikedsl.back.torch import NetGen
+    from spikedsl.targets.torch import NetGen
 
     net = net_of(FEATURES)
     a = NetGen(net, fast=True, compiled=False).render()  # no cache
     assert a == NetGen(net_of(FEATURES), fast=True, compiled=False).render()
     assert a == convert(net)
-    code = ("import spikedsl, sys; from spikedsl.back.torch import convert; "
+    code = ("import spikedsl, sys; from spikedsl.targets.torch import convert; "
             "sys.stdout.write(convert(spikedsl.loads(open(sys.argv[1]).read()).network('Net').ir))")
     # a different hash seed must not change anything (no set / dict-order dependence)
     path = os.path.join(ROOT, "tests", "_torch_features.spk")
@@ -592,7 +592,7 @@ network Net { steps = 400; input x[3] : poisson(max_rate = 0.5, seed = 1)
 
 
 def test_run_matches_the_reference_interpreter():
-    reference = pytest.importorskip("spikedsl.reference")
+    reference = pytest.importorskip("spikedsl.runtime.reference")
     net = net_of(FEATURES)
     x = spikes((12, 3, 2, 6, 6), 0.5).numpy()
     w = reference.init_weights(net, 0)
@@ -647,7 +647,7 @@ network Net {
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_plasticity_equals_the_reference(fast):
-    reference = pytest.importorskip("spikedsl.reference")
+    reference = pytest.importorskip("spikedsl.runtime.reference")
     net = net_of(PLASTIC)
     x = spikes((30, 3, 12), 0.4).numpy()
     w = reference.init_weights(net, 0)

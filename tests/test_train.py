@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 import spikedsl
-from spikedsl import train as T
 from spikedsl.errors import SpecError
+from spikedsl.runtime import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
-HAVE_TORCH_TARGET = importlib.util.find_spec("spikedsl.back.torch") is not None
+HAVE_TORCH_TARGET = importlib.util.find_spec("spikedsl.targets.torch") is not None
 PY = sys.executable
 
 
@@ -403,7 +403,7 @@ def test_nan_stops_with_message_and_keeps_checkpoint(spec, tmp_path):
 
     res = _run(spec, "small", tmp_path, callback=poison)
     assert res.status == "nan" and res.epochs_done == 2
-    assert "training stopped" in res.message and "NaN" in res.message or "nan" in res.message
+    assert ("training stopped" in res.message and "NaN" in res.message) or "nan" in res.message
     assert "epoch 3" in res.message and "after epoch 2" in res.message
     ck = T.load_checkpoint(tmp_path / "r/checkpoint.pt")
     assert ck["epoch"] == 2 and torch.isfinite(ck["model"]["h.weight"]).all()
@@ -677,7 +677,7 @@ def test_digits_lif_classifier_reaches_90_percent(tmp_path):
 
 # ------------------------------------------------------------------ demo
 def test_demo_spec_is_the_example_file():
-    from spikedsl.pipeline import DEMO_SPEC
+    from spikedsl.runtime.pipeline import DEMO_SPEC
 
     assert DIGITS.read_text(encoding="utf-8") == DEMO_SPEC
     prog = spikedsl.load(DIGITS)
@@ -689,7 +689,7 @@ def test_demo_spec_is_the_example_file():
 
 @pytest.mark.skipif(not HAVE_TORCH_TARGET, reason="the torch target is not there yet")
 def test_pipeline_runs_end_to_end(tmp_path):
-    from spikedsl.pipeline import run_demo
+    from spikedsl.runtime.pipeline import run_demo
 
     lines = []
     res = run_demo(tmp_path / "demo", epochs=1, brian2_limit=8, progress=False,
@@ -710,8 +710,8 @@ def test_pipeline_runs_end_to_end(tmp_path):
 def test_masked_membrane_reads_the_spikes_the_network_saw(tmp_path):
     """X is the module's own encoding of the batch; without a declared spike
     output the spikes are V_pre >= theta, which gives the same loss."""
-    from spikedsl.back.torch import build
-    from spikedsl.data import load_dataset
+    from spikedsl.runtime.data import load_dataset
+    from spikedsl.targets.torch import build
 
     p = tmp_path / "ae.spk"
     p.write_text(LOSS_SPEC.replace("    output y.v_pre\n    output y\n",

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import spikedsl
-from spikedsl import ir, reference
+from spikedsl import ir
 from spikedsl.cli import main as cli
-from spikedsl.verify import compare, make_inputs, make_weights, traces_of, verify
+from spikedsl.runtime import reference
+from spikedsl.runtime.verify import compare, make_inputs, make_weights, traces_of, verify
 
 SPEC = """
 neuron LIF {
@@ -129,7 +130,7 @@ def test_inputs_and_weights_are_seeded(net):
 
 
 def test_compare_reports_the_first_differing_spike():
-    from spikedsl.verify import TargetRun
+    from spikedsl.runtime.verify import TargetRun
 
     z = np.zeros((4, 1, 3))
     z2 = z.copy()
@@ -172,10 +173,10 @@ def test_cli_verify(tmp_path, capsys):
 
 def test_cli_verify_with_torch(tmp_path, capsys):
     pytest.importorskip("torch")
-    from spikedsl.testing import Skip, _import_target
+    from spikedsl.runtime.testing import Skip, _import_target
 
     try:
-        _import_target("spikedsl.back.torch")
+        _import_target("spikedsl.targets.torch")
     except Skip as e:
         pytest.skip(str(e))
     p = tmp_path / "net.spk"

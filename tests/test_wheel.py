@@ -43,7 +43,7 @@ def test_wheel_works_outside_source_tree(wheel, tmp_path):
                     " dv/dt = (I - v) / tau\n spike v >= 1\n reset v = 0\n}\n")
     code = ("import spikedsl, spikedsl.resources as r; "
             "print(spikedsl.__file__); print(r.grammar_path('spk.lark')); "
-            "p = spikedsl.load(r'%s'); print(p.neuron('A').method)" % spec)
+            f"p = spikedsl.load(r'{spec}'); print(p.neuron('A').method)")
     env = dict(os.environ, PYTHONPATH=str(target), SPIKEDSL_CACHE="off")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=120)

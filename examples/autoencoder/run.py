@@ -7,7 +7,7 @@
     python examples/autoencoder/run.py --full     # the paper's run: MNIST, 1 epoch
     python examples/autoencoder/run.py --smoke    # seconds: 1 epoch on 200 samples
 
-Training is the spec's own `train` block run by `spikedsl.train` (torch
+Training is the spec's own `train` block run by `spikedsl.runtime.train` (torch
 target, masked membrane loss, Adam lr 5e-4, wd 1e-4, batch 100). The
 evaluation follows the paper's definitions (sect. 4.1):
 
@@ -44,7 +44,7 @@ def evaluate(model, x_np, steps: int, seed: int, batch: int = 200):
     Poisson floor (input spike map vs image), and the maps of the first batch."""
     import torch
 
-    from spikedsl.losses import normalized_mse
+    from spikedsl.runtime.losses import normalized_mse
 
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import spikedsl
-    from spikedsl.train import train
+    from spikedsl.runtime.train import train
 
     prog = spikedsl.load(SPEC)
     if args.full:
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             print(f"training stopped: {res.status}: {res.message}")
             return 1
         net = prog.network(res.network).ir
-        from spikedsl.data import load_dataset
+        from spikedsl.runtime.data import load_dataset
 
         cfg = res.config
         data = load_dataset(cfg.data, cfg.data_args, cfg.base_dir, cfg.seed)

@@ -4,7 +4,7 @@
     python examples/conv_lstm/run.py --full   # the paper's runs: seqGraph 216 and 2160, 100 epochs
     python examples/conv_lstm/run.py --smoke  # seconds: 1 epoch on 15 sequences
 
-The spec's `train` blocks are run by `spikedsl.train` (torch target): one
+The spec's `train` blocks are run by `spikedsl.runtime.train` (torch target): one
 `sconv_lstm` cell (28 channels, 3x3), batch norm of its membrane, a 3x3
 conv2d and a sigmoid on the last frame, BCE against the 5th frame, Adam
 lr 1e-4, batch 15, seed 42. Data: `seqgraph(target = next)`, 4 input frames
@@ -18,7 +18,7 @@ last step's membrane on 600 training sequences ("precise BN", on a copy).
 Losses are reported like the paper's Tables 1-2: train and validation loss
 after the first epoch ("start") and after the last ("end"), in two units:
 
-* mean BCE per pixel (what `spikedsl.train` logs);
+* mean BCE per pixel (what `spikedsl.runtime.train` logs);
 * the paper's unit (authors' notebook): BCE summed over pixels and over the
   samples of the split, divided by the size of the whole data set
   (train + validation), so the validation figure is about 1/4 of the train one.
@@ -73,7 +73,7 @@ def evaluate(model, x_tr, y_tr, x_va, y_va, calib) -> dict:
     import numpy as np
     import torch
 
-    from spikedsl.losses import bce
+    from spikedsl.runtime.losses import bce
 
     m = copy.deepcopy(model)
     recalibrate(m, calib)
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     import spikedsl
-    from spikedsl.data import load_dataset
-    from spikedsl.train import train
+    from spikedsl.runtime.data import load_dataset
+    from spikedsl.runtime.train import train
 
     prog = spikedsl.load(SPEC)
     which = args.data or ("both" if args.full else ("216" if args.smoke else "2160"))

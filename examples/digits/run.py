@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a source checkout without installing
 
-from spikedsl.pipeline import main
+from spikedsl.runtime.pipeline import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

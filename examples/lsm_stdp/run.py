@@ -13,7 +13,7 @@ the same network without plasticity.
    Poisson input, one encoding shared by both simulators); after each one the
    learned input weights are carried over to the next (the traces and the
    membranes restart at each digit). The same sequence runs in Brian2
-   (`spikedsl.back.brian2.simulate`, native Synapses with on_pre/on_post) and
+   (`spikedsl.targets.brian2.simulate`, native Synapses with on_pre/on_post) and
    with the torch target (`prog.network("LSM").to_torch()`, which runs the
    rule without gradients; `record_plastic` returns the weight trajectory);
    the weight trajectories are compared at every step.
@@ -44,8 +44,8 @@ def stdp_phase(handle, w_init, digits, seed, log):
     import numpy as np
     import torch
 
-    from spikedsl import reference
-    from spikedsl.back import brian2 as b2t
+    from spikedsl.runtime import reference
+    from spikedsl.targets import brian2 as b2t
 
     net = handle.ir
     model = handle.to_torch(dtype=torch.float64, weights=w_init)  # the torch target
@@ -93,7 +93,7 @@ def features(model, x, steps, seed, batch=256):
     import numpy as np
     import torch
 
-    from spikedsl import reference
+    from spikedsl.runtime import reference
 
     feats, ins = [], []
     with torch.no_grad():
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import spikedsl
-    from spikedsl.data import load_dataset
+    from spikedsl.runtime.data import load_dataset
 
     global model_input
     prog = spikedsl.load(SPEC)

@@ -5,7 +5,7 @@
     python examples/mdn_classifier/run.py --smoke  # seconds: 1 epoch on 200 samples
 
 Every network of mdn_classifier.spk is trained by its own `train` block
-(`spikedsl.train`, torch target; rate-coded MSE loss, eq. 4; Adam lr 1e-3,
+(`spikedsl.runtime.train`, torch target; rate-coded MSE loss, eq. 4; Adam lr 1e-3,
 batch 100): the library LIF, the paper's 1st-order meta neuron (its "LIF"),
 the four 2nd-order presets of Table 2 (2-FS, 2-RS, 2-SDS, 2-WDS) and the
 2nd-order MDN with per-neuron trainable theta. Then the learned theta are
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import spikedsl
-    from spikedsl.train import train
+    from spikedsl.runtime.train import train
 
     prog = spikedsl.load(SPEC)
     prefix = "mnist" if args.full else "digits"

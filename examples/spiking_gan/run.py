@@ -59,7 +59,7 @@ def latency_real(net_ir, x, steps: int):
     with the last step (value 0) emptied."""
     import torch
 
-    from spikedsl import reference
+    from spikedsl.runtime import reference
 
     enc = reference.encode(net_ir.inputs[0], x, steps, dtype="float32")
     enc[-1] = 0.0
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression
 
     import spikedsl
-    from spikedsl.data import load_dataset
+    from spikedsl.runtime.data import load_dataset
 
     prog = spikedsl.load(SPEC)
     if args.full:

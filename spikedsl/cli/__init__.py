@@ -1,0 +1,106 @@
+"""Command line: ``spikedsl COMMAND ...`` (SPEC section 5).
+
+Exit codes: 0 success, 1 spec error (or failed tests/verification), 2 usage
+error.  No traceback reaches the user (set SPIKEDSL_DEBUG=1 to see one).
+Importing this module imports neither torch nor brian2: each command lives
+in ``spikedsl/cli/<name>.py`` with ``add_arguments(parser)`` and
+``main(args) -> int`` and imports heavy libraries inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("check", "parse, check and lower a spec; print a summary"),
+    "ir": ("ir", "print the IR of a spec as JSON"),
+    "compile": ("compile", "generate code for a target (torch, norse, brian2, nir)"),
+    "fmt": ("fmt", "print a spec in canonical format (or rewrite it with -i)"),
+    "train": ("train", "train a network as described by a train block"),
+    "simulate": ("simulate", "simulate a network (Brian2 or torch), optionally with weights"),
+    "export-nir": ("export_nir", "export a network to an NIR graph (HDF5)"),
+    "import-nir": ("import_nir", "turn an NIR graph into a .spk file and a weights file"),
+    "test": ("test", "run the test blocks of spec files on every target"),
+    "verify": ("verify", "run a network on every target and compare the results"),
+    "plot": ("plot", "plot a saved run or simulation (raster, traces, loss curves)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: exit 2, no traceback
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# which roadmap issue adds a command (shown while a command is not built yet)
+ROADMAP = {"train": 4, "simulate": 5, "plot": 5, "export-nir": 6, "import-nir": 6,
+           "test": 7, "verify": 7}
+
+
+def _missing_command(name: str):
+    def add_arguments(p):
+        p.add_argument("args", nargs="*")
+
+    def main(_args) -> int:
+        issue = ROADMAP.get(name)
+        where = f" (added by issue {issue} of the roadmap)" if issue else ""
+        print(f"spikedsl {name}: not implemented yet{where}", file=sys.stderr)
+        return 2
+
+    return add_arguments, main
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = _Parser(prog="spikedsl", description="A compiler for spiking neural networks.")
+    from spikedsl import __version__
+
+    parser.add_argument("--version", action="version", version=f"spikedsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    mains = {}
+    for name, (mod, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        try:
+            m = importlib.import_module(f"spikedsl.cli.{mod}")
+            add, main = m.add_arguments, m.main
+        except ModuleNotFoundError:
+            add, main = _missing_command(name)
+        add(p)
+        mains[name] = main
+    return parser, mains
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spikedsl.errors import SpecError
+
+    parser, mains = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(mains[args.command](args) or 0)
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        n = len(e.diagnostics)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        if os.environ.get("SPIKEDSL_DEBUG"):
+            raise
+        msg = str(e) or type(e).__name__
+        print(f"spikedsl {args.command}: error: {msg}", file=sys.stderr)
+        print("(set SPIKEDSL_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""``python -m spikedsl.cli``."""
+
+import sys
+
+from spikedsl.cli import main
+
+sys.exit(main())

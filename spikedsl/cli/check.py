@@ -1,0 +1,63 @@
+"""``spikedsl check FILE...``: parse, check and lower; print a summary."""
+
+from __future__ import annotations
+
+from spikedsl.cli._common import need_file
+
+
+def add_arguments(p) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE", help=".spk files")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say which integration method each neuron got")
+    p.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+
+
+def summary(prog, verbose: bool = False) -> list[str]:
+    lines = []
+    for name, n in prog.neurons.items():
+        low = prog.neuron(name)
+        what = {"update": "discrete update", "none": "no dynamics"}.get(low.method,
+                                                                         f"method {low.method}")
+        extra = ""
+        if verbose and low.method in ("exact", "euler", "rk2", "rk4"):
+            chosen = "as written" if any(o.method for o in n.odes) else (
+                "default: linear system" if low.method == "exact" else
+                "default: the system is nonlinear")
+            extra = f" ({chosen})"
+        lines.append(f"  neuron  {name}: {len(low.states)} state(s), {what}{extra}")
+    for name in prog.synapses:
+        lines.append(f"  synapse {name}")
+    for name, net in prog.lowered.items():
+        shapes = ", ".join(
+            f"{la.name}{list(la.shape)}" for la in net.layers)
+        lines.append(f"  network {name}: {len(net.layers)} layers, {net.steps} steps: {shapes}")
+    for name in prog.trains:
+        lines.append(f"  train   {name}")
+    if prog.tests:
+        lines.append(f"  {len(prog.tests)} test block(s)")
+    return lines
+
+
+def main(args) -> int:
+    import spikedsl
+    from spikedsl.errors import SpecError
+
+    failed = 0
+    for f in args.files:
+        need_file(f)
+    for f in args.files:
+        try:
+            prog = spikedsl.load(f)
+        except SpecError as e:
+            import sys
+
+            print(e.render(), file=sys.stderr)
+            n = len(e.diagnostics)
+            print(f"{f}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+            failed += 1
+            continue
+        if not args.quiet:
+            print(f"{f}: ok")
+            for line in summary(prog, args.verbose):
+                print(line)
+    return 1 if failed else 0

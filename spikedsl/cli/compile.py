@@ -1,0 +1,39 @@
+"""``spikedsl compile FILE --target T [-o OUT]``: generated code for a target."""
+
+from __future__ import annotations
+
+from spikedsl.cli._common import need_file, write_text
+
+
+def add_arguments(p) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--target", "-t", required=True, choices=["torch", "norse", "brian2", "nir"])
+    p.add_argument("--network", "-n", help="network name (default: the only one)")
+    p.add_argument("-o", "--output", help="output file (default: stdout; required for nir)")
+
+
+def main(args) -> int:
+    import spikedsl
+
+    need_file(args.file)
+    prog = spikedsl.load(args.file)
+    try:
+        handle = prog.network(args.network)
+    except KeyError as e:
+        import sys
+
+        print(f"spikedsl compile: error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.target == "nir":
+        if not args.output:
+            import sys
+
+            print("spikedsl compile: error: --target nir needs -o FILE.nir", file=sys.stderr)
+            return 2
+        import nir
+
+        nir.write(args.output, handle.to_nir())
+        print(f"wrote {args.output}")
+        return 0
+    write_text(args.output, handle.source(args.target))
+    return 0

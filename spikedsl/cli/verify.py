@@ -1,0 +1,81 @@
+"""``spikedsl verify FILE [--network N]``: run a network on every target with
+the same weights and inputs and compare (docs/testing.md, "verify").
+
+Prints which targets ran (or why not), then one row per pair of targets:
+the fraction of equal spikes and the largest difference of the other traces
+(states before and after reset, stage values, outputs).  Exit 1 when a pair
+disagrees beyond ``--tol``, a target fails, or fewer than two targets ran.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from spikedsl.cli._common import need_file
+
+TARGET_CHOICES = ("reference", "torch", "norse", "brian2", "nir")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("file", metavar="FILE", help=".spk file")
+    p.add_argument("--network", "-n", default=None, metavar="N",
+                   help="the network to verify (needed when the file has several)")
+    p.add_argument("--steps", type=int, default=None, help="time steps (default: the network's)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of the random inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    p.add_argument("--tol", type=float, default=1e-9,
+                   help="largest allowed absolute difference of states (default 1e-9)")
+    p.add_argument("-t", "--target", action="append", default=None, metavar="T",
+                   help=f"compare only these targets ({', '.join(TARGET_CHOICES)}); "
+                        "repeat or separate with commas")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="direct inputs are uniform in [0, SCALE) (default 1)")
+    p.add_argument("--weight-scale", type=float, default=1.0,
+                   help="multiply the dense/conv2d weights (to make a network spike more)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="a weights file (.npz) to use instead of seeded random weights")
+
+
+def main(args) -> int:
+    need_file(args.file)
+    if args.steps is not None and args.steps <= 0:
+        print("spikedsl verify: error: --steps must be positive", file=sys.stderr)
+        return 2
+    if args.batch <= 0:
+        print("spikedsl verify: error: --batch must be positive", file=sys.stderr)
+        return 2
+    targets = None
+    if args.target:
+        targets = [t.strip() for v in args.target for t in v.split(",") if t.strip()]
+        bad = [t for t in targets if t not in TARGET_CHOICES]
+        if bad:
+            print(f"spikedsl verify: error: unknown target '{bad[0]}' "
+                  f"(known: {', '.join(TARGET_CHOICES)})", file=sys.stderr)
+            return 2
+    from spikedsl.frontend.program import load
+    from spikedsl.runtime.verify import verify
+
+    prog = load(args.file)
+    if not prog.networks:
+        print(f"spikedsl verify: error: {args.file} defines no network", file=sys.stderr)
+        return 2
+    if args.network is None and len(prog.networks) > 1:
+        print(f"spikedsl verify: error: {args.file} has networks {', '.join(prog.networks)}; "
+              "choose one with --network", file=sys.stderr)
+        return 2
+    if args.network is not None and args.network not in prog.networks:
+        print(f"spikedsl verify: error: no network '{args.network}' in {args.file} "
+              f"(it has {', '.join(prog.networks)})", file=sys.stderr)
+        return 2
+    net = prog.network(args.network).ir
+    weights = None
+    if args.weights:
+        need_file(args.weights)
+        from spikedsl.runtime.reference import load_weights
+
+        weights = load_weights(args.weights)
+    report = verify(net, targets=targets, steps=args.steps, batch=args.batch, seed=args.seed,
+                    tol=args.tol, weights=weights, input_scale=args.input_scale,
+                    weight_scale=args.weight_scale)
+    print(report.render())
+    return 0 if report.ok else 1

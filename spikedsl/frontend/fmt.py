@@ -1,0 +1,271 @@
+"""Canonical formatting of .spk files (``spikedsl fmt``).
+
+Statements keep their order and their comments; spacing, separators,
+parentheses and indentation become canonical.  ``format(format(x)) ==
+format(x)`` and the output parses to the same IR (locations aside).
+"""
+
+from __future__ import annotations
+
+import re
+
+from spikedsl import ir
+from spikedsl.ir.exprs import SpkPrinter
+
+INDENT = "    "
+
+
+class _Printer(SpkPrinter):
+    def p(self, e):
+        if isinstance(e, ir.Num):
+            text = e.text or self.number(e.value)
+            return text, 9
+        return super().p(e)
+
+
+_P = _Printer()
+
+
+def expr(e: ir.Expr) -> str:
+    return _P(e)
+
+
+def _comments(text: str) -> dict[int, tuple[str, bool]]:
+    """line -> (comment text, whether the line holds only the comment)."""
+    out = {}
+    for i, line in enumerate(text.split("\n"), start=1):
+        m = re.search(r'#[^\n]*$', _strip_strings(line))
+        if m:
+            out[i] = (line[m.start():].rstrip(), line[:m.start()].strip() == "")
+    return out
+
+
+def _strip_strings(line: str) -> str:
+    return re.sub(r'"[^"\n]*"', lambda m: " " * len(m.group(0)), line)
+
+
+class Formatter:
+    def __init__(self, text: str):
+        self.comments = _comments(text)
+        self.used: set[int] = set()
+        self.out: list[str] = []
+
+    def flush_before(self, line: int, depth: int) -> None:
+        for ln in sorted(self.comments):
+            if ln < line and ln not in self.used:
+                self.used.add(ln)
+                self.out.append(INDENT * depth + self.comments[ln][0])
+
+    def emit(self, text: str, line: int | None, depth: int) -> None:
+        if line:
+            self.flush_before(line, depth)
+        trailing = ""
+        if line and line in self.comments and not self.comments[line][1] and \
+                line not in self.used:
+            self.used.add(line)
+            trailing = "  " + self.comments[line][0]
+        self.out.append(INDENT * depth + text + trailing)
+
+    def block(self, head: str, loc, items: list[tuple[int, int, str]]) -> None:
+        self.emit(head + " {", loc.line if loc else None, 0)
+        for line, _col, text in sorted(items, key=lambda t: (t[0], t[1])):
+            self.emit(text, line, 1)
+        end = loc.end_line if loc and loc.end_line else None
+        if end:
+            self.flush_before(end + 1, 1)
+        self.out.append("}")
+
+    # -------------------------------------------------------------- pieces
+    @staticmethod
+    def _pos(node) -> tuple[int, int]:
+        return (node.loc.line, node.loc.col) if node.loc else (0, 0)
+
+    def param(self, p: ir.Param) -> str:
+        opts = []
+        if p.trainable:
+            opts.append("trainable")
+        if p.per_neuron:
+            opts.append(f"per_neuron({expr(p.init)})" if p.init is not None else "per_neuron")
+        if p.range is not None:
+            opts.append(f"range({expr(p.range[0])}, {expr(p.range[1])})")
+        suffix = f" [{', '.join(opts)}]" if opts else ""
+        return f"param {p.name} = {expr(p.value)}{suffix}"
+
+    @staticmethod
+    def assign(a: ir.Assign) -> str:
+        return f"{a.target} {a.op} {expr(a.value)}"
+
+    def neuron(self, n: ir.Neuron, block_loc) -> None:
+        items: list[tuple[int, int, str]] = []
+        for p in n.params:
+            items.append((*self._pos(p), self.param(p)))
+        for s in n.states:
+            items.append((*self._pos(s), f"state {s.name} = {expr(s.init)}"))
+        for i in n.inputs:
+            items.append((*self._pos(i), f"input {i.name}" + (f" : {i.unit}" if i.unit else "")))
+        for o in n.odes:
+            m = f" method {o.method}" if o.method else ""
+            items.append((*self._pos(o), f"d{o.state}/dt = {expr(o.rhs)}{m}"))
+        # update statements on one source line stay together
+        for line, group in _group(n.updates):
+            items.append((line, group[0].loc.col if group[0].loc else 0,
+                          "; ".join(("update " if k == 0 else "") + self.assign(a)
+                                    for k, a in enumerate(group))))
+        for c in n.spikes:
+            items.append((*self._pos(c), f"spike {expr(c)}"))
+        if n.reset:
+            head = "reset detach " if n.reset_detach else "reset "
+            for k, (line, group) in enumerate(_group(n.reset)):
+                items.append((line, 0, (head if k == 0 else "reset ") +
+                               "; ".join(self.assign(a) for a in group)))
+        elif n.reset_detach:
+            items.append((n.loc.line + 1 if n.loc else 0, 0, "reset detach"))
+        if n.refractory is not None:
+            items.append((*self._pos(n.refractory), f"refractory {expr(n.refractory)}"))
+        if n.surrogate is not None:
+            args = ", ".join(f"{k.name} = {expr(k.value)}" for k in n.surrogate.args)
+            items.append((*self._pos(n.surrogate),
+                          f"surrogate {n.surrogate.name}" + (f"({args})" if args else "")))
+        self.block(f"neuron {n.name}", block_loc, items)
+
+    def synapse(self, s: ir.Synapse, block_loc) -> None:
+        items: list[tuple[int, int, str]] = []
+        for p in s.params:
+            items.append((*self._pos(p), self.param(p)))
+        for st in s.states:
+            items.append((*self._pos(st), f"state {st.name} = {expr(st.init)}"))
+        for o in s.odes:
+            m = f" method {o.method}" if o.method else ""
+            items.append((*self._pos(o), f"d{o.state}/dt = {expr(o.rhs)}{m}"))
+        for name, stmts in (("on_pre", s.on_pre), ("on_post", s.on_post)):
+            if stmts:
+                line = stmts[0].loc.line if stmts[0].loc else 0
+                items.append((line, 0, f"{name} {{ " + "; ".join(self.assign(a) for a in stmts)
+                              + " }"))
+        self.block(f"synapse {s.name}", block_loc, items)
+
+    def network(self, net: ir.Network, block_loc) -> None:
+        items: list[tuple[int, int, str]] = []
+        for s in net.settings:
+            items.append((*self._pos(s), f"{s.name} = {expr(s.value)}"))
+        for i in net.inputs:
+            items.append((*self._pos(i), f"input {i.name}{_shape(i.shape)} : {expr(i.encoder)}"))
+        for la in net.layers:
+            text = f"layer {la.name}{_shape(la.shape)} = {expr(la.body)}"
+            if la.projections:
+                text += " <- " + " + ".join(
+                    expr(p.call) + (f" -> {p.target_input}" if p.target_input else "")
+                    for p in la.projections)
+            items.append((*self._pos(la), text))
+        for o in net.outputs:
+            items.append((*self._pos(o), f"output {expr(o.expr)}"))
+        for p in net.plasticity:
+            items.append((*self._pos(p), f"plasticity {expr(p.rule) if p.rule.args or p.rule.kwargs else p.rule.func} on {p.source} -> {p.target}"))
+        self.block(f"network {net.name}", block_loc, items)
+
+    def settings_block(self, head: str, settings, block_loc) -> None:
+        items = [(*self._pos(s), f"{s.name} = {expr(s.value)}") for s in settings]
+        self.block(head, block_loc, items)
+
+    def test(self, t: ir.Test, block_loc) -> None:
+        items: list[tuple[int, int, str]] = []
+        for s in t.settings:
+            items.append((*self._pos(s), f"{s.name} = {expr(s.value)}"))
+        for d in t.drives:
+            text = f"drive {d.name} = {expr(d.value)}"
+            if d.start is not None:
+                text += f" from {expr(d.start)} to {expr(d.stop)}"
+            items.append((*self._pos(d), text))
+        if t.run is not None:
+            items.append((*self._pos(t.run), f"run {expr(t.run)}"))
+        for e in t.expects:
+            text = f"expect {expr(e.quantity)}"
+            if e.at is not None:
+                text += f" at {expr(e.at)}"
+            text += f" {e.op} {expr(e.value)}"
+            if e.tol is not None:
+                text += f" +- {expr(e.tol)}"
+            items.append((*self._pos(e), text))
+        self.block(f'test "{t.name}"', block_loc, items)
+
+
+def _shape(shape) -> str:
+    return "" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _group(stmts) -> list[tuple[int, list[ir.Assign]]]:
+    groups: list[tuple[int, list[ir.Assign]]] = []
+    for a in stmts:
+        line = a.loc.line if a.loc else 0
+        if groups and groups[-1][0] == line:
+            groups[-1][1].append(a)
+        else:
+            groups.append((line, [a]))
+    return groups
+
+
+def format_module(mod: ir.Module, text: str, block_locs: dict) -> str:
+    f = Formatter(text)
+    entries: list[tuple[int, str, object]] = []
+    for imp in mod.imports:
+        entries.append((imp.loc.line if imp.loc else 0, "import", imp))
+    for kind, items in (("neuron", mod.neurons), ("synapse", mod.synapses),
+                        ("network", mod.networks), ("train", mod.trains), ("test", mod.tests)):
+        for it in items:
+            entries.append((block_locs[id(it)].line, kind, it))
+    entries.sort(key=lambda e: e[0])
+    prev_kind = None
+    for _line, kind, it in entries:
+        if f.out and not (prev_kind == "import" and kind == "import"):
+            f.out.append("")
+        loc = block_locs.get(id(it))
+        if kind == "import":
+            f.emit(f'import "{it.path}"', it.loc.line if it.loc else None, 0)
+        elif kind == "neuron":
+            f.neuron(it, loc)
+        elif kind == "synapse":
+            f.synapse(it, loc)
+        elif kind == "network":
+            f.network(it, loc)
+        elif kind == "train":
+            f.settings_block(f"train {it.name}", it.settings, loc)
+        else:
+            f.test(it, loc)
+        prev_kind = kind
+    f.flush_before(10**9, 0)
+    return "\n".join(f.out).rstrip() + "\n"
+
+
+def format_text(text: str, file: str = "<string>") -> str:
+    """Format spec text; raises SpecError on syntax errors."""
+    from lark import Tree
+
+    from spikedsl.errors import Collector
+    from spikedsl.frontend.build import build_module
+    from spikedsl.frontend.parse import parse_text
+
+    errors = Collector()
+    errors.sources[file] = text
+    tree = parse_text(text, file, errors)
+    errors.raise_if_any()
+    mod = build_module(tree, file, errors)
+    errors.raise_if_any()
+    # block locations (the whole block, from its keyword to its closing brace)
+    from spikedsl.errors import Loc
+
+    locs: dict[int, Loc] = {}
+    blocks = [c for c in tree.children if isinstance(c, Tree) and c.data != "import_stmt"]
+    items = list(mod.neurons) + list(mod.synapses) + list(mod.networks) + list(mod.trains) + \
+        list(mod.tests)
+    by_name: dict[tuple[str, int], object] = {}
+    for it in items:
+        by_name[(type(it).__name__, it.loc.line if it.loc else 0)] = it
+    kinds = {"neuron": "Neuron", "synapse": "Synapse", "network": "Network", "train": "Train",
+             "test": "Test"}
+    for b in blocks:
+        name_tok = b.children[0]
+        it = by_name.get((kinds[b.data], name_tok.line))
+        if it is not None:
+            locs[id(it)] = Loc(file, b.meta.line, b.meta.column, b.meta.end_line,
+                               b.meta.end_column)
+    return format_module(mod, text, locs)

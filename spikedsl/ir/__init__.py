@@ -1,0 +1,428 @@
+"""The typed intermediate representation (frozen pydantic models).
+
+Two layers live here:
+
+* the *spec IR*: what the user wrote (``Program`` of ``Neuron``, ``Synapse``,
+  ``Network``, ``Train``, ``Test``), every node with its source ``loc``;
+* the *lowered IR*: what every target reads (``LNeuron`` with one explicit
+  discrete step, ``LNetwork`` with concrete shapes, parameter values and a
+  topological order).  Targets never look at the spec IR.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spikedsl.errors import Loc
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    loc: Loc | None = Field(default=None, repr=False)
+
+
+# ------------------------------------------------------------------ expressions
+class Num(Node):
+    kind: Literal["num"] = "num"
+    value: float  # in SI base units when ``unit`` is given
+    unit: str | None = None
+    text: str = ""
+
+
+class Name(Node):
+    kind: Literal["name"] = "name"
+    id: str
+
+
+class Attr(Node):
+    kind: Literal["attr"] = "attr"
+    obj: str
+    attr: str
+
+
+class Str(Node):
+    kind: Literal["str"] = "str"
+    value: str
+
+
+class BinOp(Node):
+    kind: Literal["bin"] = "bin"
+    op: Literal["+", "-", "*", "/", "**"]
+    left: Expr
+    right: Expr
+
+
+class Neg(Node):
+    kind: Literal["neg"] = "neg"
+    operand: Expr
+
+
+class Compare(Node):
+    kind: Literal["cmp"] = "cmp"
+    op: Literal[">=", "<=", ">", "<", "==", "!="]
+    left: Expr
+    right: Expr
+
+
+class BoolOp(Node):
+    kind: Literal["bool"] = "bool"
+    op: Literal["and", "or"]
+    left: Expr
+    right: Expr
+
+
+class Not(Node):
+    kind: Literal["not"] = "not"
+    operand: Expr
+
+
+class Keyword(Node):
+    name: str
+    value: Expr
+
+
+class Call(Node):
+    kind: Literal["call"] = "call"
+    func: str
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[Keyword, ...] = ()
+
+    def kw(self, name: str) -> Expr | None:
+        for k in self.kwargs:
+            if k.name == name:
+                return k.value
+        return None
+
+
+class ListExpr(Node):
+    kind: Literal["list"] = "list"
+    items: tuple[Expr, ...] = ()
+
+
+Expr = Annotated[
+    Num | Name | Attr | Str | BinOp | Neg | Compare | BoolOp | Not | Call | ListExpr,
+    Field(discriminator="kind"),
+]
+
+
+# ------------------------------------------------------------------ statements
+class Assign(Node):
+    target: str
+    op: Literal["=", "+=", "-="] = "="
+    value: Expr
+
+
+class Param(Node):
+    name: str
+    value: Expr
+    trainable: bool = False
+    per_neuron: bool = False
+    init: Call | None = None  # per_neuron(uniform(a, b))
+    range: tuple[Expr, Expr] | None = None
+
+
+class State(Node):
+    name: str
+    init: Expr
+
+
+class InputDecl(Node):
+    name: str
+    unit: str | None = None
+
+
+class ODE(Node):
+    state: str
+    rhs: Expr
+    method: str | None = None
+    method_loc: Loc | None = None
+
+
+class Surrogate(Node):
+    name: str
+    args: tuple[Keyword, ...] = ()
+
+
+class Neuron(Node):
+    name: str
+    params: tuple[Param, ...] = ()
+    states: tuple[State, ...] = ()
+    inputs: tuple[InputDecl, ...] = ()
+    odes: tuple[ODE, ...] = ()
+    updates: tuple[Assign, ...] = ()
+    spikes: tuple[Expr, ...] = ()
+    reset: tuple[Assign, ...] = ()
+    reset_detach: bool = False
+    refractory: Expr | None = None
+    surrogate: Surrogate | None = None
+
+
+class Synapse(Node):
+    name: str
+    params: tuple[Param, ...] = ()
+    states: tuple[State, ...] = ()
+    odes: tuple[ODE, ...] = ()
+    on_pre: tuple[Assign, ...] = ()
+    on_post: tuple[Assign, ...] = ()
+
+
+class Setting(Node):
+    name: str
+    value: Expr
+
+
+class NetInput(Node):
+    name: str
+    shape: tuple[int, ...]
+    encoder: Expr
+
+
+class Projection(Node):
+    call: Call
+    target_input: str | None = None
+
+
+class Layer(Node):
+    name: str
+    shape: tuple[int, ...] | None = None
+    body: Expr
+    projections: tuple[Projection, ...] = ()
+
+
+class Output(Node):
+    expr: Expr
+
+
+class Plasticity(Node):
+    rule: Call
+    source: str
+    target: str
+
+
+class Network(Node):
+    name: str
+    settings: tuple[Setting, ...] = ()
+    inputs: tuple[NetInput, ...] = ()
+    layers: tuple[Layer, ...] = ()
+    outputs: tuple[Output, ...] = ()
+    plasticity: tuple[Plasticity, ...] = ()
+
+
+class Train(Node):
+    name: str
+    settings: tuple[Setting, ...] = ()
+
+
+class Drive(Node):
+    name: str
+    value: Expr
+    start: Expr | None = None
+    stop: Expr | None = None
+
+
+class Expect(Node):
+    quantity: Expr
+    at: Expr | None = None
+    op: Literal[">=", "<=", ">", "<", "==", "!="]
+    value: Expr
+    tol: Expr | None = None
+
+
+class Test(Node):
+    name: str
+    settings: tuple[Setting, ...] = ()
+    drives: tuple[Drive, ...] = ()
+    run: Expr | None = None
+    expects: tuple[Expect, ...] = ()
+
+
+class Import(Node):
+    path: str
+
+
+class Module(Node):
+    """One parsed file."""
+
+    file: str
+    imports: tuple[Import, ...] = ()
+    neurons: tuple[Neuron, ...] = ()
+    synapses: tuple[Synapse, ...] = ()
+    networks: tuple[Network, ...] = ()
+    trains: tuple[Train, ...] = ()
+    tests: tuple[Test, ...] = ()
+
+
+# ------------------------------------------------------------------ lowered IR
+Number = float
+
+
+class LParam(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    value: Number  # SI base units (or steps/dimensionless when unitless)
+    dim: str = "1"  # canonical dimension string, e.g. "s", "V", "1"
+    trainable: bool = False
+    per_neuron: bool = False
+    init_uniform: tuple[Number, Number] | None = None
+    range: tuple[Number, Number] | None = None
+
+
+class LState(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    init: Expr  # over params and numbers
+    dim: str = "1"
+
+
+class LSurrogate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: Literal["sigmoid", "fast_sigmoid", "atan", "rectangular", "triangle", "ste"]
+    args: dict[str, Number]
+
+
+class LNeuron(BaseModel):
+    """One neuron (after overrides) with its explicit discrete step.
+
+    ``temps`` run in order (each reads states, params, inputs, ``dt`` and
+    earlier temps), then every ``update`` is evaluated on the *old* states
+    and committed at once.  ``dt`` is a free symbol: the step length in
+    seconds when the neuron uses units, else 1.0 (time in steps).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    params: tuple[LParam, ...]
+    states: tuple[LState, ...]
+    inputs: tuple[str, ...]
+    input_dims: tuple[str, ...] = ()
+    method: Literal["exact", "euler", "rk2", "rk4", "update", "none"]
+    temps: tuple[Assign, ...] = ()
+    updates: tuple[Assign, ...]
+    spiking: bool = True
+    spike_x: Expr | None = None  # surrogate argument x = lhs - rhs
+    spike_op: Literal[">=", ">"] = ">="
+    reset: tuple[Assign, ...] = ()
+    reset_detach: bool = False
+    refractory: Number = 0.0  # duration in the neuron's time unit (s or steps)
+    surrogate: LSurrogate
+    uses_units: bool = False
+    linear: bool = False  # the continuous system is linear in its states
+    source_line: int = 0
+
+    def param(self, name: str) -> LParam:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+
+class LSynapse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    params: tuple[LParam, ...]
+    states: tuple[LState, ...]
+    method: str = "exact"
+    temps: tuple[Assign, ...] = ()
+    updates: tuple[Assign, ...] = ()
+    on_pre: tuple[Assign, ...] = ()
+    on_post: tuple[Assign, ...] = ()
+    uses_units: bool = False
+
+
+class LProjection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    kind: Literal["dense", "conv2d", "sparse", "one_to_one"]
+    source: str  # layer or input name
+    source_state: str | None = None  # None = spikes (or values of an input/stage)
+    target_input: str  # neuron input it adds to
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    recurrent: bool = False  # reads the previous step
+    delay: int = 0  # extra steps of delay (recurrent already counts one)
+    bias: bool = False
+    init: str = "default"
+    init_args: tuple[Number, ...] = ()
+    channels: int = 0
+    kernel: tuple[int, int] = (0, 0)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    p: Number = 0.0
+    weight: Number | None = None
+    sign: Literal["none", "excitatory", "inhibitory"] = "none"
+    seed: int = 0
+    param_name: str  # prefix in state_dict / weights file, e.g. "h.0"
+    source_line: int = 0
+
+
+class LLayer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    kind: Literal["input", "neuron", "stage", "projection", "cell"]
+    shape: tuple[int, ...]
+    # input
+    encoder: str | None = None
+    encoder_args: dict[str, Number] = {}
+    # neuron
+    neuron: LNeuron | None = None
+    projections: tuple[LProjection, ...] = ()
+    # stage / cell / stateless projection
+    op: str | None = None  # avgpool2d, sumpool2d, maxpool2d, flatten, batchnorm, dropout,
+    # slstm, sconv_lstm; for kind=projection the projection lives in projections[0]
+    source: str | None = None
+    source_state: str | None = None
+    args: dict[str, Number | str | bool | tuple[int, ...]] = {}
+    func: str | None = None  # elementwise wrapper of a stateless projection
+    states: tuple[str, ...] = ()  # recordable traces (neurons: state names; cells: syn, mem)
+    source_line: int = 0
+
+
+class LOutput(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str  # "o", "y.v", "sum(o)"
+    layer: str
+    state: str | None = None  # None: spikes (or values); "v" / "v_pre"
+    pre_reset: bool = False
+    reduce: Literal["none", "sum", "mean", "last"] = "none"
+    shape: tuple[int, ...]
+
+
+class LPlasticity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    rule: LSynapse
+    source: str
+    target: str
+    projection: str  # param_name of the projection
+
+
+class LNetwork(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    name: str
+    dt: Number  # seconds if it had a unit, else 1.0
+    dt_unit: str | None = None  # the unit dt was written in ("ms"), None if unitless
+    steps: int
+    layers: tuple[LLayer, ...]  # topological order, inputs first
+    outputs: tuple[LOutput, ...]
+    plasticity: tuple[LPlasticity, ...] = ()
+    weights: str | None = None  # absolute path of a weights file
+    file: str = ""
+    source_line: int = 0
+
+    def layer(self, name: str) -> LLayer:
+        for lay in self.layers:
+            if lay.name == name:
+                return lay
+        raise KeyError(name)
+
+    @property
+    def inputs(self) -> list[LLayer]:
+        return [lay for lay in self.layers if lay.kind == "input"]
+
+
+# Schemas are built on first use (defer_build): importing the IR stays cheap, so
+# `spikedsl check` starts fast.

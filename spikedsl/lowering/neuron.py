@@ -1,0 +1,433 @@
+"""Stage 5: lowering.  ODE systems -> one explicit discrete step per neuron.
+
+* ``exact``: linear systems dx/dt = A x + b (A, b constant over a step, the
+  input held) are solved in closed form with SymPy (scalar formula, or the
+  matrix exponential of the augmented system [[A, b], [0, 0]]).
+* ``euler``, ``rk2`` (midpoint, as Brian2's ``rk2``), ``rk4`` (classic) are
+  written as temporaries over the IR, so any whitelisted function works.
+
+The result (``ir.LNeuron``) is what every target reads.  SymPy runs once per
+(neuron, method) and is cached.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from spikedsl import ir
+from spikedsl.errors import Collector
+from spikedsl.ir.exprs import add, div, evaluate, from_sympy, mul, names, num, substitute, to_sympy
+from spikedsl.ir.units import dim_str
+
+SURROGATES: dict[str, dict[str, float]] = {
+    "sigmoid": {"slope": 5.0},
+    "fast_sigmoid": {"slope": 25.0},
+    "atan": {"alpha": 2.0},
+    "rectangular": {"width": 0.5, "scale": 0.0},
+    "triangle": {"width": 1.0},
+    "ste": {},
+}
+METHODS = ("exact", "euler", "rk2", "rk4")
+
+
+class NonLinear(Exception):
+    def __init__(self, term: str):
+        super().__init__(term)
+        self.term = term
+
+
+# ------------------------------------------------------------------ linear analysis
+def _opaque(e: ir.Expr, states: set[str], table: dict[str, ir.Expr]) -> ir.Expr:
+    """Replace state-free calls/comparisons by placeholder names (kept in table)."""
+    if isinstance(e, ir.Call | ir.Compare | ir.BoolOp | ir.Not):
+        if not (names(e) & states):
+            if isinstance(e, ir.Call) and e.func in ("exp", "log", "sqrt", "sin", "cos", "tanh"):
+                pass  # SymPy knows these; keep them symbolic
+            else:
+                key = f"q_{len(table)}_"
+                table[key] = e
+                return ir.Name(id=key)
+        elif not isinstance(e, ir.Call) or e.func not in ("exp", "log", "sqrt", "sin", "cos",
+                                                            "tanh"):
+            return e
+    if isinstance(e, ir.BinOp):
+        return e.model_copy(update={"left": _opaque(e.left, states, table),
+                                    "right": _opaque(e.right, states, table)})
+    if isinstance(e, ir.Neg):
+        return e.model_copy(update={"operand": _opaque(e.operand, states, table)})
+    if isinstance(e, ir.Call):
+        return e.model_copy(update={"args": tuple(_opaque(a, states, table) for a in e.args)})
+    return e
+
+
+def _fmt_sym(term) -> str:
+    from spikedsl.ir.exprs import SpkPrinter
+
+    try:
+        return SpkPrinter()(from_sympy(term))
+    except TypeError:
+        return str(term)
+
+
+@lru_cache(maxsize=256)
+def _exact_cached(key: str) -> tuple[str, str]:
+    """key: JSON of (states, rhs-list as IR JSON).  Returns JSON (temps, updates)."""
+    import sympy as sp
+
+    data = json.loads(key)
+    states: list[str] = data["states"]
+    rhs = [_EXPR.validate_python(r) for r in data["rhs"]]
+    table: dict[str, ir.Expr] = {}
+    rhs = [_opaque(r, set(states), table) for r in rhs]
+    syms: dict = {}
+    fs = [to_sympy(r, syms) for r in rhs]
+    xs = [syms.setdefault(s, sp.Symbol(s, real=True)) for s in states]
+    dt = syms.setdefault("dt", sp.Symbol("dt", positive=True))
+    n = len(xs)
+    # linearity: every additive term's derivative w.r.t. each state is state-free
+    for f in fs:
+        for term in sp.Add.make_args(sp.expand(f)):
+            for x in xs:
+                d = sp.diff(term, x)
+                if d.free_symbols & set(xs) or (d != 0 and not term.is_polynomial(*xs)):
+                    raise NonLinear(_fmt_sym(term))
+            if not term.is_polynomial(*xs) and term.free_symbols & set(xs):
+                raise NonLinear(_fmt_sym(term))
+    A = sp.Matrix(n, n, lambda i, j: sp.diff(fs[i], xs[j]))
+    b = sp.Matrix(n, 1, lambda i, _: fs[i].subs({x: 0 for x in xs}))
+    temps: list[ir.Assign] = []
+    updates: list[ir.Assign] = []
+    if A.is_diagonal():
+        for i, x in enumerate(xs):
+            a = sp.cancel(A[i, i])
+            if a == 0:
+                new = x + b[i] * dt
+                updates.append(ir.Assign(target=states[i], value=from_sympy(new)))
+                continue
+            decay = f"decay_{states[i]}"
+            temps.append(ir.Assign(target=decay,
+                                   value=ir.Call(func="exp", args=(from_sympy(sp.cancel(a * dt)),))))
+            # x_new = x_inf + (x - x_inf) * decay, with x_inf = -b / a
+            x_inf = sp.cancel(-b[i] / a)
+            if x_inf == 0:
+                value = mul(ir.Name(id=states[i]), ir.Name(id=decay))
+            else:
+                xi = from_sympy(x_inf)
+                value = add(xi, mul(ir.BinOp(op="-", left=ir.Name(id=states[i]), right=xi),
+                                    ir.Name(id=decay)))
+            updates.append(ir.Assign(target=states[i], value=value))
+    else:
+        aug = sp.zeros(n + 1, n + 1)
+        aug[:n, :n] = A * dt
+        aug[:n, n] = b * dt
+        M = aug.exp()
+        M = M.applyfunc(lambda e: sp.simplify(e))
+        if any(e.has(sp.Piecewise) for e in M):
+            M = M.applyfunc(lambda e: e.rewrite(sp.exp) if e.has(sp.Piecewise) else e)
+            M = M.applyfunc(lambda e: sp.piecewise_fold(e).args[-1][0]
+                            if isinstance(e, sp.Piecewise) else e)
+        for i in range(n):
+            new = sum((M[i, j] * xs[j] for j in range(n)), sp.Integer(0)) + M[i, n]
+            updates.append(ir.Assign(target=states[i], value=from_sympy(new)))
+    # put opaque pieces back
+    temps = [t.model_copy(update={"value": substitute(t.value, table)}) for t in temps]
+    updates = [u.model_copy(update={"value": substitute(u.value, table)}) for u in updates]
+    return (json.dumps([t.model_dump(mode="json", exclude_none=True) for t in temps]),
+            json.dumps([u.model_dump(mode="json", exclude_none=True) for u in updates]))
+
+
+from pydantic import TypeAdapter
+
+_EXPR = TypeAdapter(ir.Expr)
+_ASSIGNS = TypeAdapter(list[ir.Assign])
+
+
+def _strip_locs(e):
+    """JSON of an expression without locations (the cache key)."""
+    return e.model_dump(mode="json", exclude={"loc"}, exclude_none=True) if hasattr(
+        e, "model_dump") else e
+
+
+def _clean(e: ir.Expr) -> ir.Expr:
+    return _EXPR.validate_python(_dump_noloc(e))
+
+
+def _dump_noloc(e) -> dict:
+    d = e.model_dump(mode="json")
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "loc"}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(d)
+
+
+def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], list[ir.Assign]]:
+    """Closed-form step of a linear system (raises NonLinear).  Cached in
+    memory and on disk (spikedsl.cache), so SymPy runs once per system."""
+    from spikedsl import cache
+
+    key = json.dumps({"states": states, "rhs": [_dump_noloc(r) for r in rhs]}, sort_keys=True)
+    if key in _MEMO:
+        hit = _MEMO[key]
+    else:
+        hit = cache.get_json("exact", key)
+    if hit is None:
+        try:
+            t, u = _exact_cached(key)
+            hit = {"temps": t, "updates": u}
+        except NonLinear as e:
+            hit = {"nonlinear": e.term}
+        cache.put_json("exact", key, hit)
+    if "nonlinear" in hit:
+        _MEMO[key] = hit
+        raise NonLinear(hit["nonlinear"])
+    if "parsed" not in hit:
+        hit = dict(hit, parsed=(_ASSIGNS.validate_json(hit["temps"]),
+                                _ASSIGNS.validate_json(hit["updates"])))
+    _MEMO[key] = hit
+    t, u = hit["parsed"]
+    return list(t), list(u)
+
+
+_MEMO: dict[str, dict] = {}
+
+
+def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
+    """None if linear, else the first nonlinear term (as text)."""
+    try:
+        exact_step(states, rhs)
+    except NonLinear as e:
+        return e.term
+    return None
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def explicit_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str]):
+    """Euler / midpoint RK2 / classic RK4 as temporaries."""
+    dt = ir.Name(id="dt")
+    x = [ir.Name(id=s) for s in states]
+    rhs = [_clean(r) for r in rhs]
+    temps: list[ir.Assign] = []
+
+    def stage(tag: str, at: list[ir.Expr]) -> list[ir.Name]:
+        out = []
+        mapping = dict(zip(states, at))
+        for s, f in zip(states, rhs):
+            n = _fresh(f"{tag}_{s}", taken)
+            temps.append(ir.Assign(target=n, value=substitute(f, mapping)))
+            out.append(ir.Name(id=n))
+        return out
+
+    def shifted(k: list[ir.Name], c: float) -> list[ir.Expr]:
+        return [add(xi, mul(mul(num(c), dt), ki)) if c != 1 else add(xi, mul(dt, ki))
+                for xi, ki in zip(x, k)]
+
+    if method == "euler":
+        k1 = stage("k1", list(x))
+        updates = [add(xi, mul(dt, ki)) for xi, ki in zip(x, k1)]
+    elif method == "rk2":
+        k1 = stage("k1", list(x))
+        k2 = stage("k2", shifted(k1, 0.5))
+        updates = [add(xi, mul(dt, ki)) for xi, ki in zip(x, k2)]
+    else:
+        k1 = stage("k1", list(x))
+        k2 = stage("k2", shifted(k1, 0.5))
+        k3 = stage("k3", shifted(k2, 0.5))
+        k4 = stage("k4", shifted(k3, 1.0))
+        updates = []
+        for xi, a, b_, c, d in zip(x, k1, k2, k3, k4):
+            s = add(add(add(a, mul(num(2.0), b_)), mul(num(2.0), c)), d)
+            updates.append(add(xi, mul(div(dt, num(6.0)), s)))
+    return temps, [ir.Assign(target=s, value=u) for s, u in zip(states, updates)]
+
+
+# ------------------------------------------------------------------ neuron
+def neuron_uses_units(n: ir.Neuron | ir.Synapse) -> bool:
+    found = False
+
+    def walk(x):
+        nonlocal found
+        if isinstance(x, ir.Num) and x.unit and x.unit != "1":
+            found = True
+        elif isinstance(x, ir.Node):
+            for v in x.__dict__.values():
+                walk(v)
+        elif isinstance(x, tuple | list):
+            for v in x:
+                walk(v)
+
+    walk(n)
+    if isinstance(n, ir.Neuron) and any(i.unit and i.unit != "1" for i in n.inputs):
+        found = True
+    return found
+
+
+def param_values(params, overrides: dict[str, float]) -> dict[str, float]:
+    env: dict[str, float] = {}
+    for p in params:
+        if p.name in overrides:
+            env[p.name] = overrides[p.name]
+        else:
+            env[p.name] = evaluate(p.value, env)
+    return env
+
+
+def surrogate_of(n: ir.Neuron) -> ir.LSurrogate:
+    if n.surrogate is None:
+        return ir.LSurrogate(name="fast_sigmoid", args=dict(SURROGATES["fast_sigmoid"]))
+    args = dict(SURROGATES[n.surrogate.name])
+    for k in n.surrogate.args:
+        args[k.name] = evaluate(k.value, {})
+    if n.surrogate.name == "rectangular" and args.get("scale", 0.0) == 0.0:
+        args.pop("scale", None)
+    return ir.LSurrogate(name=n.surrogate.name, args=args)
+
+
+def choose_method(n: ir.Neuron) -> str:
+    if not n.odes:
+        return "update" if n.updates else "none"
+    methods = {o.method for o in n.odes if o.method}
+    if methods:
+        return methods.pop()
+    term = is_linear([o.state for o in n.odes], [o.rhs for o in n.odes])
+    return "exact" if term is None else "euler"
+
+
+_LOWERED: dict = {}
+
+
+def lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None = None,
+                 dims: dict[str, str] | None = None) -> ir.LNeuron:
+    """Lower a checked neuron; ``overrides`` replace parameter values.
+    Memoised per (neuron, overrides): the IR is frozen."""
+    key = (n, tuple(sorted((overrides or {}).items())), tuple(sorted((dims or {}).items())))
+    try:
+        return _LOWERED[key]
+    except (KeyError, TypeError):
+        pass
+    out = _lower_neuron(n, overrides, dims)
+    if len(_LOWERED) > 4096:
+        _LOWERED.clear()
+    _LOWERED[key] = out
+    return out
+
+
+def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
+                  dims: dict[str, str] | None) -> ir.LNeuron:
+    overrides = overrides or {}
+    dims = dims or {}
+    env = param_values(n.params, overrides)
+    params = []
+    for p in n.params:
+        rng = None
+        if p.range is not None:
+            rng = (evaluate(p.range[0], env), evaluate(p.range[1], env))
+        init = None
+        if p.init is not None and p.init.func == "uniform":
+            init = (evaluate(p.init.args[0], env), evaluate(p.init.args[1], env))
+        params.append(ir.LParam(name=p.name, value=env[p.name], dim=dims.get(p.name, "1"),
+                                trainable=p.trainable, per_neuron=p.per_neuron,
+                                init_uniform=init, range=rng))
+    states = [ir.LState(name=s.name, init=_clean(s.init), dim=dims.get(s.name, "1"))
+              for s in n.states]
+    method = choose_method(n)
+    taken = {p.name for p in n.params} | {s.name for s in n.states} | {
+        i.name for i in n.inputs} | {"dt"}
+    temps: list[ir.Assign] = []
+    linear = False
+    if method == "update":
+        updates = []
+        for a in n.updates:
+            v = _clean(a.value)
+            if a.op == "+=":
+                v = add(ir.Name(id=a.target), v)
+            elif a.op == "-=":
+                v = ir.BinOp(op="-", left=ir.Name(id=a.target), right=v)
+            updates.append(ir.Assign(target=a.target, value=v))
+    elif method == "none":
+        updates = []
+    else:
+        order = [o.state for o in n.odes]
+        rhs = [o.rhs for o in n.odes]
+        linear = is_linear(order, rhs) is None
+        if method == "exact":
+            temps, updates = exact_step(order, rhs)
+        else:
+            temps, updates = explicit_step(method, order, rhs, taken)
+    spike_x, spike_op, spiking = None, ">=", bool(n.spikes)
+    if n.spikes:
+        c = n.spikes[0]
+        assert isinstance(c, ir.Compare)
+        if c.op in (">=", ">"):
+            spike_x = ir.BinOp(op="-", left=_clean(c.left), right=_clean(c.right))
+            spike_op = c.op
+        else:
+            spike_x = ir.BinOp(op="-", left=_clean(c.right), right=_clean(c.left))
+            spike_op = ">=" if c.op == "<=" else ">"
+    refr = evaluate(n.refractory, env) if n.refractory is not None else 0.0
+    uses_units = neuron_uses_units(n)
+    return ir.LNeuron(
+        name=n.name, params=tuple(params), states=tuple(states),
+        inputs=tuple(i.name for i in n.inputs),
+        input_dims=tuple(dims.get(i.name, "1") for i in n.inputs),
+        method=method, temps=tuple(temps), updates=tuple(updates), spiking=spiking,
+        spike_x=spike_x, spike_op=spike_op,
+        reset=tuple(a.model_copy(update={"value": _clean(a.value), "loc": None})
+                    for a in n.reset),
+        reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
+        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
+
+
+def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,
+                  dims: dict[str, str] | None = None) -> ir.LSynapse:
+    overrides = overrides or {}
+    dims = dims or {}
+    env = param_values(s.params, overrides)
+    params = tuple(ir.LParam(name=p.name, value=env[p.name], dim=dims.get(p.name, "1"))
+                   for p in s.params)
+    states = tuple(ir.LState(name=st.name, init=_clean(st.init), dim=dims.get(st.name, "1"))
+                   for st in s.states)
+    temps, updates, method = [], [], "exact"
+    if s.odes:
+        order = [o.state for o in s.odes]
+        rhs = [o.rhs for o in s.odes]
+        method = next((o.method for o in s.odes if o.method), None) or (
+            "exact" if is_linear(order, rhs) is None else "euler")
+        taken = {p.name for p in s.params} | {st.name for st in s.states} | {"dt", "w"}
+        if method == "exact":
+            temps, updates = exact_step(order, rhs)
+        else:
+            temps, updates = explicit_step(method, order, rhs, taken)
+
+    def norm(stmts):
+        return tuple(a.model_copy(update={"value": _clean(a.value), "loc": None}) for a in stmts)
+
+    return ir.LSynapse(name=s.name, params=params, states=states, method=method,
+                       temps=tuple(temps), updates=tuple(updates), on_pre=norm(s.on_pre),
+                       on_post=norm(s.on_post), uses_units=neuron_uses_units(s))
+
+
+__all__ = [
+    "METHODS",
+    "SURROGATES",
+    "Collector",
+    "NonLinear",
+    "dim_str",
+    "exact_step",
+    "explicit_step",
+    "is_linear",
+    "lower_neuron",
+    "lower_synapse",
+]

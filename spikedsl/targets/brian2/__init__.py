@@ -1,0 +1,303 @@
+"""The Brian2 target (SPEC section 4): a readable Brian2 script with physical
+units, and the in-memory network built from that same script.
+
+* :func:`convert` -> the script (Python source, deterministic);
+* :func:`build` -> ``(brian2.Network, handles)`` for given inputs;
+* :func:`simulate` / :func:`run` -> ``{output or record key: array [T, B, ...]}``,
+  the same dictionary as the torch target's ``run``.
+
+The schedule that reproduces docs/semantics.md exactly is described in
+``spikedsl/targets/brian2/plan.py`` and docs/brian2.md.  Brian2 is imported
+only when a network is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from spikedsl import ir
+from spikedsl.errors import SpecError, diag
+from spikedsl.resources import templates_dir
+from spikedsl.targets.brian2.plan import WHEN, Plan, make_plan
+
+DEVICES = ("runtime", "numpy", "cython", "cpp_standalone")
+UNITLESS_DT = 1e-3  # seconds of one Brian2 step when the spec has no time unit
+
+
+# ----------------------------------------------------------------- rendering
+def _pyrepr(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if v is None or isinstance(v, bool):
+        return repr(v)
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, tuple):
+        inner = ", ".join(_pyrepr(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, list):
+        return "[" + ", ".join(_pyrepr(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_pyrepr(k)}: {_pyrepr(x)}" for k, x in v.items()) + "}"
+    raise TypeError(type(v).__name__)
+
+
+def _code(text: str, indent: int) -> str:
+    """A code string as a Python literal (triple-quoted when multi-line)."""
+    if "\n" not in text:
+        return json.dumps(text)
+    pad = " " * (indent + 4)
+    body = "\n".join(pad + line for line in text.splitlines())
+    return f'"""\n{body}\n{pad}"""'
+
+
+@lru_cache(maxsize=1)
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / "brian2")),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["pyrepr"] = _pyrepr
+    env.filters["code"] = _code
+    return env
+
+
+@lru_cache(maxsize=1)
+def runtime_source() -> str:
+    """The helper functions copied into every script (without their imports)."""
+    path = os.path.join(os.path.dirname(__file__), "runtime.py")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    text = text.split("# --- begin runtime (copied into generated scripts) ---\n", 1)[1]
+    lines = [ln for ln in text.splitlines() if not re.match(r"^(import |from )\S", ln)]
+    return "\n".join(lines).strip("\n")
+
+
+def _dt_expr(net: ir.LNetwork) -> tuple[str, str]:
+    if net.dt_unit is None:
+        return f"{UNITLESS_DT!r} * second", "1 ms (one spec time unit)"
+    from spikedsl.ir.units import parse_unit
+
+    return f"{net.dt!r} * second", f"{net.dt / parse_unit(net.dt_unit)[0]:g} {net.dt_unit}"
+
+
+def plan(net: ir.LNetwork) -> Plan:
+    return make_plan(net)
+
+
+def convert(net: ir.LNetwork, *, device: str = "runtime", weights=None) -> str:
+    """The Brian2 script of ``net`` (deterministic).  ``device`` is the default
+    of the script's command line; ``weights`` (a file name; default: the
+    network's ``weights = "..."`` file) is the default of its ``--weights``:
+    weights are loaded when the script runs, never embedded."""
+    if isinstance(weights, str | os.PathLike):
+        weights_path = os.path.abspath(os.fspath(weights))
+    else:
+        weights_path = net.weights
+    if weights_path is not None and not weights_path.endswith(".npz"):
+        weights_path = None  # the script reads .npz only (no torch needed)
+    if device not in DEVICES:
+        raise ValueError(f"unknown device '{device}' (known: {', '.join(DEVICES)})")
+    p = make_plan(net)
+    dt_expr, dt_text = _dt_expr(net)
+    units = sorted(p.units | {"second"})
+    src = os.path.basename(net.file) if net.file else "<spec>"
+    text = _env().get_template("script.py.j2").render(
+        net=net, source=f"{src}:{net.source_line}", dt_expr=dt_expr, dt_text=dt_text,
+        when=WHEN, units=units, runtime=runtime_source(),
+        inputs=_pyrepr({name: shape for name, shape, _ in p.inputs}),
+        outputs=_pyrepr([(n, k, r) for n, k, r in p.outputs]),
+        records=list(p.records.values()), init_layers=[_pyrepr(x) for x in p.init_layers],
+        blocks=p.blocks, late=p.late, script_name=f"{net.name.lower()}_brian2.py",
+        weights_path=weights_path, device=device)
+    return text
+
+
+@lru_cache(maxsize=32)
+def _compiled(source: str, name: str):
+    return compile(source, f"<spikedsl brian2 script {name}>", "exec")
+
+
+def module(net: ir.LNetwork) -> dict:
+    """Execute the generated script; returns its namespace (``build``, ``run``...)."""
+    src = convert(net)
+    ns: dict = {"__name__": f"spikedsl_brian2_{net.name}"}
+    exec(_compiled(src, net.name), ns)
+    return ns
+
+
+# ----------------------------------------------------------------- weights
+def _fail(what: str, reason: str) -> SpecError:
+    return SpecError([diag("bad-argument", None, what=what, reason=reason)])
+
+
+def _to_numpy(v) -> np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.double()
+        v = v.numpy()
+    return np.asarray(v)
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A ``.npz`` weights file or a torch checkpoint (``runs/NAME/checkpoint.pt``:
+    a dict whose ``"model"`` entry is the state_dict, or a state_dict)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise _fail(f"weights '{path}'", "no such file")
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: np.asarray(data[k]) for k in data.files}
+        except Exception as e:
+            raise _fail(f"weights '{path}'", str(e) or type(e).__name__) from None
+    try:
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise _fail(f"weights '{path}'", "not an .npz file or a torch checkpoint "
+                    f"({type(e).__name__})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise _fail(f"weights '{path}'", "the checkpoint holds no state_dict")
+    return {str(k): _to_numpy(v) for k, v in obj.items() if hasattr(v, "shape")}
+
+
+def load_weights(net: ir.LNetwork, weights=None, seed: int = 0) -> dict[str, np.ndarray]:
+    """``weights``: dict, .npz / checkpoint path, or None (the network's own
+    ``weights = "..."`` file, else the torch target's initialisation for
+    ``seed`` when torch is available, else a numpy initialisation)."""
+    if weights is None:
+        weights = net.weights
+    if weights is None:
+        return initial_weights(net, seed)
+    if isinstance(weights, dict):
+        return {str(k): _to_numpy(v) for k, v in weights.items()}
+    return read_weights(weights)
+
+
+def initial_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
+    try:
+        import torch
+
+        from spikedsl.targets import torch as torch_target
+
+        torch.manual_seed(seed)
+        m = torch_target.build(net, dtype=torch.float64)
+        exp = getattr(m, "export_weights", None)
+        sd = exp() if callable(exp) else m.state_dict()
+        return {str(k): _to_numpy(v) for k, v in sd.items()}
+    except (ImportError, SpecError):  # no torch, or the torch target refuses the network
+        pass
+    p = make_plan(net)
+    ns = module(net)
+    return ns["init_weights"](p.init_layers, seed)
+
+
+# ----------------------------------------------------------------- running
+def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
+    ins = net.inputs
+    if inputs is None:
+        return {lay.name: np.zeros((net.steps, 1) + tuple(lay.shape)) for lay in ins}
+    if not isinstance(inputs, dict):
+        if len(ins) != 1:
+            raise ValueError(f"network '{net.name}' has {len(ins)} inputs: pass a dict "
+                             f"{{name: [T, B, ...]}}")
+        inputs = {ins[0].name: inputs}
+    out = {}
+    for lay in ins:
+        if lay.name not in inputs:
+            raise ValueError(f"no data for input '{lay.name}'")
+        x = _to_numpy(inputs[lay.name]).astype(np.float64)
+        if x.ndim == len(lay.shape) + 1:  # raw [B, ...]: encode as the torch target does
+            from spikedsl.runtime.reference import encode
+
+            x = encode(lay, x, net.steps)
+        out[lay.name] = x
+    return out
+
+
+def build(net: ir.LNetwork, *, weights=None, dtype=np.float64, inputs=None, record=None):
+    """``(brian2.Network, handles)`` for encoded ``inputs`` (default: one sample
+    of zeros).  Run it with ``network.run(handles["duration"], namespace={})``
+    and read it with ``handles["collect"]()``."""
+    import brian2 as b2
+
+    ns = module(net)
+    b2.prefs.core.default_float_dtype = np.dtype(dtype).type
+    network, handles = ns["build"](_inputs(net, inputs), load_weights(net, weights),
+                                   list(record or ()))
+    handles["duration"] = net.steps * ns["DT"]
+    handles["collect"] = lambda: ns["collect"](handles)
+    return network, handles
+
+
+def simulate(net: ir.LNetwork, inputs=None, *, weights=None, device: str = "runtime",
+             record=None, dtype=np.float64, batch_size: int | None = None,
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """Run ``net`` in Brian2 on encoded ``inputs`` ``[T, B, ...]``; returns the
+    outputs (``LOutput.name`` -> ``[T, B, ...]`` or reduced) and the traces
+    named in ``record`` (``"h"``, ``"h.v"``, ``"h.v_pre"``, plastic weights
+    ``"h.weight"`` as ``[T, B, out, in]``).  The batch runs as B copies of the
+    network, ``batch_size`` samples at a time."""
+    import brian2 as b2
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device '{device}' (known: {', '.join(DEVICES)})")
+    ns = module(net)
+    W = load_weights(net, weights, seed)
+    X = _inputs(net, inputs)
+    B = next(iter(X.values())).shape[1] if X else 1
+    record = list(record or ())
+    for key in record:
+        if key not in ns["RECORD"]:
+            raise KeyError(f"cannot record '{key}' (known: {', '.join(ns['RECORD'])})")
+    chunk = batch_size or B
+    old_dtype = b2.prefs.core.default_float_dtype
+    b2.prefs.core.default_float_dtype = np.dtype(dtype).type
+    parts = []
+    try:
+        _quiet(b2)
+        for start in range(0, B, chunk):
+            xb = {k: v[:, start:start + chunk] for k, v in X.items()}
+            parts.append(ns["run"](xb, W, record, device))
+    finally:
+        b2.prefs.core.default_float_dtype = old_dtype
+    if len(parts) == 1:
+        return parts[0]
+    reduced = {o.name for o in net.outputs if o.reduce != "none"}
+    return {k: np.concatenate([p[k] for p in parts], axis=0 if k in reduced else 1)
+            for k in parts[0]}
+
+
+def run(net: ir.LNetwork, inputs, weights=None, dtype=np.float64, record=None,
+        device: str = "runtime") -> dict[str, np.ndarray]:
+    """Same signature as the torch target's ``run``."""
+    if not isinstance(dtype, type) and hasattr(dtype, "is_floating_point"):
+        dtype = np.float32 if "32" in str(dtype) else np.float64
+    return simulate(net, inputs, weights=weights, record=record, dtype=dtype, device=device)
+
+
+def _quiet(b2) -> None:
+    """Brian2 logs to a file per process and warns about our explicit schedule."""
+    b2.BrianLogger.log_level_error()
+
+
+def spike_times(out: np.ndarray, dt: float) -> list[np.ndarray]:
+    """Spike times of a [T, N] train on the clock of docs/semantics.md:
+    a spike in step n belongs to t = (n + 1) dt."""
+    return [(np.nonzero(out[:, k])[0] + 1) * dt for k in range(out.shape[1])]
+
+
+__all__ = ["DEVICES", "build", "convert", "load_weights", "module", "read_weights", "run",
+           "simulate", "spike_times"]
