@@ -11,8 +11,8 @@ Both give the same numbers up to rounding (float64: <= 1e-12 on the test
 networks, identical spikes).  Data enters as numpy arrays (encoders and
 weight initialisation are numpy, seeded) and leaves as numpy arrays.
 
-The expression table (``binop``, ``compare``, ``funcs``) is the interpreter's
-own until the shared function table replaces it.
+Expressions: the operators here (``binop``, ``compare``, ``logical``), the
+builtin functions from the language's one table (:mod:`spikedsl.ir.functions`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from spikedsl.ir.functions import FUNCTIONS
+
 __all__ = ["NumpyArrays", "TorchArrays", "backend"]
-
-
-def _np_sigmoid(x):
-    ex = np.exp(-np.abs(x))  # stable for large |x|
-    return np.where(x >= 0, 1.0 / (1.0 + ex), ex / (1.0 + ex))
 
 
 class NumpyArrays:
@@ -41,13 +38,7 @@ class NumpyArrays:
         self.np_dtype = self.dtype
         self.binop = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide,
                       "**": np.power}
-        self.funcs = {
-            "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "tanh": np.tanh,
-            "sigmoid": _np_sigmoid, "relu": lambda x: np.maximum(x, 0.0), "sin": np.sin,
-            "cos": np.cos, "min": np.minimum, "max": np.maximum,
-            "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
-            "where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
-        }
+        self.funcs = {name: f.np for name, f in FUNCTIONS.items()}
         self._cmp = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater,
                      "<": np.less, "==": np.equal, "!=": np.not_equal}
 
@@ -123,7 +114,7 @@ class NumpyArrays:
         return np.tanh(x)
 
     def sigmoid(self, x):
-        return _np_sigmoid(x)
+        return self.funcs["sigmoid"](x)
 
     def chunk4(self, x) -> list:
         return np.split(x, 4, axis=1)
@@ -178,13 +169,7 @@ class TorchArrays:
         self.device = torch.device(device if device is not None else "cpu")
         self.binop = {"+": torch.add, "-": torch.sub, "*": torch.mul, "/": torch.div,
                       "**": torch.pow}
-        self.funcs = {
-            "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "abs": torch.abs,
-            "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "sin": torch.sin,
-            "cos": torch.cos, "min": torch.minimum, "max": torch.maximum,
-            "clip": lambda x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),
-            "where": lambda c, a, b: torch.where(c != 0, a, b),
-        }
+        self.funcs = {name: f.torch_fn(torch) for name, f in FUNCTIONS.items()}
         self._cmp = {">=": torch.ge, "<=": torch.le, ">": torch.gt, "<": torch.lt,
                      "==": torch.eq, "!=": torch.ne}
 
@@ -274,7 +259,7 @@ class TorchArrays:
         return self.torch.tanh(x)
 
     def sigmoid(self, x):
-        return self.torch.sigmoid(x)
+        return self.funcs["sigmoid"](x)
 
     def chunk4(self, x) -> list:
         return list(self.torch.chunk(x, 4, dim=1))
