@@ -238,8 +238,59 @@ def rule_param_values(n: ir.Neuron | ir.Synapse, errors: Collector) -> dict[str,
     return env
 
 
+# dimensions whose quantities are physically non-negative (durations, time
+# constants, capacitances); zero too is an error where the value divides
+_POSITIVE = {TIME: "a duration or time constant", parse_unit("F")[1]: "a capacitance"}
+
+
+def _divisors(n: ir.Neuron) -> set[str]:
+    """Names that appear in a denominator of the neuron's dynamics."""
+    out: set[str] = set()
+    exprs = [o.rhs for o in n.odes] + [a.value for a in n.updates]
+
+    def walk(e):
+        if isinstance(e, ir.BinOp):
+            if e.op == "/":
+                out.update(names(e.right))
+            walk(e.left)
+            walk(e.right)
+        elif isinstance(e, ir.Neg | ir.Not):
+            walk(e.operand)
+        elif isinstance(e, ir.Call):
+            for a in e.args:
+                walk(a)
+
+    for e in exprs:
+        walk(e)
+    return out
+
+
+def _written_dim(e: ir.Expr) -> Dim | None:
+    """Dimension of a literal as written (``-10 ms`` -> time), else None."""
+    if isinstance(e, ir.Neg):
+        return _written_dim(e.operand)
+    if isinstance(e, ir.Num) and e.unit:
+        try:
+            return parse_unit(e.unit)[1]
+        except Exception:  # noqa: BLE001 - an unknown unit is reported elsewhere
+            return None
+    return None
+
+
 def rule_ranges(n: ir.Neuron, env: dict[str, float], errors: Collector,
                 overrides: dict[str, tuple[float, ir.Node]] | None = None) -> None:
+    """Parameter values inside their ``range`` and physically meaningful
+    (durations and capacitances > 0), for declared values and overrides alike."""
+    divisors = _divisors(n)
+    for p in n.params:
+        value, where = env.get(p.name), p.value
+        if overrides and p.name in overrides:
+            value, where = overrides[p.name]
+        what = _POSITIVE.get(_written_dim(where)) or _POSITIVE.get(_written_dim(p.value))
+        if what is None or value is None:
+            continue
+        if value < 0 or (value == 0 and p.name in divisors):
+            errors.add("not-positive", where.loc, name=p.name, what=what)
     for p in n.params:
         if p.range is None or p.name not in env:
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from spikedsl.atomic import atomic_path
 from spikedsl.cli._common import need_file
 
 
@@ -55,13 +56,8 @@ def main(args) -> int:
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     out = args.output
-    tmp = f"{out}.tmp{os.getpid()}"
-    try:
+    with atomic_path(out, ".nir") as tmp:
         nir.write(tmp, graph)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     kinds = sorted({type(v).__name__ for v in graph.nodes.values()})
     print(f"wrote {out} ({len(graph.nodes)} nodes: {', '.join(kinds)})")
     return 0

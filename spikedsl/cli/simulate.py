@@ -148,6 +148,9 @@ def _run(net, X, args, weights, record):
                             batch_size=args.batch, seed=args.seed)
     if args.device not in (None, "cpu", "cuda"):
         raise ValueError(f"--device {args.device} is not a torch device (cpu, cuda)")
+    from spikedsl.runtime.devices import torch_device
+
+    device = torch_device(args.device)
     W = None
     if weights is not None or net.weights is None:
         from spikedsl.targets.brian2 import load_weights
@@ -163,7 +166,8 @@ def _run(net, X, args, weights, record):
 
     from spikedsl.targets import torch as torch_target
 
-    out = torch_target.run(net, X, weights=W, dtype=torch.float64, record=record)
+    out = torch_target.run(net, X, weights=W, dtype=torch.float64, record=record,
+                           device=device)
     return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
             for k, v in out.items()}
 

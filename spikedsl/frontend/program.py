@@ -8,7 +8,7 @@ from functools import cached_property
 
 from spikedsl import ir
 from spikedsl.checks.neuron import check_neuron, check_synapse
-from spikedsl.errors import Collector, SpecError
+from spikedsl.errors import Collector, Loc, SpecError
 from spikedsl.frontend.build import build_module
 from spikedsl.frontend.parse import parse_text
 from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
@@ -59,8 +59,14 @@ def _read(path: str, errors: Collector, loc=None) -> str | None:
         return None
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        errors.add("bad-encoding", loc)
+    except UnicodeDecodeError as e:
+        # locate the first bad byte: line and column of the text before it
+        good = data[: e.start].decode("utf-8", errors="replace")
+        line = good.count("\n") + 1
+        col = len(good) - (good.rfind("\n") + 1) + 1
+        errors.sources[path] = data.decode("utf-8", errors="replace")
+        errors.add("bad-encoding", Loc(file=path, line=line, col=col), offset=e.start,
+                   byte=f"0x{data[e.start]:02x}")
         return None
 
 

@@ -1191,7 +1191,7 @@ def _record_net(net: ir.LNetwork, record) -> ir.LNetwork:
 
 
 def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str] | None = None,
-        fast: bool = True, seed: int = 0) -> dict:
+        fast: bool = True, seed: int = 0, device=None) -> dict:
     """One forward pass without gradients; numpy in, numpy out.
 
     ``inputs``: a dict input name -> array (or one array for a single input),
@@ -1206,7 +1206,8 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
     tdtype = _torch_dtype(dtype) if dtype is not None else torch.float64
     plastic = {f"{lp.projection}.weight" for lp in net.plasticity}
     net2 = _record_net(net, [k for k in record or () if k not in plastic])
-    m = build(net2, dtype=tdtype, fast=fast, weights=weights, seed=seed)
+    m = build(net2, dtype=tdtype, fast=fast, weights=weights, seed=seed,
+              device="cpu" if device is None else str(device))
     m.eval()
     m.record_plastic = any(k in plastic for k in record or ())
     if not isinstance(inputs, Mapping):
@@ -1229,7 +1230,7 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
                 x = reference.encode(lay, x, net.steps, dtype=npdt)
             except ImportError:  # pragma: no cover - the reference ships with spikedsl
                 pass
-        data[lay.name] = torch.as_tensor(np.ascontiguousarray(x))
+        data[lay.name] = torch.as_tensor(np.ascontiguousarray(x), device=device)
     with torch.no_grad():
         out = m(data)
     keep = {o.name for o in net2.outputs} | (set(record or ()) & plastic)
