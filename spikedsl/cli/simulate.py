@@ -162,6 +162,7 @@ def _run(net, X, args, weights, record):
         from spikedsl.runtime import reference
 
         return reference.run(net, X, weights=W, record=record, xp=torch, device=device)
+
     from spikedsl.targets import torch as torch_target
 
     out = torch_target.run(net, X, weights=W, dtype=torch.float64, record=record,
