@@ -153,6 +153,7 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "unknown-target": ("unknown target '{name}'", "known: {known}"),
     "unknown-drive": ("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
     "bad-drive": ("unknown drive '{name}'", "known: {known}"),
+    "data-error": ("{message}", None),  # a data set that cannot be loaded (train blocks)
     # --- targets ------------------------------------------------------------
     "unsupported": ("{target} cannot express {what}: {reason}", None),
     # --- weights files and NIR import (spikedsl/back/nir.py, spikedsl/nir_import.py) ---
