@@ -48,6 +48,14 @@ def main(args) -> int:
     failed = 0
     for f in args.files:
         need_file(f)
+    if getattr(args, "quantize", None) is not None and not args.platform:
+        from spikedsl.cli._platform import quantize_bits
+
+        quantize_bits(args, "check")  # exits 2 unless BITS is given
+        import sys
+
+        print("spikedsl check: error: --quantize needs --platform", file=sys.stderr)
+        return 2
     for f in args.files:
         try:
             prog = spikedsl.load(f)
