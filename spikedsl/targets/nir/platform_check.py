@@ -83,7 +83,8 @@ class PlatformReport:
                          str(r.synapses), str(r.cores) if r.cores else "-",
                          str(r.weight_bits), str(r.state_bits)))
         rows.append(("total", "", str(self.total("neurons")), "", str(self.total("synapses")),
-                     str(self.total("cores")), str(self.total("weight_bits")),
+                     "-" if p.cores == 1 else str(self.total("cores")),
+                     str(self.total("weight_bits")),
                      str(self.total("state_bits"))))
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for i, r in enumerate(rows):
