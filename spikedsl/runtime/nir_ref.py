@@ -10,13 +10,12 @@ plasticity are not covered (it raises ``NotImplementedError``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from spikedsl import ir
-from spikedsl.lowering.weights import layer_params, load_weights, neuron_dt, sparse_matrix
+from spikedsl.lowering.weights import layer_params, load_weights, sparse_matrix
 
 
 def _sigmoid(t):
@@ -123,7 +122,7 @@ def _run(net, inputs, weights, record):
         if lay.kind == "neuron":
             n = lay.neuron
             pv = {k: torch.as_tensor(v) for k, v in layer_params(lay, W).items()}
-            pv["dt"] = neuron_dt(net, n)
+            pv["dt"] = n.dt
             params[lay.name] = pv
             st = {}
             for s in n.states:
@@ -218,9 +217,8 @@ def _run(net, inputs, weights, record):
                 env[k] = torch.zeros((B,) + lay.shape, dtype=torch.float64)
             for p in lay.projections:
                 env[p.target_input] = env[p.target_input] + project(p, n)
-            R = 0
-            if neu.refractory > 0:
-                R = math.ceil(neu.refractory / neuron_dt(net, neu) - 1e-9)
+            R = neu.refractory_steps
+            if R > 0:
                 for k in neu.inputs:
                     env[k] = torch.where(refractory, torch.zeros_like(env[k]), env[k])
             env.update(st)

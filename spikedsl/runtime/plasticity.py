@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from spikedsl import ir
+from spikedsl.lowering.weights import mask_values
 
 __all__ = ["Rule", "evaluate", "projection_matrix", "run", "sparse_mask"]
 
@@ -94,9 +95,8 @@ def evaluate(e: ir.Expr, env: dict[str, Any]):
 
 # ----------------------------------------------------------------- projections
 def sparse_mask(n_out: int, n_in: int, p: float, seed: int) -> np.ndarray:
-    """Fixed random connectivity (docs/semantics.md): Bernoulli(p) over
-    (out, in) with ``numpy.random.default_rng(seed)``."""
-    return np.random.default_rng(int(seed)).random((n_out, n_in)) < p
+    """Fixed random connectivity (docs/semantics.md), spikedsl.lowering.weights."""
+    return np.asarray(mask_values(seed, p, n_out * n_in)).reshape(n_out, n_in) > 0
 
 
 def projection_matrix(p: ir.LProjection, W: dict[str, np.ndarray]) -> tuple[np.ndarray,
@@ -143,7 +143,7 @@ class Rule:
         w = torch.as_tensor(np.asarray(w0, dtype=np.float64), dtype=self.dtype)
         self.w = w[None].expand(batch, *w.shape).clone()
         self.params: dict[str, Any] = {q.name: q.value for q in self.rule.params}
-        self.params["dt"] = dt if self.rule.uses_units else 1.0
+        self.params["dt"] = self.rule.dt
         self.states: dict[str, Any] = {}
         for s in self.rule.states:
             v = evaluate(s.init, dict(self.params))
@@ -302,7 +302,7 @@ def run(net: ir.LNetwork, inputs, weights=None, record=None, dtype=None) -> dict
                 pv[q.name] = v.reshape(()) if v.numel() == 1 else v.reshape(lay.shape)
             else:
                 pv[q.name] = q.value
-        pv["dt"] = net.dt if neu.uses_units else 1.0
+        pv["dt"] = neu.dt
         params[lay.name] = pv
         shape = (B,) + tuple(lay.shape)
         state[lay.name] = {s.name: torch.zeros(shape, dtype=dtype) + evaluate(s.init, pv)
@@ -377,9 +377,7 @@ def _neuron_step(net, lay, n, pv, state, refr, rules, project, put, dtype, B):
         env[k] = torch.zeros(shape, dtype=dtype)
     for p in lay.projections:
         env[p.target_input] = env[p.target_input] + project(p, n)
-    R = 0
-    if neu.refractory > 0:
-        R = math.ceil(neu.refractory / pv["dt"] - 1e-9)
+    R = neu.refractory_steps
     refractory = refr[name] > 0
     if R:
         for k in neu.inputs:
