@@ -30,6 +30,7 @@ from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.nir.match import analyse
 from spikedsl.targets.norse.match import NorseNeuron, match_norse
+from spikedsl.targets.torch.params import draws, register_layer
 
 TARGET = "Norse"
 __all__ = ["TARGET", "build", "convert", "plan", "run"]
@@ -120,35 +121,16 @@ class NorsePlan:
         """Parameters with the torch target's names, shapes, order and initialisation
         (spikedsl.lowering.weights, whose drawing code is embedded in the module)."""
         arrays = _weights.arrays(self.net)
+        self.uses_init = draws(arrays, self.net)
         for la in self.net.layers:
             for p in la.projections:
                 self.register_projection(p)
-            for a in arrays:
-                if a.layer == la.name:
-                    self.param(a.name, self.array_code(a), buffer=not a.trainable)
-            if la.kind == "neuron":
-                for prm in la.neuron.params:
-                    if prm.trainable and prm.range is not None:
-                        lo, hi = prm.range
-                        self.clamp.append(f"{_attr(f'{la.name}.{prm.name}')}.clamp_("
-                                          f"{_num(lo)}, {_num(hi)})")
-            for p in la.projections:
-                if p.kind in ("dense", "conv2d") and p.sign != "none":
-                    self.clamp.append(f"{_attr(p.param_name + '.weight')}.clamp_(min=0.0)")
-
-    def array_code(self, a: _weights.Array) -> str:
-        shape = _tup(a.shape) if a.shape else "()"
-        if a.init.dist == "constant":
-            c = abs(a.init.args[0]) if a.init.magnitude else a.init.args[0]
-            return f"torch.full({shape}, {_num(c)}, dtype=torch.float64)"
-        self.uses_init = True
-        return f"_tensor({_weights.init_call(a)}, {shape})"
+            self.clamp += register_layer(la, arrays, self.param, _attr, _num)
 
     def register_projection(self, p: ir.LProjection) -> None:
         """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
         if p.kind == "sparse":
-            self.uses_init = True
             n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
             w = _num(p.weight if p.weight is not None else 1.0)
             self.param(f"{pn}.weight", f"_tensor(mask_values({int(p.seed)}, {_num(p.p)}, "

@@ -42,6 +42,7 @@ from spikedsl.targets.torch.neuron import (
     surrogate_code,
     surrogate_doc,
 )
+from spikedsl.targets.torch.params import draws, register_layer
 
 __all__ = ["TARGET", "build", "convert", "run"]
 
@@ -204,6 +205,8 @@ class NetGen:
         """Parameters and buffers with the initialisation of spikedsl.lowering.weights
         (its drawing code is embedded in the module)."""
         arrays = _weights.arrays(self.net)
+        if draws(arrays, self.net):
+            self.use.add("init")
         for la in self.net.layers:
             for p in la.projections:
                 self.register_projection(p)
@@ -211,32 +214,12 @@ class NetGen:
                 raise unsupported(TARGET, f"sconv_lstm '{la.name}' with kernel "
                                   f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
                                   "kernel // 2, which keeps the size only for odd kernels")
-            for a in arrays:
-                if a.layer == la.name:
-                    self.param(a.name, self.array_code(a), buffer=not a.trainable)
-            if la.kind == "neuron":
-                for prm in la.neuron.params:
-                    if prm.trainable and prm.range is not None:
-                        lo, hi = prm.range
-                        self.clamp.append(f"{self.attr(f'{la.name}.{prm.name}')}.clamp_("
-                                          f"{number(lo)}, {number(hi)})")
-            for p in la.projections:
-                if p.kind in ("dense", "conv2d") and p.sign != "none":
-                    self.clamp.append(f"{self.attr(p.param_name + '.weight')}.clamp_(min=0.0)")
-
-    def array_code(self, a: _weights.Array) -> str:
-        shape = _tup(a.shape) if a.shape else "()"
-        if a.init.dist == "constant":
-            c = abs(a.init.args[0]) if a.init.magnitude else a.init.args[0]
-            return f"torch.full({shape}, {number(c)}, dtype=torch.float64)"
-        self.use.add("init")
-        return f"_tensor({_weights.init_call(a)}, {shape})"
+            self.clamp += register_layer(la, arrays, self.param, self.attr, number)
 
     def register_projection(self, p: ir.LProjection) -> None:
         """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
         if p.kind == "sparse":
-            self.use.add("init")
             n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
             w = number(p.weight if p.weight is not None else 1.0)
             mask = f"_tensor(mask_values({int(p.seed)}, {number(p.p)}, {n_out * n_in}), " \
