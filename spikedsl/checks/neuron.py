@@ -12,9 +12,11 @@ from fractions import Fraction
 from spikedsl import ir
 from spikedsl.errors import Collector
 from spikedsl.frontend.parse import RESERVED
-from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate, names
+from spikedsl.ir.exprs import EvalError, evaluate, names
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv, dim_str, dmul, dpow, parse_unit
-from spikedsl.lowering.neuron import METHODS, SURROGATES, NonLinear, exact_step, neuron_uses_units
+from spikedsl.lowering.neuron import METHODS, NonLinear, exact_step, neuron_uses_units
 
 RESERVED_IN_NEURON = {"dt"}
 
@@ -42,9 +44,10 @@ def check_expr(e: ir.Expr, scope: set[str], errors: Collector, hint_scope: str =
                 errors.add("unknown-function", x.loc, name=x.func,
                            allowed=", ".join(sorted(FUNCTIONS)))
             else:
-                if len(x.args) != FUNCTIONS[x.func] or x.kwargs:
+                if len(x.args) != FUNCTIONS[x.func].arity or x.kwargs:
                     ok = False
-                    errors.add("wrong-arity", x.loc, name=x.func, expected=FUNCTIONS[x.func],
+                    errors.add("wrong-arity", x.loc, name=x.func,
+                               expected=FUNCTIONS[x.func].arity,
                                got=len(x.args) + len(x.kwargs))
             for a in x.args:
                 walk(a)
@@ -96,7 +99,8 @@ class Dims:
             return self._written(e.operand)
         if isinstance(e, ir.BinOp) and e.op in "+-":
             return self._written(e.left) or self._written(e.right)
-        if isinstance(e, ir.Call) and e.func in ("abs", "relu", "min", "max", "clip") and e.args:
+        if isinstance(e, ir.Call) and e.args and e.func in FUNCTIONS and \
+                FUNCTIONS[e.func].dim == "same":
             return self._written(e.args[0])
         return None
 
@@ -153,23 +157,23 @@ class Dims:
             if any(d is None for d in ds):
                 return None
             f = e.func
-            if f in ("exp", "log", "sin", "cos", "tanh", "sigmoid"):
-                if ds[0] != ONE:
-                    self.errors.add("dim-function", e.loc, func=f, got=self.show(e.args[0], ds[0]))
-                    return None
+            rule = FUNCTIONS[f].dim if f in FUNCTIONS else None
+            if rule == "dimensionless":
+                for a, d in zip(e.args, ds):
+                    if d != ONE:
+                        self.errors.add("dim-function", e.loc, func=f, got=self.show(a, d))
+                        return None
                 return ONE
-            if f == "sqrt":
+            if rule == "sqrt":
                 return dpow(ds[0], Fraction(1, 2))
-            if f in ("abs", "relu"):
-                return ds[0]
-            if f in ("min", "max", "clip"):
+            if rule == "same":
                 for a, d in zip(e.args[1:], ds[1:]):
                     if d != ds[0] and not _zero(a):
                         self.errors.add("dim-mismatch", e.loc, op=f"take {f} of",
                                         left=self.show(e.args[0], ds[0]), right=self.show(a, d))
                         return None
                 return ds[0]
-            if f == "where":
+            if rule == "choose":
                 if ds[1] != ds[2] and not _zero(e.args[1]) and not _zero(e.args[2]):
                     self.errors.add("dim-mismatch", e.loc, op="choose between",
                                     left=self.show(e.args[1], ds[1]),
@@ -337,10 +341,11 @@ def rule_surrogate(n: ir.Neuron, errors: Collector) -> None:
     if s.name not in SURROGATES:
         errors.add("unknown-surrogate", s.loc, name=s.name, known=", ".join(SURROGATES))
         return
+    known = SURROGATES[s.name].defaults
     for k in s.args:
-        if k.name not in SURROGATES[s.name]:
+        if k.name not in known:
             errors.add("surrogate-arg", k.loc, name=s.name, arg=k.name,
-                       known=", ".join(SURROGATES[s.name]) or "none")
+                       known=", ".join(known) or "none")
         else:
             try:
                 evaluate(k.value, {})

@@ -53,14 +53,34 @@ from spikedsl import ir
 Grad = Callable[[tuple, int, tuple], "ir.Expr"]
 
 
-@dataclass(frozen=True)
 class CodeArg:
-    """One argument of a printed call, as the torch printers give it."""
+    """One argument of a printed torch call: ``number`` (the value of a
+    literal number, else None) and its code, computed on first use:
+    ``text`` (the value), ``tensor`` (a tensor even for a bare number),
+    ``cond`` (a bool tensor: the value is nonzero)."""
 
-    text: str  # code of the value
-    tensor: str  # code that is a tensor even for a bare number
-    cond: str  # code of a bool tensor: the value is nonzero
-    number: float | None = None  # the value of a literal number
+    def __init__(self, number: float | None, *, text: Callable[[], str],
+                 tensor: Callable[[], str], cond: Callable[[], str]):
+        self.number = number
+        self._make = {"text": text, "tensor": tensor, "cond": cond}
+        self._done: dict[str, str] = {}
+
+    def _get(self, what: str) -> str:
+        if what not in self._done:
+            self._done[what] = self._make[what]()
+        return self._done[what]
+
+    @property
+    def text(self) -> str:
+        return self._get("text")
+
+    @property
+    def tensor(self) -> str:
+        return self._get("tensor")
+
+    @property
+    def cond(self) -> str:
+        return self._get("cond")
 
 
 @dataclass(frozen=True)
@@ -101,20 +121,23 @@ def _helper(source: str, torch_module) -> dict:
 
 
 # ------------------------------------------------------------------ IR builders
-def _n(v: float) -> ir.Num:
+def num(v: float) -> ir.Num:
     return ir.Num(value=float(v), text=repr(float(v)))
 
 
-def _b(op: str, a, b) -> ir.Expr:
+def binop(op: str, a: ir.Expr, b: ir.Expr) -> ir.Expr:
     return ir.BinOp(op=op, left=a, right=b)
 
 
-def _c(op: str, a, b) -> ir.Expr:
+def compare(op: str, a: ir.Expr, b: ir.Expr) -> ir.Expr:
     return ir.Compare(op=op, left=a, right=b)
 
 
-def _f(name: str, *args) -> ir.Expr:
+def call(name: str, *args: ir.Expr) -> ir.Expr:
     return ir.Call(func=name, args=tuple(args))
+
+
+_n, _b, _c, _f = num, binop, compare, call
 
 
 def _horner(x: ir.Expr, coeffs: list[float]) -> ir.Expr:
@@ -297,4 +320,4 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in _ROWS}
 #: name -> number of positional arguments
 ARITY: dict[str, int] = {f.name: f.arity for f in _ROWS}
 
-__all__ = ["ARITY", "FUNCTIONS", "CodeArg", "Function"]
+__all__ = ["ARITY", "FUNCTIONS", "CodeArg", "Function", "binop", "call", "compare", "num"]

@@ -37,7 +37,8 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import unsupported
-from spikedsl.ir.exprs import names
+from spikedsl.ir import arrays
+from spikedsl.ir.functions import FUNCTIONS
 
 __all__ = [
     "encode",
@@ -52,82 +53,22 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ expressions
-def _sigmoid(x):
-    ex = np.exp(-np.abs(x))  # stable for large |x|
-    return np.where(x >= 0, 1.0 / (1.0 + ex), ex / (1.0 + ex))
-
-
-_FUNCS = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "tanh": np.tanh,
-    "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0), "sin": np.sin, "cos": np.cos,
-    "min": np.minimum, "max": np.maximum,
-    "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
-    "where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
-}
-
-_CMP = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less,
-        "==": np.equal, "!=": np.not_equal}
-
-
-def compile_expr(e: ir.Expr, dtype=np.float64,
-                 const: Mapping[str, object] | None = None) -> Callable[[Mapping[str, object]],
-                                                                         object]:
-    """An IR expression -> a function of the environment (numpy, elementwise).
+def compile_expr(e: ir.Expr, dtype=np.float64, const: Mapping[str, object] | None = None,
+                 xp=None) -> Callable[[Mapping[str, object]], object]:
+    """An IR expression -> a function of the environment (elementwise).
 
     The tree is walked once; each node becomes a small closure, so a step
-    costs one numpy call per operator.  Subexpressions that only read names
-    of ``const`` (parameters, ``dt``) are evaluated once, here.  Call the
-    result inside ``np.errstate(all="ignore")`` (x/0 gives inf/nan, as torch)."""
-    if const and not isinstance(e, ir.Num | ir.Name) and names(e) <= set(const):
-        with np.errstate(all="ignore"):
-            c = compile_expr(e, dtype)(const)
-        return lambda env: c
-    if isinstance(e, ir.Num):
-        c = dtype(e.value)
-        return lambda env: c
-    if isinstance(e, ir.Name):
-        name = e.id
-
-        def get(env):
-            try:
-                return env[name]
-            except KeyError:
-                raise KeyError(f"undefined name '{name}' in a lowered expression") from None
-        return get
-    if isinstance(e, ir.Neg):
-        f = compile_expr(e.operand, dtype, const)
-        return lambda env: -f(env)
-    if isinstance(e, ir.BinOp):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        op = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide,
-              "**": np.power}[e.op]
-        return lambda env: op(fa(env), fb(env))
-    if isinstance(e, ir.Compare):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        cmp = _CMP[e.op]
-        return lambda env: np.asarray(cmp(fa(env), fb(env)), dtype=dtype)
-    if isinstance(e, ir.BoolOp):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        lop = np.logical_and if e.op == "and" else np.logical_or
-        return lambda env: np.asarray(lop(np.asarray(fa(env)) != 0, np.asarray(fb(env)) != 0),
-                                      dtype=dtype)
-    if isinstance(e, ir.Not):
-        f = compile_expr(e.operand, dtype, const)
-        return lambda env: np.asarray(np.asarray(f(env)) == 0, dtype=dtype)
-    if isinstance(e, ir.Call) and e.func in _FUNCS:
-        fn = _FUNCS[e.func]
-        fs = [compile_expr(a, dtype, const) for a in e.args]
-        if len(fs) == 1:
-            f0 = fs[0]
-            return lambda env: fn(f0(env))
-        return lambda env: fn(*[f(env) for f in fs])
-    raise TypeError(f"cannot evaluate {type(e).__name__} in a lowered expression")
+    costs one array call per operator.  Subexpressions that only read names
+    of ``const`` (parameters, ``dt``) are evaluated once, here.  ``xp``:
+    ``numpy`` (default) or ``torch`` (then ``dtype`` may be a torch dtype).
+    With numpy, call the result inside ``np.errstate(all="ignore")`` (x/0
+    gives inf/nan, as torch)."""
+    return arrays.compile_expr(e, dtype, const, xp)
 
 
-def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64):
-    """Evaluate an IR expression elementwise with numpy (arrays broadcast)."""
-    with np.errstate(all="ignore"):
-        return compile_expr(e, dtype)(env)
+def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64, xp=None):
+    """Evaluate an IR expression elementwise with numpy or torch (arrays broadcast)."""
+    return arrays.evaluate(e, env, dtype, xp)
 
 
 # ------------------------------------------------------------------ time helpers
@@ -719,7 +660,7 @@ def _loop(net, T, S, enc, states, refr, params, hist, compiled, source_value, dt
                 x = source_value(p.source, p.source_state, n, p.delay, p.in_shape)
                 out = S.apply(p, x)
                 if lay.func:
-                    out = _FUNCS[lay.func](out)
+                    out = FUNCTIONS[lay.func].np(out)
             elif lay.kind == "stage":
                 x = source_value(lay.source, lay.source_state, n, 0, None)
                 out = _stage(lay, x, S)
@@ -730,8 +671,7 @@ def _loop(net, T, S, enc, states, refr, params, hist, compiled, source_value, dt
 
 
 
-def _sig(x):
-    return _sigmoid(x)
+_sig = FUNCTIONS["sigmoid"].np
 
 
 def _cell(lay: ir.LLayer, x: np.ndarray, S: _Net, st, hist) -> np.ndarray:

@@ -20,17 +20,20 @@ Two forms of the lowered step (docs/semantics.md, steps 2b-2f):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.exprs import names
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.surrogates import SURROGATES
+from spikedsl.ir.visitor import ExprTransformer, children
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
     TorchPrinter,
     add_dels,
     fold,
+    key_of,
     number,
     prepare,
     prune,
@@ -42,27 +45,42 @@ from spikedsl.targets.torch.expr import (
 
 
 def surrogate_code(s: ir.LSurrogate, x: str, dt: str) -> tuple[list[str], str]:
-    """Lines computing dS/dx of surrogate ``s`` at ``x``; returns (lines, expression)."""
-    a = s.args
-    if s.name == "sigmoid":
-        k = float(a.get("slope", 5.0))
-        return [f"sig = torch.sigmoid({number(k)} * {x})"], f"{number(k)} * sig * (1.0 - sig)"
-    if s.name == "fast_sigmoid":
-        k = float(a.get("slope", 25.0))
-        return [], f"1.0 / (1.0 + {number(k)} * torch.abs({x})) ** 2"
-    if s.name == "atan":
-        al = float(a.get("alpha", 2.0))
-        return [], f"{number(al / 2)} / (1.0 + ({number(math.pi / 2 * al)} * {x}) ** 2)"
-    if s.name == "rectangular":
-        w = float(a.get("width", 0.5))
-        h = float(a["scale"]) if a.get("scale") else 1.0 / (2.0 * w)
-        return [], f"(torch.abs({x}) < {number(w)}).to({dt}) * {number(h)}"
-    if s.name == "triangle":
-        w = float(a.get("width", 1.0))
-        return [], f"torch.clamp(1.0 - torch.abs({x}) / {number(w)}, min=0.0) / {number(w)}"
-    if s.name == "ste":
-        return [], f"torch.ones_like({x})"
-    raise ValueError(f"unknown surrogate {s.name}")
+    """Lines computing dS/dx of surrogate ``s`` at the tensor ``x`` (the
+    table's derivative, printed); returns (lines, expression).  ``dt``: code
+    of the float dtype."""
+    e = SURROGATES[s.name].dsdx(ir.Name(id="x"), s.args)
+    if isinstance(e, ir.Num):
+        return [], f"torch.ones_like({x})" if e.value == 1.0 else \
+            f"torch.full_like({x}, {number(e.value)})"
+    P = TorchPrinter({"x": x}, x, dt)
+    lines: list[str] = []
+    while True:  # a call used twice is computed once (sig = torch.sigmoid(k * x))
+        seen: dict[str, int] = {}
+        for c in _calls(e):
+            seen[key_of(c)] = seen.get(key_of(c), 0) + 1
+        twice = next((c for c in _calls(e) if seen[key_of(c)] > 1), None)
+        if twice is None:
+            return lines, P(e)
+        local = "sig" if not lines else f"sig{len(lines)}"
+        lines.append(f"{local} = {P(twice)}")
+        P.names[local] = local
+        e = _Replace(key_of(twice), ir.Name(id=local)).visit(e)
+
+
+def _calls(e: ir.Expr) -> list[ir.Call]:
+    """The calls of ``e``, outermost first."""
+    out = [e] if isinstance(e, ir.Call) else []
+    for c in children(e):
+        out += _calls(c)
+    return out
+
+
+class _Replace(ExprTransformer):
+    def __init__(self, key: str, by: ir.Expr):
+        self.key, self.by = key, by
+
+    def visit(self, e: ir.Expr, *args) -> ir.Expr:
+        return self.by if key_of(e) == self.key else super().visit(e)
 
 
 def surrogate_doc(s: ir.LSurrogate) -> str:
@@ -153,13 +171,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
 def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
     if isinstance(e, ir.Name):
         return sizes.get(e.id, 1)
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        return 1 + _size(e.left, sizes) + _size(e.right, sizes)
-    if isinstance(e, ir.Neg | ir.Not):
-        return 1 + _size(e.operand, sizes)
-    if isinstance(e, ir.Call):
-        return 1 + sum(_size(a, sizes) for a in e.args)
-    return 1
+    return 1 + sum(_size(a, sizes) for a in children(e))
 
 
 MAX_ANALYTIC_SIZE = 400
@@ -316,10 +328,9 @@ def _emit_into(P: TorchPrinter, e: ir.Expr, out: str) -> str:
             else:
                 return f"{out}.copy_({P(e)})"
         return f"{fn}({P(a)}, {P(b)}, out={out})"
-    if isinstance(e, ir.Call) and len(e.args) == 1 and e.func in (
-            "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "sin", "cos") and not isinstance(
-            e.args[0], ir.Num):
-        return f"{TorchPrinter.FUNCS[e.func]}({P(e.args[0])}, out={out})"
+    if isinstance(e, ir.Call) and len(e.args) == 1 and FUNCTIONS[e.func].torch_out and \
+            not isinstance(e.args[0], ir.Num):
+        return f"{FUNCTIONS[e.func].torch_code}({P(e.args[0])}, out={out})"
     return f"{out}.copy_({P.tensor(e)})"
 
 
