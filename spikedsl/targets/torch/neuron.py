@@ -159,7 +159,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         used |= names(e)
     step_names = [n for n in inputs if n in used]
     step_names += [n for k, n, _ in H.items if k == "step" and n in used]
-    static_names = [n for n in tensor_params if n in used]
+    static_names = [n for n in sorted(tensor_params) if n in used]
     static_names += [n for k, n, _ in H.items if k == "static" and n in used]
     held = {a.target for a in neuron.reset} if R > 0 else set()
     return NeuronPlan(neuron=neuron, R=R, states=states, inputs=inputs,
