@@ -213,12 +213,15 @@ def _min_max_grad(strict: str, loose: str) -> Grad:
 
 
 def _clip_grad(a, i, const):
+    """torch.clamp's (with lo > hi the value is hi)."""
     x, lo, hi = a
     if i == 0:
         return _b("*", _c(">=", x, lo), _c("<=", x, hi))
     if const[i]:
         return _n(0.0)
-    return _c("<", x, lo) if i == 1 else _c(">", x, hi)
+    if i == 1:
+        return _b("*", _c("<", x, lo), _c("<", lo, hi))
+    return ir.BoolOp(op="or", left=_c(">", x, hi), right=_c("<", hi, lo))
 
 
 def _where_grad(a, i, const):
