@@ -85,7 +85,7 @@ def test_every_row_is_complete(f):
 
 
 def test_the_language_has_exactly_the_spec_functions():
-    spec = "exp log sqrt abs tanh sigmoid relu min max clip sin cos where".split()
+    spec = "exp log sqrt abs tanh sigmoid relu min max clip sin cos exprel where".split()
     assert sorted(FUNCTIONS) == sorted(spec)
 
 
@@ -340,3 +340,159 @@ def test_snntorch_equivalents_have_the_same_derivative(name):
     getattr(surrogate, cls).apply(x, *args.values()).sum().backward()
     want = _dsdx(name, SURROGATES[name].resolve(args), x.detach().numpy())
     np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ exprel end to end
+def test_exprel_is_accurate_everywhere():
+    """Values and derivatives against 40-digit arithmetic, from 1e-300 to 700,
+    across the switch to the series (|x| = 0.1) and at exactly 0."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    f = FUNCTIONS["exprel"]
+    mags = np.concatenate([[0.0, 1e-300, 1e-12, 1e-8, 0.0999999, 0.1, 0.1000001],
+                           np.geomspace(1e-6, 700, 200)])
+    x = np.concatenate([mags, -mags[1:]])
+    want = np.array([1.0 if v == 0 else float(mp.expm1(mp.mpf(v)) / mp.mpf(v)) for v in x])
+    dwant = np.array([0.5 if v == 0 else float(mp.diff(lambda t: mp.expm1(t) / t, mp.mpf(v)))
+                      for v in x])
+    np.testing.assert_allclose(f.np(x), want, rtol=4e-16, atol=0)
+    t = torch.tensor(x, dtype=F64, requires_grad=True)
+    y = f.torch_fn(torch)(t)
+    y.sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), want, rtol=4e-16, atol=0)
+    np.testing.assert_allclose(t.grad.numpy(), dwant, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(_grad_values(f, 0, [x]), dwant, rtol=1e-13, atol=0)
+    assert [f.py(float(v)) for v in x] == pytest.approx(list(want), rel=4e-16)
+    t32 = torch.tensor(x[np.abs(x) < 80], dtype=torch.float32, requires_grad=True)
+    f.torch_fn(torch)(t32).sum().backward()
+    np.testing.assert_allclose(t32.grad.numpy(), dwant[np.abs(x) < 80], rtol=3e-6)
+
+
+EXPREL_NET = """
+neuron RateNeuron {
+    param v_rest = -65 mV
+    param tau = 5 ms
+    param t_unit = 1 ms
+    param theta = 0.5
+    state v = -40 mV                 # exprel(0) on the first step
+    state m = 0.05
+    input I : mV
+    # Hodgkin-Huxley's alpha_m = x / (1 - exp(-x)) = 1 / exprel(-x), x = (v + 40 mV) / 10 mV
+    dv/dt = (v_rest - v + I) / tau
+    dm/dt = (1 / exprel(-(v + 40 mV) / (10 mV)) * (1 - m) - 4 * exp(-(v + 65 mV) / (18 mV)) * m) / t_unit
+    spike m >= theta
+    reset detach m = 0.05
+    surrogate fast_sigmoid(slope = 10)
+}
+network Net {
+    dt = 0.1 ms
+    steps = 60
+    input x[8] : spikes
+    layer h[6] = RateNeuron <- dense(x)
+    output h
+    output h.m
+}
+network Smooth {
+    dt = 0.1 ms
+    steps = 30
+    input x[8] : spikes
+    layer h[6] = RateNeuron(theta = 10) <- dense(x)
+    output h.m
+    output h.v
+}
+"""
+
+
+def _exprel_case(name):
+    import spikedsl
+
+    net = spikedsl.loads(EXPREL_NET).network(name).ir
+    rng = np.random.default_rng(5)
+    W = {"h.weight": rng.uniform(0.0, 0.02, (6, 8)), "h.bias": rng.uniform(0.0, 0.001, 6)}
+    X = {"x": (rng.random((net.steps, 2, 8)) < 0.4).astype(np.float64)}
+    return net, W, X
+
+
+def test_exprel_neuron_on_the_reference_torch_and_brian2():
+    from spikedsl.ir.surrogates import SURROGATES  # noqa: F401  (same table everywhere)
+    from spikedsl.runtime import reference
+    from spikedsl.targets import brian2 as b2t
+    from spikedsl.targets import torch as torch_target
+
+    net, W, X = _exprel_case("Net")
+    assert "exprel" in repr(net.layer("h").neuron.temps)
+    rec = ["h", "h.m", "h.v"]
+    ref = reference.run(net, X, weights=W, record=rec)
+    assert 0 < ref["h"].sum() < ref["h"].size / 2  # spikes, driven by the input
+    for fast in (True, False):
+        out = torch_target.run(net, X, weights=W, dtype=F64, record=rec, fast=fast)
+        assert np.array_equal(out["h"], ref["h"])
+        np.testing.assert_allclose(out["h.m"], ref["h.m"], rtol=1e-12, atol=1e-14)
+    got = b2t.simulate(net, X, weights=W, record=rec)
+    assert np.array_equal(got["h"], ref["h"])
+    np.testing.assert_allclose(got["h.m"], ref["h.m"], rtol=1e-9, atol=1e-12)
+    script = b2t.convert(net)
+    assert "exprel(" in script and "expm1" not in script
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_exprel_neuron_gradient_is_the_finite_difference(fast):
+    """Without spikes the network is smooth: the torch target's gradient (the
+    analytic backward on the fast path, autograd step by step) equals central
+    differences of the reference in float64."""
+    from spikedsl.runtime import reference
+    from spikedsl.targets import torch as torch_target
+
+    net, W, X = _exprel_case("Smooth")
+    m = torch_target.build(net, dtype=F64, fast=fast)
+    m.load_weights({k: torch.tensor(v) for k, v in W.items()})
+    out = m(torch.tensor(X["x"]))
+    loss = (out["h.m"] ** 2).sum()
+    loss.backward()
+    grad = m.h.weight.grad.numpy()
+    assert np.abs(grad).max() > 1e-3
+
+    def ref_loss(w):
+        r = reference.run(net, X, weights={**W, "h.weight": w})
+        return float((r["h.m"] ** 2).sum())
+
+    h = 1e-6
+    for i, j in [(0, 0), (2, 5), (5, 7), (3, 1)]:
+        up, dn = W["h.weight"].copy(), W["h.weight"].copy()
+        up[i, j] += h
+        dn[i, j] -= h
+        fd = (ref_loss(up) - ref_loss(dn)) / (2 * h)
+        assert grad[i, j] == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_exprel_torch_code_is_standalone_and_ruff_clean(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import spikedsl
+    from spikedsl.targets import torch as torch_target
+
+    net = spikedsl.loads(EXPREL_NET).network("Net").ir
+    files = []
+    for fast in (True, False):
+        src = torch_target.convert(net, fast=fast)
+        assert "class _Exprel(torch.autograd.Function)" in src and "_exprel(" in src
+        p = tmp_path / f"exprel_{int(fast)}.py"
+        p.write_text(src)
+        files.append(str(p))
+    ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
+    if not os.path.exists(ruff):
+        pytest.skip("ruff is not installed")
+    r = subprocess.run([ruff, "check", "--isolated", *files], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_docs_list_every_function():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
+    for f in ROWS:
+        assert f"`{f.name}(" in text, f"docs/language.md does not describe {f.name}()"
