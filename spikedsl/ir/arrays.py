@@ -10,7 +10,6 @@ dtype.  With numpy, call the result inside ``np.errstate(all="ignore")``
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -18,17 +17,13 @@ import numpy as np
 from spikedsl import ir
 from spikedsl.ir.exprs import names
 from spikedsl.ir.functions import FUNCTIONS
-from spikedsl.ir.visitor import ExprVisitor
+from spikedsl.ir.visitor import COMPARISONS, OPERATORS, ExprVisitor
 
 Compiled = Callable[[Mapping[str, object]], object]
 
 _NP_BIN = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide, "**": np.power}
 _NP_CMP = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less,
            "==": np.equal, "!=": np.not_equal}
-_PY_BIN = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-           "**": operator.pow}
-_PY_CMP = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
-           "==": operator.eq, "!=": operator.ne}
 
 
 class ArrayCompiler(ExprVisitor[Compiled]):
@@ -83,14 +78,14 @@ class ArrayCompiler(ExprVisitor[Compiled]):
 
     def visit_bin(self, e: ir.BinOp) -> Compiled:
         fa, fb = self.compile(e.left), self.compile(e.right)
-        op = (_PY_BIN if self.torch else _NP_BIN)[e.op]
+        op = (OPERATORS if self.torch else _NP_BIN)[e.op]
         return lambda env: op(fa(env), fb(env))
 
     def visit_cmp(self, e: ir.Compare) -> Compiled:
         fa, fb = self.compile(e.left), self.compile(e.right)
         dtype = self.dtype
         if self.torch:
-            cmp, t = _PY_CMP[e.op], self._t
+            cmp, t = COMPARISONS[e.op], self._t
             return lambda env: t(cmp(t(fa(env)), t(fb(env)))).to(dtype)
         cmp = _NP_CMP[e.op]
         return lambda env: np.asarray(cmp(fa(env), fb(env)), dtype=dtype)

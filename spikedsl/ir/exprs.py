@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from spikedsl import ir
 from spikedsl.ir.functions import FUNCTIONS, num
-from spikedsl.ir.visitor import ExprTransformer, ExprVisitor, children
+from spikedsl.ir.visitor import COMPARISONS, OPERATORS, ExprTransformer, ExprVisitor, children
 
 __all__ = [
     "FUNCTIONS",
@@ -80,10 +80,6 @@ class EvalError(ValueError):
     pass
 
 
-_CMP = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-        "<": lambda a, b: a < b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
-
-
 class ScalarEvaluator(ExprVisitor[float]):
     """The value of an expression on Python floats (``FUNCTIONS[f].py``)."""
 
@@ -107,20 +103,12 @@ class ScalarEvaluator(ExprVisitor[float]):
     def visit_bin(self, e: ir.BinOp) -> float:
         a, b = self.visit(e.left), self.visit(e.right)
         try:
-            if e.op == "+":
-                return a + b
-            if e.op == "-":
-                return a - b
-            if e.op == "*":
-                return a * b
-            if e.op == "/":
-                return a / b
-            return float(a**b)
+            return float(OPERATORS[e.op](a, b))
         except (ZeroDivisionError, OverflowError, TypeError) as exc:
             raise EvalError(str(exc)) from None
 
     def visit_cmp(self, e: ir.Compare) -> float:
-        return float(_CMP[e.op](self.visit(e.left), self.visit(e.right)))
+        return float(COMPARISONS[e.op](self.visit(e.left), self.visit(e.right)))
 
     def visit_bool(self, e: ir.BoolOp) -> float:
         a, b = self.visit(e.left), self.visit(e.right)
@@ -301,16 +289,7 @@ class SympyBuilder(ExprVisitor):
         return -self.visit(e.operand)
 
     def visit_bin(self, e: ir.BinOp):
-        a, b = self.visit(e.left), self.visit(e.right)
-        if e.op == "+":
-            return a + b
-        if e.op == "-":
-            return a - b
-        if e.op == "*":
-            return a * b
-        if e.op == "/":
-            return a / b
-        return a**b
+        return OPERATORS[e.op](self.visit(e.left), self.visit(e.right))
 
     def visit_call(self, e: ir.Call):
         args = [self.visit(a) for a in e.args]

@@ -14,7 +14,7 @@ import sympy as sp
 from spikedsl import ir
 from spikedsl.ir.exprs import _native_of
 from spikedsl.ir.functions import FUNCTIONS, CodeArg
-from spikedsl.ir.visitor import ExprVisitor
+from spikedsl.ir.visitor import OPERATORS, ExprVisitor
 from spikedsl.targets.torch.expr import number
 
 
@@ -129,16 +129,7 @@ class SymBuilder(ExprVisitor):
         return -self.visit(e.operand, env)
 
     def visit_bin(self, e: ir.BinOp, env):
-        a, b = self.visit(e.left, env), self.visit(e.right, env)
-        if e.op == "+":
-            return a + b
-        if e.op == "-":
-            return a - b
-        if e.op == "*":
-            return a * b
-        if e.op == "/":
-            return a / b
-        return a**b
+        return OPERATORS[e.op](self.visit(e.left, env), self.visit(e.right, env))
 
     def visit_cmp(self, e: ir.Compare, env):
         return _CMP[e.op](self.visit(e.left, env), self.visit(e.right, env))
