@@ -496,3 +496,36 @@ def test_docs_list_every_function():
     text = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
     for f in ROWS:
         assert f"`{f.name}(" in text, f"docs/language.md does not describe {f.name}()"
+
+
+def test_docs_list_every_surrogate():
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| `surrogate NAME(ARGS)`"))
+    for name in SURROGATES:
+        assert f"`{name}" in line, f"docs/language.md does not list the surrogate {name}"
+
+
+def test_reference_compile_expr_with_torch():
+    """``compile_expr(..., xp=torch)``: the same values as numpy, constants
+    folded once, gradients flowing to the tensors of the environment."""
+    from spikedsl.runtime.reference import compile_expr
+
+    e = ir.BinOp(op="*", left=ir.Call(func="exprel", args=(ir.BinOp(
+        op="/", left=ir.Name(id="v"), right=ir.Name(id="k")),)), right=ir.Call(
+        func="where", args=(ir.Compare(op=">", left=ir.Name(id="v"), right=ir.Num(value=0.0)),
+                            ir.Name(id="k"), ir.Num(value=5.0))))
+    v = np.array([-1.0, 0.0, 0.5, 3.0])
+    want = compile_expr(e, const={"k": 2.0})({"v": v, "k": 2.0})
+    tv = torch.tensor(v, dtype=F64, requires_grad=True)
+    f = compile_expr(e, torch.float64, const={"k": torch.tensor(2.0, dtype=F64)}, xp=torch)
+    got = f({"v": tv, "k": 2.0})
+    assert got.dtype == F64
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-15)
+    got.sum().backward()
+    dexprel = _grad_values(FUNCTIONS["exprel"], 0, [v / 2])
+    np.testing.assert_allclose(tv.grad.numpy(), dexprel / 2 * np.where(v > 0, 2.0, 5.0),
+                               rtol=1e-13)
+    assert compile_expr(e, np.float32, xp=torch)({"v": tv.detach().float(), "k": 2.0}).dtype == \
+        torch.float32
