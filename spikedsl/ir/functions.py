@@ -384,7 +384,4 @@ _ROWS = [
 
 FUNCTIONS: dict[str, Function] = {f.name: f for f in _ROWS}
 
-#: name -> number of positional arguments
-ARITY: dict[str, int] = {f.name: f.arity for f in _ROWS}
-
-__all__ = ["ARITY", "FUNCTIONS", "CodeArg", "Function", "binop", "call", "compare", "num"]
+__all__ = ["FUNCTIONS", "CodeArg", "Function", "binop", "call", "compare", "num"]

@@ -23,7 +23,7 @@ import re
 
 from spikedsl import ir
 from spikedsl.ir.exprs import EvalError, Printer, evaluate, names, substitute
-from spikedsl.ir.functions import FUNCTIONS, CodeArg
+from spikedsl.ir.functions import FUNCTIONS, CodeArg, num
 from spikedsl.ir.visitor import ExprTransformer, ExprVisitor
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -81,10 +81,6 @@ class Namer:
 
 
 # ------------------------------------------------------------------ folding
-def num(v: float) -> ir.Num:
-    return ir.Num(value=float(v), text=repr(float(v)))
-
-
 def _is_num(e, v: float | None = None) -> bool:
     return isinstance(e, ir.Num) and (v is None or e.value == v)
 
