@@ -9,7 +9,9 @@
 * :class:`TorchPrinter` prints an expression as torch code (boolean and
   arithmetic contexts, numbers kept exact with ``repr``);
 * :class:`Namer` hands out Python identifiers that never collide with
-  keywords or with the generated code's own locals.
+  keywords or with the generated code's own locals;
+* :func:`surrogate_code` prints a surrogate's derivative (from the table,
+  spikedsl/ir/surrogates.py).
 
 Only validated identifiers (looked up in the printer's table) and numbers
 (``repr(float)``) reach the code.
@@ -24,7 +26,8 @@ import re
 from spikedsl import ir
 from spikedsl.ir.exprs import EvalError, Printer, evaluate, names, substitute
 from spikedsl.ir.functions import FUNCTIONS, CodeArg, num
-from spikedsl.ir.visitor import ExprTransformer, ExprVisitor
+from spikedsl.ir.surrogates import SURROGATES
+from spikedsl.ir.visitor import ExprTransformer, ExprVisitor, children
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -315,6 +318,53 @@ def function_helpers(code: str) -> list[str]:
     """The sources of the function helpers that ``code`` calls."""
     return [f.torch_helper.strip() for f in FUNCTIONS.values()
             if f.torch_helper and re.search(rf"(?<![\w.]){f.torch_code}\(", code)]
+
+
+# ------------------------------------------------------------------ surrogates
+
+
+def surrogate_code(s: ir.LSurrogate, x: str, dt: str) -> tuple[list[str], str]:
+    """Lines computing dS/dx of surrogate ``s`` at the tensor ``x`` (the
+    table's derivative, printed); returns (lines, expression).  ``dt``: code
+    of the float dtype."""
+    e = SURROGATES[s.name].dsdx(ir.Name(id="x"), s.args)
+    if isinstance(e, ir.Num):
+        return [], f"torch.ones_like({x})" if e.value == 1.0 else \
+            f"torch.full_like({x}, {number(e.value)})"
+    P = TorchPrinter({"x": x}, x, dt)
+    lines: list[str] = []
+    while True:  # a call used twice is computed once (sig = torch.sigmoid(k * x))
+        seen: dict[str, int] = {}
+        for c in _calls(e):
+            seen[key_of(c)] = seen.get(key_of(c), 0) + 1
+        twice = next((c for c in _calls(e) if seen[key_of(c)] > 1), None)
+        if twice is None:
+            return lines, P(e)
+        local = "sig" if not lines else f"sig{len(lines)}"
+        lines.append(f"{local} = {P(twice)}")
+        P.names[local] = local
+        e = _Replace(key_of(twice), ir.Name(id=local)).visit(e)
+
+
+def _calls(e: ir.Expr) -> list[ir.Call]:
+    """The calls of ``e``, outermost first."""
+    out = [e] if isinstance(e, ir.Call) else []
+    for c in children(e):
+        out += _calls(c)
+    return out
+
+
+class _Replace(ExprTransformer):
+    def __init__(self, key: str, by: ir.Expr):
+        self.key, self.by = key, by
+
+    def visit(self, e: ir.Expr, *args) -> ir.Expr:
+        return self.by if key_of(e) == self.key else super().visit(e)
+
+
+def surrogate_doc(s: ir.LSurrogate) -> str:
+    args = ", ".join(f"{k}={number(v)}" for k, v in sorted(s.args.items()))
+    return f"{s.name}({args})"
 
 
 def statement_text(target: str, op: str, value: ir.Expr) -> str:

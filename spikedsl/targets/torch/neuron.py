@@ -25,68 +25,21 @@ from dataclasses import dataclass, field
 from spikedsl import ir
 from spikedsl.ir.exprs import names
 from spikedsl.ir.functions import FUNCTIONS
-from spikedsl.ir.surrogates import SURROGATES
-from spikedsl.ir.visitor import ExprTransformer, children
+from spikedsl.ir.visitor import children
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
     TorchPrinter,
     add_dels,
     fold,
-    key_of,
     number,
     prepare,
     prune,
     spk,
     statement_text,
+    surrogate_code,
+    surrogate_doc,
 )
-
-# ------------------------------------------------------------------ surrogates
-
-
-def surrogate_code(s: ir.LSurrogate, x: str, dt: str) -> tuple[list[str], str]:
-    """Lines computing dS/dx of surrogate ``s`` at the tensor ``x`` (the
-    table's derivative, printed); returns (lines, expression).  ``dt``: code
-    of the float dtype."""
-    e = SURROGATES[s.name].dsdx(ir.Name(id="x"), s.args)
-    if isinstance(e, ir.Num):
-        return [], f"torch.ones_like({x})" if e.value == 1.0 else \
-            f"torch.full_like({x}, {number(e.value)})"
-    P = TorchPrinter({"x": x}, x, dt)
-    lines: list[str] = []
-    while True:  # a call used twice is computed once (sig = torch.sigmoid(k * x))
-        seen: dict[str, int] = {}
-        for c in _calls(e):
-            seen[key_of(c)] = seen.get(key_of(c), 0) + 1
-        twice = next((c for c in _calls(e) if seen[key_of(c)] > 1), None)
-        if twice is None:
-            return lines, P(e)
-        local = "sig" if not lines else f"sig{len(lines)}"
-        lines.append(f"{local} = {P(twice)}")
-        P.names[local] = local
-        e = _Replace(key_of(twice), ir.Name(id=local)).visit(e)
-
-
-def _calls(e: ir.Expr) -> list[ir.Call]:
-    """The calls of ``e``, outermost first."""
-    out = [e] if isinstance(e, ir.Call) else []
-    for c in children(e):
-        out += _calls(c)
-    return out
-
-
-class _Replace(ExprTransformer):
-    def __init__(self, key: str, by: ir.Expr):
-        self.key, self.by = key, by
-
-    def visit(self, e: ir.Expr, *args) -> ir.Expr:
-        return self.by if key_of(e) == self.key else super().visit(e)
-
-
-def surrogate_doc(s: ir.LSurrogate) -> str:
-    args = ", ".join(f"{k}={number(v)}" for k, v in sorted(s.args.items()))
-    return f"{s.name}({args})"
-
 
 # ------------------------------------------------------------------ the plan
 
