@@ -48,10 +48,10 @@ def main(args) -> int:
         return 2
     import nir
 
-    from spikedsl.targets.nir import export
+    from spikedsl import targets
 
-    graph, notes = export(handle.ir, weights=weights, allow_approx=args.allow_approx,
-                          dt=args.dt)
+    graph, notes = targets.export("nir", handle.ir, weights=weights,
+                                  allow_approx=args.allow_approx, dt=args.dt)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     out = args.output

@@ -19,10 +19,11 @@ import os
 import sys
 import time
 
+from spikedsl import targets
 from spikedsl.cli._common import need_file
 
 TARGETS = ("brian2", "torch")
-DEVICES = ("runtime", "numpy", "cython", "cpp_standalone", "cpu", "cuda")
+DEVICES = tuple(dict.fromkeys(d for t in TARGETS for d in targets.get(t).caps.devices))
 
 
 def _positive(text: str) -> int:
@@ -137,17 +138,15 @@ def _record_keys(net) -> tuple[list[str], list[str], list[str]]:
 def _run(net, X, args, weights, record):
     import numpy as np
 
+    devices = targets.get(args.target).caps.devices
+    device = args.device or devices[0]
+    if device not in devices:
+        title = {"brian2": "Brian2"}.get(args.target, args.target)
+        raise ValueError(f"--device {device} is not a {title} device ({', '.join(devices)})")
+    targets.require(args.target, net)
     if args.target == "brian2":
-        from spikedsl.targets import brian2 as b2t
-
-        device = args.device or "runtime"
-        if device not in b2t.DEVICES:
-            raise ValueError(f"--device {device} is not a Brian2 device "
-                             f"({', '.join(b2t.DEVICES)})")
-        return b2t.simulate(net, X, weights=weights, device=device, record=record,
-                            batch_size=args.batch, seed=args.seed)
-    if args.device not in (None, "cpu", "cuda"):
-        raise ValueError(f"--device {args.device} is not a torch device (cpu, cuda)")
+        return targets.simulate("brian2", net, X, weights=weights, device=device,
+                                record=record, batch_size=args.batch, seed=args.seed)
     W = None
     if weights is not None or net.weights is None:
         from spikedsl.targets.brian2 import load_weights
@@ -157,11 +156,7 @@ def _run(net, X, args, weights, record):
         from spikedsl.runtime import plasticity
 
         return plasticity.run(net, X, weights=W, record=record)
-    import torch
-
-    from spikedsl.targets import torch as torch_target
-
-    out = torch_target.run(net, X, weights=W, dtype=torch.float64, record=record)
+    out = targets.run("torch", net, X, weights=W, dtype=np.float64, record=record)
     return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
             for k, v in out.items()}
 

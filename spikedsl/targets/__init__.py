@@ -336,15 +336,30 @@ def check(name: str, subject, **options) -> None:
 
 
 # ------------------------------------------------------------------ entry points
+def _call(name: str, role: str, net, *args, **kw):
+    require(name, net, allow_approx=kw.get("allow_approx", False))
+    return get(name).entry(role)(net, *args, **kw)
+
+
 def source(name: str, net, **kw):
     """Generated code of ``net`` for target ``name`` (an ``nir.NIRGraph`` for nir)."""
-    return get(name).entry("source")(net, **kw)
+    return _call(name, "source", net, **kw)
 
 
 def build(name: str, net, **kw):
     """A runnable object: ``nn.Module`` (torch, norse), ``(brian2.Network,
     handles)`` (brian2), ``nir.NIRGraph`` (nir)."""
-    return get(name).entry("build")(net, **kw)
+    return _call(name, "build", net, **kw)
+
+
+def simulate(name: str, net, inputs=None, **kw) -> dict:
+    """The ``simulate`` entry point (brian2: devices, batches, seeds)."""
+    return _call(name, "simulate", net, inputs, **kw)
+
+
+def export(name: str, net, **kw):
+    """The ``export`` entry point (nir: ``(graph, notes)``)."""
+    return _call(name, "export", net, **kw)
 
 
 def run(name: str, net, inputs, *, weights=None, dtype=None, record=None, **kw) -> dict:
@@ -354,14 +369,13 @@ def run(name: str, net, inputs, *, weights=None, dtype=None, record=None, **kw) 
     returns numpy arrays by output or record name."""
     import numpy as np
 
-    fn = get(name).entry("run")
-    out = fn(net, inputs, weights=weights, dtype=np.float64 if dtype is None else dtype,
-             record=record, **kw)
+    out = _call(name, "run", net, inputs, weights=weights,
+                dtype=np.float64 if dtype is None else dtype, record=record, **kw)
     return dict(out)
 
 
 __all__ = [
     "CELLS", "ENCODERS", "GENERATORS", "LAYER_KINDS", "METHODS", "NAMES", "PROJECTIONS",
-    "STAGES", "TARGETS", "Capabilities", "Target", "Unavailable", "build", "check", "get",
-    "refusal", "require", "run", "source", "unavailable",
+    "STAGES", "TARGETS", "Capabilities", "Target", "Unavailable", "build", "check", "export",
+    "get", "refusal", "require", "run", "simulate", "source", "unavailable",
 ]
