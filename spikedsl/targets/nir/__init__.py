@@ -353,20 +353,26 @@ def convert(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
 
 
 def check(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
-          dt: float | None = None, **_options) -> None:
+          dt: float | None = None, forward_only: bool = False, **_options) -> None:
     """The NIR part of ``spikedsl.targets.refusal``: export in memory (raises
-    ``Unsupported``).  Without weights the projections are zeros: what NIR can
-    express does not depend on them."""
+    ``Unsupported``); with ``forward_only``, the network :func:`run` exports.
+    Without weights the projections are zeros: what NIR can express does not
+    depend on them."""
+    if forward_only:
+        net = _run_net(net)
     if weights is None and net.weights is None:
         weights = {}
         for lay in net.layers:
             for p in lay.projections:
                 if p.kind == "dense":
-                    weights[f"{p.param_name}.weight"] = np.zeros(
-                        (int(np.prod(p.out_shape)), int(np.prod(p.in_shape))))
+                    shape = (int(np.prod(p.out_shape)), int(np.prod(p.in_shape)))
                 elif p.kind == "conv2d":
-                    weights[f"{p.param_name}.weight"] = np.zeros(
-                        (p.channels, p.in_shape[0], *p.kernel))
+                    shape = (p.channels, p.in_shape[0], *p.kernel)
+                else:
+                    continue
+                weights[f"{p.param_name}.weight"] = np.zeros(shape)
+                if p.bias:
+                    weights[f"{p.param_name}.bias"] = np.zeros(shape[0])
     export(net, weights=weights, allow_approx=allow_approx, dt=dt)
 
 
@@ -398,26 +404,7 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None
     from spikedsl.targets.nir.importer import convert_nir
 
     keys = {o.name: _trace_key(o) for o in net.outputs}
-    outs: list[ir.LOutput] = []
-    seen: set[str] = set()
-    for o in net.outputs:
-        lay = net.layer(o.layer)
-        spiking = lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking
-        if o.layer in seen:
-            continue
-        if o.state is None:
-            outs.append(ir.LOutput(name=o.layer, layer=o.layer, shape=lay.shape))
-        elif lay.kind == "neuron" and not spiking and not o.pre_reset:
-            # a non-spiking layer (LI, I) outputs its membrane in NIR
-            outs.append(ir.LOutput(name=o.name, layer=o.layer, state=o.state, shape=lay.shape))
-        else:
-            continue
-        seen.add(o.layer)
-    if not outs:
-        raise unsupported(TARGET, f"network '{net.name}'", "NIR graphs output spikes (or a "
-                          "non-spiking membrane) only, and this run reads neither",
-                          Loc(net.file, net.source_line, 1) if net.source_line else None)
-    graph = convert(net.model_copy(update={"outputs": tuple(outs)}), weights=weights)
+    graph = convert(_run_net(net), weights=weights)
     res = convert_nir(graph, steps=net.steps)
     net2 = loads(res.text, file="<nir round trip>").network().ir
     have = set()
@@ -437,6 +424,31 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None
         if k in out2:
             result[k] = out2[k]
     return result
+
+
+def _run_net(net: ir.LNetwork) -> ir.LNetwork:
+    """``net`` with the outputs :func:`run` exports: the spikes of every layer
+    an output reads, the membrane of a non-spiking layer."""
+    outs: list[ir.LOutput] = []
+    seen: set[str] = set()
+    for o in net.outputs:
+        lay = net.layer(o.layer)
+        spiking = lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking
+        if o.layer in seen:
+            continue
+        if o.state is None:
+            outs.append(ir.LOutput(name=o.layer, layer=o.layer, shape=lay.shape))
+        elif lay.kind == "neuron" and not spiking and not o.pre_reset:
+            # a non-spiking layer (LI, I) outputs its membrane in NIR
+            outs.append(ir.LOutput(name=o.name, layer=o.layer, state=o.state, shape=lay.shape))
+        else:
+            continue
+        seen.add(o.layer)
+    if not outs:
+        raise unsupported(TARGET, f"network '{net.name}'", "NIR graphs output spikes (or a "
+                          "non-spiking membrane) only, and this run reads neither",
+                          Loc(net.file, net.source_line, 1) if net.source_line else None)
+    return net.model_copy(update={"outputs": tuple(outs)})
 
 
 def write(net: ir.LNetwork, path, **kw) -> list[str]:

@@ -757,10 +757,10 @@ class NetGen:
                 tmp = la.model_copy(update={"projections": tuple(outside)})
                 ext = self.inputs_seq(tmp, pre, ext_only=True)
         rules = {p.param_name: self.rule_setup(p, pre) for p in plastic}
-        if rules:
+        advance = [x for p in plastic for x in self.rule_advance(p, rules[p.param_name])]
+        if advance:  # a rule without dynamics of its own has nothing to advance
             lines.append("with torch.no_grad():  # synapse rules: their own dynamics")
-            for p in plastic:
-                lines += ["    " + x for x in self.rule_advance(p, rules[p.param_name])]
+            lines += ["    " + x for x in advance]
         for k in n.inputs:
             terms = [f"{ext[k]}[t]"] if k in ext else []
             for p in la.projections:
@@ -799,10 +799,11 @@ class NetGen:
         if plan.spike is None:
             code.append(f"{self.cur(name)} = self._like.new_zeros({shape})")
         lines += code
-        if rules:
+        post = [x for p in plastic for x in self.rule_post(p, rules[p.param_name], self.cur(name))]
+        if post:
             lines.append("with torch.no_grad():  # synapse rules: on_post where the neuron spiked")
-            for p in plastic:
-                lines += ["    " + x for x in self.rule_post(p, rules[p.param_name], self.cur(name))]
+            lines += ["    " + x for x in post]
+        if rules:
             for p in plastic:
                 r = rules[p.param_name]
                 lines.append("if self.record_plastic:")
