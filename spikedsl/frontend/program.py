@@ -15,7 +15,7 @@ from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
 from spikedsl.ir.units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 from spikedsl.lowering.network import Scope, lower_network
 
-# loss name -> its arguments and defaults (spikedsl/losses.py implements them;
+# loss name -> its arguments and defaults (spikedsl/runtime/losses.py implements them;
 # docs/training.md documents them)
 LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0},
           "mse_membrane": {"on": 1.0, "off": 0.0}, "ce_membrane": {"reduce": "sum"},
@@ -30,7 +30,7 @@ TRAIN_SETTINGS = ("network", "data", "loss", "optimizer", "batch", "epochs", "se
 TARGETS = targets.GENERATORS  # torch, norse, brian2, nir
 TEST_SETTINGS = ("neuron", "network", "dt", "targets", "seed", "steps", "batch", "tolerance")
 TEST_QUANTITIES = ("first_spike", "count", "spike_times", "rate", "spikes")
-# test blocks (docs/testing.md; spikedsl/testing.py runs them)
+# test blocks (docs/testing.md; spikedsl/runtime/testing.py runs them)
 TEST_TARGETS = targets.NAMES  # reference + TARGETS
 TEST_SPIKE_FUNCS = ("first_spike", "count", "spike_times", "rate")
 TEST_REDUCTIONS = ("max", "min", "mean", "sum", "last")
@@ -192,7 +192,7 @@ class Program:
 
     def _check_test(self, t: ir.Test) -> None:
         """Rules of a ``test`` block (syntax of drives and expectations:
-        docs/testing.md; the runner is spikedsl/testing.py)."""
+        docs/testing.md; the runner is spikedsl/runtime/testing.py)."""
         errors = self._errors
         seen: dict[str, ir.Setting] = {}
         for s in t.settings:

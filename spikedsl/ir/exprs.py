@@ -1,7 +1,7 @@
 """Expression utilities over ``ir.Expr``: names, substitution, evaluation,
 SymPy conversion and a base printer that every target subclasses.
 
-Only whitelisted functions exist (SPEC 1.2), so printed code contains nothing
+Only whitelisted functions exist (docs/language.md), so printed code contains nothing
 but validated identifiers, numbers and the printer's own function names.
 """
 
