@@ -9,12 +9,13 @@ any unreadable entry is ignored (recomputed).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 
 from spikedsl import __version__
+from spikedsl.atomic import write_text
 
 
 def cache_dir() -> str | None:
@@ -54,10 +55,5 @@ def put_json(kind: str, key: str, value) -> None:
     path = key_path(kind, key)
     if path is None:
         return
-    try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(value, fh)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_text(path, json.dumps(value))

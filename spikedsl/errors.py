@@ -27,7 +27,11 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
         "assignment '{name} {op} ...' outside 'update' or 'reset'",
         "start the statement with 'update' or 'reset', or put it on the same line after one",
     ),
-    "bad-encoding": ("the file is not UTF-8 text", None),
+    "expr-too-deep": ("expression nested too deeply ({depth} levels; the limit is {limit})",
+                      "split it into named temporaries or several statements"),
+    "number-range": ("number {text} is out of range (not a finite 64-bit float)", None),
+    "bad-encoding": ("the file is not UTF-8 text: byte {byte} at offset {offset}",
+                     "save the file as UTF-8"),
     # --- names ------------------------------------------------------------
     "undefined-name": ("undefined name '{name}'", "{hint}"),
     "duplicate-name": ("'{name}' is already defined (line {first_line})", None),
@@ -81,6 +85,7 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     ),
     "unknown-surrogate": ("unknown surrogate '{name}'", "known: {known}"),
     "surrogate-arg": ("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
+    "not-positive": ("parameter '{name}' must be positive: it is {what}", None),
     "range-violation": (
         "parameter '{name}' = {value} is outside its range [{lo}, {hi}]",
         None,
@@ -153,8 +158,18 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "unknown-target": ("unknown target '{name}'", "known: {known}"),
     "unknown-drive": ("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
     "bad-drive": ("unknown drive '{name}'", "known: {known}"),
+    "data-error": ("{message}", None),  # a data set that cannot be loaded (train blocks)
     # --- targets ------------------------------------------------------------
     "unsupported": ("{target} cannot express {what}: {reason}", None),
+    # --- neuromorphic platforms (spikedsl/targets/nir/platform_check.py) -------
+    "platform-limit": (
+        "{platform}: layer '{layer}': {what} {value} exceeds the limit {limit} [{source}]",
+        "{hint}",
+    ),
+    "platform-unsupported": (
+        "{platform}: layer '{layer}': {what} is not supported: {reason} [{source}]",
+        "{hint}",
+    ),
     # --- weights files and NIR import (spikedsl/lowering/weights.py, targets/nir/importer.py)
     "weights-file": ("cannot read weights file '{path}': {reason}", None),
     "weights-shape": ("weights entry '{name}' has shape {got}, expected {expected}", None),
@@ -284,3 +299,8 @@ class Collector:
                 key=lambda d: (d.loc.file, d.loc.line, d.loc.col) if d.loc else ("", 0, 0),
             )
             raise SpecError(ds, self.sources)
+
+
+class UserError(Exception):
+    """A request that cannot be met (a file that cannot be written, a device
+    this machine lacks): the command line prints the message, exit code 1."""

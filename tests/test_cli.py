@@ -131,3 +131,36 @@ def test_fmt_check_flag(tmp_path):
     assert main(["fmt", "-i", str(f)]) == 0
     assert main(["fmt", "--check", str(f)]) == 0
     assert f.read_text() == "neuron A {\n    state v = 0\n}\n"
+
+
+LIBRARY = sorted(Path(__file__).parents[1].glob("specs/**/*.spk")) + \
+    sorted(Path(__file__).parents[1].glob("examples/**/*.spk"))
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_library_is_in_canonical_format(path):
+    text = path.read_text()
+    assert format_text(text, str(path)) == text, f"run: spikedsl fmt -i {path}"
+
+
+def test_fmt_aligns_runs_and_keeps_blank_lines():
+    text = ("# about A\n\nneuron A {\n  param tau=10 ms  # time\n  param v_threshold=1 # th\n"
+            "\n  state v=0\n  state adaptation=0\n  input I\n  dv/dt=(I-v)/tau method exact\n"
+            "  dadaptation/dt=-adaptation/tau method exact\n}\n"
+            "network N {\n  dt=1 ms\n  steps=5\n  input x[2] : direct\n  layer hidden[3] = A <- dense(x)\n"
+            "  output hidden\n}\n")
+    assert format_text(text) == (
+        "# about A\n\nneuron A {\n"
+        "    param tau         = 10 ms  # time\n"
+        "    param v_threshold = 1      # th\n\n"
+        "    state v          = 0\n"
+        "    state adaptation = 0\n"
+        "    input I\n"
+        "    dv/dt          = (I - v) / tau     method exact\n"
+        "    dadaptation/dt = -adaptation / tau method exact\n}\n\n"
+        "network N {\n"
+        "    dt    = 1 ms\n"
+        "    steps = 5\n"
+        "    input  x[2] : direct\n"
+        "    layer  hidden[3] = A <- dense(x)\n"
+        "    output hidden\n}\n")

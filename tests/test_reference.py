@@ -1,5 +1,6 @@
-"""The numpy reference interpreter (spikedsl/reference.py) against closed
-forms, direct implementations written here, and naive loops."""
+"""The reference interpreter (spikedsl/runtime/reference.py, on numpy)
+against closed forms, direct implementations written here, and naive loops;
+tests/test_interpreter.py runs it on torch too."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 import spikedsl
 from spikedsl import ir
+from spikedsl.lowering.neuron import place
 from spikedsl.runtime import reference
 
 LIF = """
@@ -208,7 +210,7 @@ def test_izhikevich_presets_match_a_direct_implementation(name, specs_dir):
     net = ir.LNetwork(
         name="izh", dt=1e-4, dt_unit="ms", steps=steps,
         layers=(ir.LLayer(name="x", kind="input", shape=(1,), encoder="direct"),
-                ir.LLayer(name="n", kind="neuron", shape=(1,), neuron=neuron,
+                ir.LLayer(name="n", kind="neuron", shape=(1,), neuron=place(neuron, 1e-4),
                           states=tuple(neuron.state_names),
                           projections=(ir.LProjection(kind="one_to_one", source="x",
                                                       target_input="I", in_shape=(1,),
@@ -517,9 +519,9 @@ def test_plasticity_order_within_a_step():
     assert v[3] == pytest.approx(1.65)
 
 
-def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
-    pytest.importorskip("torch")
-    from spikedsl.runtime import plasticity
+def test_plasticity_on_numpy_equals_torch(specs_dir):
+    """The liquid state machine with STDP: the same run on numpy and on torch."""
+    torch = pytest.importorskip("torch")
     from spikedsl.runtime.verify import make_inputs
 
     net = spikedsl.load(specs_dir / "networks" / "lsm_stdp.spk").network(
@@ -529,10 +531,10 @@ def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
     key = f"{net.plasticity[0].projection}.weight"
     rec = ["reservoir", "inhib", "reservoir.v", key]
     a = reference.run(net, x, weights=w, record=rec)
-    b = plasticity.run(net, x, weights=w, record=rec)
+    b = reference.run(net, x, weights=w, record=rec, xp=torch)
     assert a["reservoir"].mean() > 0.01
     for k in rec + ["readout.v"]:
-        np.testing.assert_allclose(a[k], np.asarray(b[k]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-12)
     assert not np.allclose(a[key][0], a[key][-1])  # the weights did learn
 
 

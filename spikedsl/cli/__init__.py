@@ -55,7 +55,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spikedsl.errors import SpecError
+    from spikedsl.errors import SpecError, UserError
 
     parser, mains = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
         n = len(e.diagnostics)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    except UserError as e:
+        print(f"spikedsl {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
+from spikedsl import atomic
+
 
 def need_file(path: str) -> None:
     """A missing input file is a usage error (exit 2)."""
+    if os.path.isdir(path):
+        print(f"spikedsl: error: {path} is a directory, not a file", file=sys.stderr)
+        raise SystemExit(2)
     if not os.path.isfile(path):
         print(f"spikedsl: error: no such file: {path}", file=sys.stderr)
         raise SystemExit(2)
@@ -18,7 +23,4 @@ def write_text(path: str | None, text: str) -> None:
     if path in (None, "-"):
         sys.stdout.write(text)
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)

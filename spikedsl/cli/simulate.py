@@ -139,24 +139,31 @@ def _run(net, X, args, weights, record):
     import numpy as np
 
     devices = targets.get(args.target).caps.devices
-    device = args.device or devices[0]
-    if device not in devices:
+    if args.device is not None and args.device not in devices:
         title = {"brian2": "Brian2"}.get(args.target, args.target)
-        raise ValueError(f"--device {device} is not a {title} device ({', '.join(devices)})")
+        raise ValueError(f"--device {args.device} is not a {title} device "
+                         f"({', '.join(devices)})")
     targets.require(args.target, net)
     if args.target == "brian2":
-        return targets.simulate("brian2", net, X, weights=weights, device=device,
-                                record=record, batch_size=args.batch, seed=args.seed)
+        return targets.simulate("brian2", net, X, weights=weights,
+                                device=args.device or devices[0], record=record,
+                                batch_size=args.batch, seed=args.seed)
+    from spikedsl.runtime.devices import torch_device
+
+    device = torch_device(args.device)
     W = None
     if weights is not None or net.weights is None:
         from spikedsl.targets.brian2 import load_weights
 
         W = load_weights(net, weights, args.seed)
-    if net.plasticity:
-        from spikedsl.runtime import plasticity
+    import torch
 
-        return plasticity.run(net, X, weights=W, record=record)
-    out = targets.run("torch", net, X, weights=W, dtype=np.float64, record=record)
+    if net.plasticity:
+        from spikedsl.runtime import reference
+
+        return reference.run(net, X, weights=W, record=record, xp=torch, device=device)
+    out = targets.run("torch", net, X, weights=W, dtype=np.float64, record=record,
+                      device=device)
     return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
             for k, v in out.items()}
 

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import math
+
 from lark import Token, Tree
 
 from spikedsl import ir
 from spikedsl.errors import Collector, Loc
 from spikedsl.ir.units import UnitError, parse_unit
 
+# Deepest expression tree accepted (a sum of n terms is n deep).  Every later
+# stage walks expressions recursively; this bound keeps them far from Python's
+# recursion limit, so a huge expression is a located error, not a crash.
+MAX_EXPR_DEPTH = 200
+
+
+def tree_depth(t) -> int:
+    """Depth of a parse tree, computed without recursion."""
+    best, stack = 0, [(t, 1)]
+    while stack:
+        node, d = stack.pop()
+        best = max(best, d)
+        if isinstance(node, Tree):
+            stack.extend((c, d + 1) for c in node.children if isinstance(c, Tree))
+    return best
+
 
 class Builder:
     def __init__(self, file: str, errors: Collector):
         self.file = file
         self.errors = errors
+        self._in_expr = False
 
     # ------------------------------------------------------------ helpers
     def loc(self, node) -> Loc | None:
@@ -285,12 +304,34 @@ class Builder:
         return self.expr(t)
 
     def expr(self, t) -> ir.Expr:
+        """The IR of an expression tree; a tree deeper than ``MAX_EXPR_DEPTH`` is
+        reported at its location instead of exhausting Python's stack later."""
+        if self._in_expr:
+            return self._expr(t)
+        depth = tree_depth(t)
+        if depth > MAX_EXPR_DEPTH:
+            self.errors.add("expr-too-deep", self.loc(t), depth=depth, limit=MAX_EXPR_DEPTH)
+            return ir.Num(value=0.0, text="0", loc=self.loc(t))
+        self._in_expr = True
+        try:
+            return self._expr(t)
+        finally:
+            self._in_expr = False
+
+    def number(self, tok, scale: float = 1.0) -> float:
+        value = float(tok) * scale
+        if not math.isfinite(value):
+            self.errors.add("number-range", self.loc(tok), text=str(tok))
+            return 0.0
+        return value
+
+    def _expr(self, t) -> ir.Expr:
         loc = self.loc(t)
         if isinstance(t, Token):
             if t.type == "NAME":
                 return ir.Name(id=str(t), loc=loc)
             if t.type == "NUMBER":
-                return ir.Num(value=float(t), text=str(t), loc=loc)
+                return ir.Num(value=self.number(t), text=str(t), loc=loc)
             if t.type == "STRING":
                 return ir.Str(value=str(t)[1:-1], loc=loc)
             raise AssertionError(t.type)
@@ -298,15 +339,15 @@ class Builder:
         c = t.children
         if k == "quantity":
             num, unit = c
-            value = float(num)
             if unit is None:
-                return ir.Num(value=value, text=str(num), loc=loc)
+                return ir.Num(value=self.number(num), text=str(num), loc=loc)
             try:
                 scale, _ = parse_unit(str(unit))
             except UnitError:
                 self.errors.add("input-unused-dims", self.loc(unit), name=str(num), unit=str(unit))
                 scale = 1.0
-            return ir.Num(value=value * scale, unit=str(unit), text=f"{num} {unit}", loc=loc)
+            return ir.Num(value=self.number(num, scale), unit=str(unit), text=f"{num} {unit}",
+                          loc=loc)
         if k == "name":
             return ir.Name(id=str(c[0]), loc=loc)
         if k == "attr":

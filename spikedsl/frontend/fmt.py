@@ -1,8 +1,12 @@
 """Canonical formatting of .spk files (``spikedsl fmt``).
 
-Statements keep their order and their comments; spacing, separators,
-parentheses and indentation become canonical.  ``format(format(x)) ==
-format(x)`` and the output parses to the same IR (locations aside).
+Statements keep their order, their comments and single blank lines between
+them; spacing, separators, parentheses and indentation become canonical.
+Within a run of consecutive statements of a block (no blank or comment line
+between them), the statement keywords of a network are padded to one width,
+the first `` = `` of the statements is aligned, and trailing comments are
+aligned, as in the model library.  ``format(format(x)) == format(x)`` and the
+output parses to the same IR (locations aside).
 """
 
 from __future__ import annotations
@@ -16,11 +20,8 @@ INDENT = "    "
 
 
 class _Printer(SpkPrinter):
-    def p(self, e):
-        if isinstance(e, ir.Num):
-            text = e.text or self.number(e.value)
-            return text, 9
-        return super().p(e)
+    def visit_num(self, e: ir.Num) -> tuple[str, int]:
+        return e.text or self.number(e.value), 9
 
 
 _P = _Printer()
@@ -47,33 +48,54 @@ def _strip_strings(line: str) -> str:
 class Formatter:
     def __init__(self, text: str):
         self.comments = _comments(text)
+        self.blank = {i for i, ln in enumerate(text.split("\n"), start=1) if not ln.strip()}
         self.used: set[int] = set()
         self.out: list[str] = []
+        self.trailing: dict[int, str] = {}  # output index -> trailing comment
+        self.last_src = 0  # source line of the last emitted line
+
+    def _at(self, line: int) -> None:
+        """Before emitting source line ``line``: keep one blank line where the
+        source had one since the last emitted line (not right after ``{``)."""
+        if self.last_src and any(b in self.blank for b in range(self.last_src + 1, line)) \
+                and self.out and self.out[-1] != "" and not self.out[-1].endswith("{"):
+            self.out.append("")
+        self.last_src = max(self.last_src, line)
 
     def flush_before(self, line: int, depth: int) -> None:
         for ln in sorted(self.comments):
             if ln < line and ln not in self.used:
                 self.used.add(ln)
+                self._at(ln)
                 self.out.append(INDENT * depth + self.comments[ln][0])
 
     def emit(self, text: str, line: int | None, depth: int) -> None:
         if line:
             self.flush_before(line, depth)
-        trailing = ""
+            self._at(line)
         if line and line in self.comments and not self.comments[line][1] and \
                 line not in self.used:
             self.used.add(line)
-            trailing = "  " + self.comments[line][0]
-        self.out.append(INDENT * depth + text + trailing)
+            self.trailing[len(self.out)] = self.comments[line][0]
+        self.out.append(INDENT * depth + text)
 
     def block(self, head: str, loc, items: list[tuple[int, int, str]]) -> None:
         self.emit(head + " {", loc.line if loc else None, 0)
+        first = len(self.out)
         for line, _col, text in sorted(items, key=lambda t: (t[0], t[1])):
             self.emit(text, line, 1)
         end = loc.end_line if loc and loc.end_line else None
         if end:
             self.flush_before(end + 1, 1)
+            self.last_src = max(self.last_src, end)
+        _align(self.out, first, len(self.out), self.trailing, network=head.startswith("network"))
         self.out.append("}")
+
+    def text(self) -> str:
+        lines = [ln + ("  " + self.trailing[i] if i in self.trailing else "")
+                 for i, ln in enumerate(self.out)]
+        return "\n".join(lines).rstrip() + "\n"
+
 
     # -------------------------------------------------------------- pieces
     @staticmethod
@@ -216,7 +238,7 @@ def format_module(mod: ir.Module, text: str, block_locs: dict) -> str:
     entries.sort(key=lambda e: e[0])
     prev_kind = None
     for _line, kind, it in entries:
-        if f.out and not (prev_kind == "import" and kind == "import"):
+        if f.out and f.out[-1] != "" and not (prev_kind == "import" and kind == "import"):
             f.out.append("")
         loc = block_locs.get(id(it))
         if kind == "import":
@@ -233,7 +255,7 @@ def format_module(mod: ir.Module, text: str, block_locs: dict) -> str:
             f.test(it, loc)
         prev_kind = kind
     f.flush_before(10**9, 0)
-    return "\n".join(f.out).rstrip() + "\n"
+    return f.text()
 
 
 def format_text(text: str, file: str = "<string>") -> str:
@@ -269,3 +291,82 @@ def format_text(text: str, file: str = "<string>") -> str:
             locs[id(it)] = Loc(file, b.meta.line, b.meta.column, b.meta.end_line,
                                b.meta.end_column)
     return format_module(mod, text, locs)
+
+
+_KEYWORDS = ("input", "layer", "output")
+ALIGN_WIDTH = 100  # columns are aligned only where the aligned lines stay this short
+_EQ = re.compile(r"^(\s*)(.*?\S) = ")
+
+
+def _align(out: list[str], lo: int, hi: int, trailing: dict[int, str], network: bool) -> None:
+    """Align the statements of out[lo:hi] run by run (see the module docstring)."""
+    runs, run = [], []
+    for i in range(lo, hi):
+        s = out[i].strip()
+        if not s or s.startswith("#"):
+            if run:
+                runs.append(run)
+            run = []
+        else:
+            run.append(i)
+    if run:
+        runs.append(run)
+    for run in runs:
+        if network:
+            kw = {i: out[i].split(None, 1)[0] for i in run}
+            used = [k for k in kw.values() if k in _KEYWORDS]
+            if len(set(used)) > 1:
+                width = max(len(k) for k in used)
+                for i in run:
+                    if kw[i] in _KEYWORDS:
+                        ind, rest = out[i][: len(out[i]) - len(out[i].lstrip())], out[i].lstrip()
+                        out[i] = ind + kw[i].ljust(width) + rest[len(kw[i]):]
+        for group in _same_kind(out, run):
+            eq = {i: m for i in group if (m := _EQ.match(out[i])) and _simple_lhs(m.group(2))}
+            if len(eq) > 1:
+                width = max(len(m.group(2)) for m in eq.values())
+                for i, m in eq.items():
+                    out[i] = m.group(1) + m.group(2).ljust(width) + out[i][m.end() - 3:]
+            meth = [i for i in group if " method " in out[i] and _ODE.match(out[i].split()[0])]
+            width = max((out[i].rindex(" method ") for i in meth), default=0)
+            if len(meth) > 1 and width + len(" method rk4") <= ALIGN_WIDTH:
+                for i in meth:
+                    k = out[i].rindex(" method ")
+                    out[i] = out[i][:k].ljust(width) + out[i][k:]
+        com = [i for i in run if i in trailing]
+        width = max((len(out[i]) for i in com), default=0)
+        if len(com) > 1 and width <= ALIGN_WIDTH:
+            for i in com:
+                out[i] = out[i].ljust(width)
+
+
+_ALIGNED = ("param", "state", "layer", "drive")
+_ODE = re.compile(r"^d\w+/dt$")
+
+
+def _same_kind(out: list[str], run: list[int]) -> list[list[int]]:
+    """Split a run into consecutive statements of one kind: ``param`` lines,
+    ``state`` lines, ``layer`` lines, ``drive`` lines, or settings (``dt = …``)."""
+    groups: list[list[int]] = []
+    prev = None
+    for i in run:
+        words = out[i].split(None, 2)
+        if words[0] in _ALIGNED:
+            kind = words[0]
+        elif _ODE.match(words[0]):
+            kind = "ode"
+        elif len(words) > 1 and words[1] == "=":
+            kind = "setting"
+        else:
+            kind = None
+        if kind is not None and kind == prev:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+        prev = kind
+    return groups
+
+
+def _simple_lhs(lhs: str) -> bool:
+    """A left side worth aligning: no call, brace or operator before the `=`."""
+    return bool(_ODE.match(lhs)) or not any(c in lhs for c in "({<+-*/=;:")

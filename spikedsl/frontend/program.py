@@ -8,10 +8,11 @@ from functools import cached_property
 
 from spikedsl import ir, targets
 from spikedsl.checks.neuron import check_neuron, check_synapse
-from spikedsl.errors import Collector, SpecError
+from spikedsl.errors import Collector, Loc, SpecError
 from spikedsl.frontend.build import build_module
 from spikedsl.frontend.parse import parse_text
-from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
+from spikedsl.ir.exprs import EvalError, evaluate
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 from spikedsl.lowering.network import Scope, lower_network
 
@@ -21,7 +22,7 @@ LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0},
           "mse_membrane": {"on": 1.0, "off": 0.0}, "ce_membrane": {"reduce": "sum"},
           "bce": {"target": None}, "masked_membrane": {"target": None, "theta": None},
           "mse": {"target": None}}
-DATASETS = ("digits", "mnist", "fashion_mnist", "npz", "synthetic", "seqgraph")
+DATASETS = ("digits", "mnist", "fashion_mnist", "npz", "synthetic", "seqgraph", "tonic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 METRICS = ("accuracy", "mse", "spike_mse", "loss", "rate")
@@ -59,8 +60,14 @@ def _read(path: str, errors: Collector, loc=None) -> str | None:
         return None
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
-        errors.add("bad-encoding", loc)
+    except UnicodeDecodeError as e:
+        # locate the first bad byte: line and column of the text before it
+        good = data[: e.start].decode("utf-8", errors="replace")
+        line = good.count("\n") + 1
+        col = len(good) - (good.rfind("\n") + 1) + 1
+        errors.sources[path] = data.decode("utf-8", errors="replace")
+        errors.add("bad-encoding", Loc(file=path, line=line, col=col), offset=e.start,
+                   byte=f"0x{data[e.start]:02x}")
         return None
 
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from spikedsl.atomic import atomic_path
+
 __all__ = [
     "curves",
     "load_simulation",
@@ -44,9 +46,8 @@ def _save(fig, path: str | os.PathLike) -> str:
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 
@@ -193,9 +194,8 @@ def save_simulation(path, arrays: Mapping[str, np.ndarray], *, dt: float, unit: 
                                       "states": list(states), "network": network,
                                       "target": target}))
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez_compressed(tmp, **data)
-    os.replace(tmp, path)
+    with atomic_path(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **data)
     return path
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from spikedsl import ir
+from spikedsl.atomic import atomic_path
 from spikedsl.errors import Diagnostic, SpecError, diag
 from spikedsl.frontend.program import DATASETS, LOSSES, METRICS, OPTIMIZERS, SCHEDULES, Program
 from spikedsl.runtime import losses as L
@@ -661,20 +662,10 @@ def atomic_save(obj: Any, path: str | os.PathLike, writer: Callable[[Any, Any], 
                 = None) -> None:
     """Write ``obj`` to ``path`` via a temporary file in the same directory and
     ``os.replace``: readers see the old file or the new one, never a partial one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            (writer or torch.save)(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        (writer or torch.save)(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _write_npz(arrays: dict[str, np.ndarray], fh) -> None:
@@ -807,11 +798,9 @@ class _Stop(Exception):
 
 # ================================================================ the runner
 def _select_device(device: str | None) -> torch.device:
-    dev = torch.device(device or "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda was asked for, but CUDA is not available "
-                           "(use --device cpu)")
-    return dev
+    from spikedsl.runtime.devices import torch_device
+
+    return torch_device(device)
 
 
 def _make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -984,6 +973,16 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
         torch.set_num_threads(old_threads)
 
 
+def _located_data_error(e: DataError, prog: Program, train_name: str) -> DataError:
+    """The data error at the ``data = ...`` setting of the train block
+    (``file:line:col: error: ...`` with the source line); ``.loc`` keeps the place."""
+    t = prog.trains[train_name]
+    loc = next((st.value.loc for st in t.settings if st.name == "data"), t.loc)
+    err = DataError(diag("data-error", loc, message=str(e)).render(prog.sources))
+    err.loc = loc
+    return err
+
+
 def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, device, dtype,
            progress, limit, log, callback, build) -> TrainResult:
     t_start = time.perf_counter()
@@ -1007,7 +1006,13 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
     net = prog.network(cfg.network).ir
     train_ir = prog.trains[cfg.name]
 
-    data = load_dataset(cfg.data, cfg.data_args, cfg.base_dir, cfg.seed)
+    from spikedsl.runtime.events import network_args
+
+    try:  # event data is binned to the network's steps and dt
+        data = load_dataset(cfg.data, network_args(cfg.data, cfg.data_args, net),
+                            cfg.base_dir, cfg.seed)
+    except DataError as e:
+        raise _located_data_error(e, prog, cfg.name) from None
     task = _Task(cfg, net, data, prog, train_ir.loc)
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
     if limit is not None:
@@ -1018,8 +1023,11 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         raise DataError(f"{cfg.describe_data()} has no training samples")
 
     rdir = Path(run_dir) if run_dir is not None else Path("runs") / (run_name or cfg.name)
-    rdir.mkdir(parents=True, exist_ok=True)
     ck_path = rdir / "checkpoint.pt"
+    if resume and not ck_path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {ck_path} does not exist "
+                                "(run without --resume first)")
+    rdir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ model & optimiser
     random.seed(cfg.seed)
@@ -1039,9 +1047,6 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
     history: list[dict[str, float]] = []
     start_epoch, skip, partial = 0, 0, None
     if resume:
-        if not ck_path.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from: {ck_path} does not exist "
-                                    "(run without --resume first)")
         ck = load_checkpoint(ck_path)
         if ck.get("train") != cfg.name or ck.get("network") != net.name:
             raise ValueError(f"{ck_path} belongs to train '{ck.get('train')}' of network "

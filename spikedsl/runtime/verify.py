@@ -9,9 +9,8 @@ text.
     print(report.render())
     assert report.ok
 
-Every target gets the same float64 weights (the torch target's
-``export_weights`` after ``torch.manual_seed(seed)`` when torch is
-available, else :func:`spikedsl.runtime.reference.init_weights`; a network's own
+Every target gets the same float64 weights (the initialisation every
+target uses, :func:`spikedsl.lowering.weights.init_weights`; a network's own
 weights file wins) and the same already-encoded float64 inputs
 ``[T, B, ...]`` drawn from ``numpy.random.default_rng(seed)``.  Each run
 records every layer's output and every neuron state before and after reset;
@@ -157,30 +156,7 @@ def make_inputs(net: ir.LNetwork, steps: int, batch: int, seed: int = 0,
 def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
     """The weights every target gets, and where they came from."""
     w = ref.init_weights(net, seed)
-    how = f"spikedsl.runtime.reference.init_weights (seed {seed})"
-    try:
-        import torch
-
-        from spikedsl.targets import torch as torch_target
-
-        torch.manual_seed(seed)
-        try:
-            m = torch_target.build(net, dtype=torch.float64, seed=seed)
-        except TypeError:
-            m = torch_target.build(net, dtype=torch.float64)
-        exp = getattr(torch_target, "export_weights", None)
-        if callable(exp):
-            sd = exp(m)
-        elif callable(getattr(m, "export_weights", None)):
-            sd = m.export_weights()
-        else:
-            sd = m.state_dict()
-        tw = {str(k): np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v,
-                                 dtype=np.float64) for k, v in dict(sd).items()}
-        w.update(tw)
-        how = f"the torch target's export_weights (seed {seed})"
-    except Exception:
-        how += " (the torch target could not build this network)"
+    how = f"the initialisation of every target (spikedsl.lowering.weights, seed {seed})"
     if net.weights:
         w.update(ref.load_weights(net.weights))
         how = f"{net.weights}"

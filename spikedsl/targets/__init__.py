@@ -227,9 +227,9 @@ def _loc(file: str, line: int) -> Loc | None:
 
 
 def _one_arg_functions() -> frozenset[str]:
-    from spikedsl.ir.exprs import FUNCTIONS
+    from spikedsl.ir.functions import FUNCTIONS
 
-    return frozenset(f for f, n in FUNCTIONS.items() if n == 1)
+    return frozenset(f for f, row in FUNCTIONS.items() if row.arity == 1)
 
 
 def _neuron(t: Target, n, file: str, options: Mapping) -> None:

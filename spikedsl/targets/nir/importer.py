@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from spikedsl.atomic import atomic_path, write_text
 from spikedsl.errors import SpecError, diag
+from spikedsl.ir.surrogates import SURROGATES
 
 NEURON_TYPES = ("LIF", "CubaLIF", "IF", "LI", "I", "CubaLI", "Threshold")
 PROJ_TYPES = ("Affine", "Linear", "Conv2d", "Scale")
@@ -143,10 +145,27 @@ def _obj_to_dict(node) -> dict:
     return d
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _h5_problem(path: str, e: OSError) -> str:
+    """Why h5py could not open ``path``, in the user's terms."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_HDF5_SIGNATURE))
+    if head != _HDF5_SIGNATURE:
+        return "not an HDF5 file"
+    if "truncated" in str(e) or "eof" in str(e):
+        return (f"truncated HDF5 file ({os.path.getsize(path)} bytes): "
+                "it was not completely written or copied")
+    return f"corrupt HDF5 file ({e})"
+
+
 def read_graph_dict(src) -> dict:
     """Path / file object / ``nir.NIRGraph`` -> nested dict (type, nodes, edges)."""
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
+        if os.path.isdir(path):
+            raise _err("nir-file", path=path, reason="a directory, not a file")
         if not os.path.isfile(path):
             raise _err("nir-file", path=path, reason="no such file")
         try:
@@ -164,9 +183,7 @@ def read_graph_dict(src) -> dict:
         except SpecError:
             raise
         except OSError as e:
-            reason = "not an HDF5 file" if "signature" in str(e) or "file" in str(e).lower() \
-                else str(e)
-            raise _err("nir-file", path=path, reason=reason) from None
+            raise _err("nir-file", path=path, reason=_h5_problem(path, e)) from None
         except Exception as e:
             raise _err("nir-file", path=path, reason=f"{type(e).__name__}: {e}") from None
     try:
@@ -565,8 +582,7 @@ def _surrogate(text: str | None) -> str | None:
     if not text:
         return None
     m = re.fullmatch(r"([a-z_]+)\((.*)\)", text.strip())
-    if not m or m.group(1) not in ("sigmoid", "fast_sigmoid", "atan", "rectangular", "triangle",
-                                   "ste"):
+    if not m or m.group(1) not in SURROGATES:
         return None
     args = []
     for part in filter(None, (p.strip() for p in m.group(2).split(","))):
@@ -1111,13 +1127,9 @@ def write_import(path_or_graph, out_spk: str, dt: float | None = None, **kw) -> 
     stem = os.path.splitext(out_spk)[0]
     npz = stem + ".npz"
     r = convert_nir(path_or_graph, dt, weights_file=os.path.basename(npz), **kw)
-    tmp = f"{npz}.tmp{os.getpid()}.npz"
-    np.savez(tmp, **r.weights)
-    os.replace(tmp, npz)
-    tmp = f"{out_spk}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(r.text)
-    os.replace(tmp, out_spk)
+    with atomic_path(npz, ".npz") as tmp:
+        np.savez(tmp, **r.weights)
+    write_text(out_spk, r.text)
     return r
 
 

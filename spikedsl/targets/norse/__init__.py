@@ -22,7 +22,6 @@ import hashlib
 
 from spikedsl import ir
 from spikedsl.ir.exprs import from_sympy
-from spikedsl.lowering.weights import neuron_dt
 from spikedsl.resources import templates_dir
 from spikedsl.targets import require
 from spikedsl.targets.nir.match import analyse
@@ -77,7 +76,7 @@ class NorseGen(NetGen):
                 continue
             n = la.neuron
             params = {p.name: p.value for p in n.params}
-            an = analyse(la, params, neuron_dt(self.net, n), TARGET, self.net.file)
+            an = analyse(la, params, n.dt, TARGET, self.net.file)
             nn = match_norse(an, dt_cell, self.allow_approx, self.forward_only)
             self.notes.extend(nn.notes)
             self.neurons[la.name] = nn
@@ -144,7 +143,7 @@ class NorseGen(NetGen):
         # initial states (kept between calls when the module is stateful)
         tparams = self.tensor_params(la)
         consts = {p.name: float(p.value) for p in n.params if p.name not in tparams}
-        consts["dt"] = neuron_dt(self.net, n)
+        consts["dt"] = n.dt
         inits = {s.name: prepare(s.init, consts) for s in n.states}
         cur = {s: self.cur(f"{name}.{s}") for s in inits}
         for s in inits:
