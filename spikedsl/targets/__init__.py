@@ -315,7 +315,9 @@ def refusal(name: str, subject, **options) -> Unsupported | None:
     ``ir.LNeuron``)?  None if it can, else the :class:`Unsupported` error its
     entry points raise (same text).  ``options``: ``forward_only``,
     ``allow_approx``, ``weights`` and whatever the target's ``check`` takes.
-    A neuron is checked against the declared capabilities only."""
+    A neuron is checked against the declared capabilities only.  Raises
+    :class:`Unavailable` when the declared part accepts and the target's own
+    check needs a package that is not installed."""
     from spikedsl import ir
 
     t = get(name)
