@@ -1,4 +1,4 @@
-"""Training runs: ``train`` blocks executed with the torch target.
+"""Training runs (docs/training.md): ``train`` blocks executed with the torch target.
 
 ``train(prog_or_path, train_name)`` resolves the block's settings, loads the
 data set (:mod:`spikedsl.runtime.data`), builds the network with the torch target,
