@@ -11,8 +11,10 @@ Both give the same numbers up to rounding (float64: <= 1e-12 on the test
 networks, identical spikes).  Data enters as numpy arrays (encoders and
 weight initialisation are numpy, seeded) and leaves as numpy arrays.
 
-Expressions: the operators here (``binop``, ``compare``, ``logical``), the
-builtin functions from the language's one table (:mod:`spikedsl.ir.functions`).
+Expressions compile through the one array evaluator,
+:class:`spikedsl.ir.arrays.ArrayCompiler` (an ``ExprVisitor`` reading the
+function table); ``funcs`` here are the same table's rows for the elementwise
+functions of stateless layers.
 """
 
 from __future__ import annotations
@@ -36,26 +38,11 @@ class NumpyArrays:
     def __init__(self, dtype=np.float64):
         self.dtype = np.dtype(dtype).type
         self.np_dtype = self.dtype
-        self.binop = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide,
-                      "**": np.power}
         self.funcs = {name: f.np for name, f in FUNCTIONS.items()}
-        self._cmp = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater,
-                     "<": np.less, "==": np.equal, "!=": np.not_equal}
 
     # ------------------------------------------------------------ expressions
     def num(self, v: float):
         return self.dtype(v)
-
-    def compare(self, op: str):
-        f, dt = self._cmp[op], self.dtype
-        return lambda a, b: np.asarray(f(a, b), dtype=dt)
-
-    def logical(self, op: str):
-        dt = self.dtype
-        if op == "not":
-            return lambda a: np.asarray(np.asarray(a) == 0, dtype=dt)
-        f = np.logical_and if op == "and" else np.logical_or
-        return lambda a, b: np.asarray(f(np.asarray(a) != 0, np.asarray(b) != 0), dtype=dt)
 
     def errstate(self):
         """x/0 gives inf/nan without a warning (as torch)."""
@@ -167,27 +154,11 @@ class TorchArrays:
         self.np_dtype = {torch.float64: np.float64, torch.float32: np.float32,
                          torch.float16: np.float16, torch.bfloat16: np.float32}[dtype]
         self.device = torch.device(device if device is not None else "cpu")
-        self.binop = {"+": torch.add, "-": torch.sub, "*": torch.mul, "/": torch.div,
-                      "**": torch.pow}
         self.funcs = {name: f.torch_fn(torch) for name, f in FUNCTIONS.items()}
-        self._cmp = {">=": torch.ge, "<=": torch.le, ">": torch.gt, "<": torch.lt,
-                     "==": torch.eq, "!=": torch.ne}
 
     # ------------------------------------------------------------ expressions
     def num(self, v: float):
         return self.torch.tensor(float(v), dtype=self.dtype, device=self.device)
-
-    def compare(self, op: str):
-        f, dt = self._cmp[op], self.dtype
-        return lambda a, b: f(a, b).to(dt)
-
-    def logical(self, op: str):
-        dt = self.dtype
-        if op == "not":
-            return lambda a: (a == 0).to(dt)
-        if op == "and":
-            return lambda a, b: ((a != 0) & (b != 0)).to(dt)
-        return lambda a, b: ((a != 0) | (b != 0)).to(dt)
 
     def errstate(self):
         return contextlib.nullcontext()
