@@ -144,3 +144,15 @@ def test_literal_overflow(tmp_path):
     r = spikedsl("check", p, cwd=tmp_path)
     assert r.returncode == 1
     assert f"{p}:2:17: error: number 1e400 is out of range" in r.stderr
+
+
+def test_a_file_with_several_networks_is_a_usage_error_everywhere(tmp_path):
+    two = NET + NET.split("train run")[0].split("}\n", 1)[1].replace("network Net", "network Other")
+    p = tmp_path / "two.spk"
+    p.write_text(two)
+    for cmd in (["compile", "--target", "torch"], ["simulate", "-t", "torch"],
+                ["export-nir", "-o", tmp_path / "x.nir"]):
+        r = spikedsl(*cmd, p, cwd=tmp_path)
+        assert r.returncode == 2, cmd
+        assert "has networks Net, Other; name one (--network on the command line)" in r.stderr
+    assert not (tmp_path / "x.nir").exists()

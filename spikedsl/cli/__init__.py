@@ -55,6 +55,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spikedsl.cli._common import UsageError
     from spikedsl.errors import SpecError, UserError
 
     parser, mains = build_parser()
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         n = len(e.diagnostics)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
+    except UsageError as e:
+        print(f"spikedsl {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except UserError as e:
         print(f"spikedsl {args.command}: error: {e}", file=sys.stderr)
         return 1

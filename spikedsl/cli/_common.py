@@ -8,6 +8,19 @@ import sys
 from spikedsl import atomic
 
 
+class UsageError(Exception):
+    """A command-line argument that does not fit the spec: exit code 2."""
+
+
+def network(prog, name: str | None):
+    """The network ``name`` of ``prog`` (None: its only network); an unknown or
+    ambiguous name is a usage error."""
+    try:
+        return prog.network(name)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+
+
 def need_file(path: str) -> None:
     """A missing input file is a usage error (exit 2)."""
     if os.path.isdir(path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spikedsl.cli._common import need_file, write_text
+from spikedsl.cli._common import need_file, network, write_text
 from spikedsl.targets import GENERATORS
 
 
@@ -18,13 +18,7 @@ def main(args) -> int:
 
     need_file(args.file)
     prog = spikedsl.load(args.file)
-    try:
-        handle = prog.network(args.network)
-    except KeyError as e:
-        import sys
-
-        print(f"spikedsl compile: error: {e.args[0]}", file=sys.stderr)
-        return 2
+    handle = network(prog, args.network)
     if args.target == "nir":
         if not args.output:
             import sys

@@ -13,7 +13,7 @@ import os
 import sys
 
 from spikedsl.atomic import atomic_path
-from spikedsl.cli._common import need_file
+from spikedsl.cli._common import need_file, network
 
 
 def add_arguments(p) -> None:
@@ -45,11 +45,7 @@ def main(args) -> int:
         print("spikedsl export-nir: error: --dt must be positive", file=sys.stderr)
         return 2
     prog = spikedsl.load(args.file)
-    try:
-        handle = prog.network(args.network)
-    except KeyError as e:
-        print(f"spikedsl export-nir: error: {e.args[0]}", file=sys.stderr)
-        return 2
+    handle = network(prog, args.network)
     import nir
 
     from spikedsl import targets

@@ -20,7 +20,7 @@ import sys
 import time
 
 from spikedsl import targets
-from spikedsl.cli._common import need_file
+from spikedsl.cli._common import need_file, network
 
 TARGETS = ("brian2", "torch")
 DEVICES = tuple(dict.fromkeys(d for t in TARGETS for d in targets.get(t).caps.devices))
@@ -187,10 +187,7 @@ def main(args) -> int:
     from spikedsl.frontend.program import load
 
     prog = load(args.file)
-    try:
-        handle = prog.network(args.network)
-    except KeyError as e:
-        return _usage(e.args[0])
+    handle = network(prog, args.network)
     net = handle.ir
     try:
         X, labels, what = _inputs(net, args, prog)

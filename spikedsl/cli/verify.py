@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from spikedsl.cli._common import need_file
+from spikedsl.cli._common import need_file, network
 from spikedsl.targets import NAMES
 
 TARGET_CHOICES = NAMES  # reference, torch, norse, brian2, nir
@@ -80,7 +80,7 @@ def main(args) -> int:
         print(f"spikedsl verify: error: no network '{args.network}' in {args.file} "
               f"(it has {', '.join(prog.networks)})", file=sys.stderr)
         return 2
-    net = prog.network(args.network).ir
+    net = network(prog, args.network).ir
     if args.quantize is not None or args.platform is not None:
         return _quantized(net, args)
     weights = None

@@ -558,7 +558,8 @@ class Program:
     def network(self, name: str | None = None) -> NetworkHandle:
         if name is None:
             if len(self.lowered) != 1:
-                raise KeyError(f"{self.file} has networks {self.networks}; name one")
+                raise KeyError(f"{self.file} has networks {', '.join(self.networks)}; name one "
+                               "(--network on the command line)")
             name = next(iter(self.lowered))
         if name not in self.lowered:
             raise KeyError(f"no network '{name}' in {self.file} (it has {self.networks})")
@@ -745,25 +746,22 @@ class NetworkHandle:
 def load(path, **_kw) -> Program:
     path = os.path.abspath(os.fspath(path))
     errors = Collector()
-    srcs = Sources()
     text = _read(path, errors)
     if text is None:
         errors.raise_if_any()
-    _collect(path, text, errors, srcs, [path], {path})
-    if errors:
-        errors.raise_if_any()
-    prog = Program(path, srcs, errors)
-    errors.raise_if_any()
-    return prog
+    return _program(path, text, errors)
 
 
 def loads(text: str, file: str = "<string>", **_kw) -> Program:
-    errors = Collector()
-    srcs = Sources()
     path = os.path.abspath(file) if not file.startswith("<") else file
+    return _program(path, text, Collector())
+
+
+def _program(path: str, text: str, errors: Collector) -> Program:
+    """Parse ``text`` (the file ``path``) with its imports, check and lower it."""
+    srcs = Sources()
     _collect(path, text, errors, srcs, [path], {path})
-    if errors:
-        errors.raise_if_any()
+    errors.raise_if_any()
     prog = Program(path, srcs, errors)
     errors.raise_if_any()
     return prog
