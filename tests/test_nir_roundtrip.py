@@ -283,10 +283,6 @@ network Net {
 
 def test_torch_target_agrees_with_reference():
     """The reference interpreter used by these tests agrees with the torch target."""
-    from helpers.nir import torch_target
-
-    if torch_target() is None:
-        pytest.skip("torch target not available yet")
     for kind in ("lif_exact", "synaptic_update", "li"):
         net = spikedsl.loads(dense_net(kind)).network("Net").ir
         W = random_weights(net)

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("norse.torch")
 
-from helpers.nir import reference, torch_target
+from helpers.nir import reference
 
 import spikedsl
 from spikedsl.targets import norse as norse_target
@@ -157,9 +157,8 @@ def net_text(kind: str, body: str | None = None) -> str:
 
 def compare(text: str, scale=3.0, seed=0, atol=1e-9):
     """Outputs and gradients of the Norse and torch modules, same weights."""
-    t = torch_target()
-    if t is None:
-        pytest.skip("torch target not available")
+    from spikedsl.targets import torch as t
+
     net = spikedsl.loads(text).network("Net").ir
     mt = t.build(net, dtype=torch.float64, seed=seed, fast=False)
     mn = norse_target.build(net, dtype=torch.float64, seed=seed)
@@ -355,9 +354,8 @@ def test_bug_norse_superspike_ignores_alpha():
 def test_same_initial_weights_and_run_encodes_like_torch():
     """Same seed, same parameters as the torch target; run() encodes raw [B, ...]
     inputs with the shared reference encoder."""
-    t = torch_target()
-    if t is None:
-        pytest.skip("torch target not available")
+    from spikedsl.targets import torch as t
+
     text = net_text("lif_exact", """
     input x[4] : poisson(max_rate = 0.8)
     layer h[3] = N <- dense(x)

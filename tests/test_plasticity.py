@@ -1,6 +1,6 @@
-"""Synapse rules (SPEC 1.5): the torch implementation in ``spikedsl.runtime.plasticity``
+"""Synapse rules: the reference interpreter's ``Rule`` (numpy and torch)
 against the analytic STDP pair rule, and the Brian2 target's native rule
-against it (same weight trajectories, <= 1e-9)."""
+against the reference (same weight trajectories, <= 1e-9)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ torch = pytest.importorskip("torch")
 from helpers.brian2 import max_diff, random_inputs, random_weights, recordable
 
 import spikedsl
-from spikedsl.runtime import plasticity
+from spikedsl.runtime import reference
+from spikedsl.runtime.arrays import backend
+from spikedsl.runtime.interpreter import Rule
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,56 +80,72 @@ def program():
     return spikedsl.loads(SPEC, file=os.path.join(HERE, "_plasticity.spk"))
 
 
-def test_stdp_pair_is_the_analytic_exponential(program):
+XPS = [np, torch]
+
+
+def ones(xp, *shape):
+    return backend(xp).asarray(np.ones(shape))
+
+
+def values(a) -> np.ndarray:
+    return a.numpy() if hasattr(a, "numpy") else np.asarray(a)
+
+
+@pytest.mark.parametrize("xp", XPS, ids=["numpy", "torch"])
+def test_stdp_pair_is_the_analytic_exponential(program, xp):
     """One pre spike in step 0 and one post spike in step k: the weight changes
     by a_plus * exp(-k dt / tau_plus) (pre before post); the reverse order by
     -a_minus * exp(-k dt / tau_minus)."""
     lp = program.network("Plastic").ir.plasticity[0]
     for k in (1, 3, 7):
-        r = plasticity.Rule(lp, np.full((1, 1), 0.5), np.ones((1, 1), bool), 1, 1e-3)
+        r = Rule(lp, np.full((1, 1), 0.5), np.ones((1, 1), bool), 1, 1e-3, xp=xp)
         for n in range(k + 1):
             r.advance()
             if n == 0:
-                r.on_pre(torch.ones(1, 1, dtype=torch.float64))
+                r.on_pre(ones(xp, 1, 1))
             if n == k:
-                r.on_post(torch.ones(1, 1, dtype=torch.float64))
+                r.on_post(ones(xp, 1, 1))
         dw = float(r.w[0, 0, 0]) - 0.5
         assert dw == pytest.approx(0.01 * math.exp(-k * 1e-3 / 20e-3), rel=1e-12)
-        r = plasticity.Rule(lp, np.full((1, 1), 0.5), np.ones((1, 1), bool), 1, 1e-3)
+        r = Rule(lp, np.full((1, 1), 0.5), np.ones((1, 1), bool), 1, 1e-3, xp=xp)
         for n in range(k + 1):
             r.advance()
             if n == 0:
-                r.on_post(torch.ones(1, 1, dtype=torch.float64))
+                r.on_post(ones(xp, 1, 1))
             if n == k:
-                r.on_pre(torch.ones(1, 1, dtype=torch.float64))
+                r.on_pre(ones(xp, 1, 1))
         dw = float(r.w[0, 0, 0]) - 0.5
         assert dw == pytest.approx(-0.012 * math.exp(-k * 1e-3 / 20e-3), rel=1e-12)
 
 
-def test_rule_keeps_missing_synapses_at_zero(program):
+@pytest.mark.parametrize("xp", XPS, ids=["numpy", "torch"])
+def test_rule_keeps_missing_synapses_at_zero(program, xp):
     lp = program.network("Plastic").ir.plasticity[0]
     mask = np.array([[True, False], [False, True]])
-    r = plasticity.Rule(lp, np.full((2, 2), 0.5), mask, 3, 1e-3)
+    r = Rule(lp, np.full((2, 2), 0.5), mask, 3, 1e-3, xp=xp)
     for _ in range(5):
         r.advance()
-        r.on_pre(torch.ones(3, 2, dtype=torch.float64))
-        r.on_post(torch.ones(3, 2, dtype=torch.float64))
-    w = r.w.numpy()
+        r.on_pre(ones(xp, 3, 2))
+        r.on_post(ones(xp, 3, 2))
+    w = values(r.w)
     assert np.all(w[:, ~mask] == 0) and np.all(w[:, mask] > 0.5)
 
 
-def test_weights_are_clipped(program):
+@pytest.mark.parametrize("xp", XPS, ids=["numpy", "torch"])
+def test_weights_are_clipped(program, xp):
     lp = program.network("Plastic").ir.plasticity[0]
-    r = plasticity.Rule(lp, np.full((1, 1), 0.999), np.ones((1, 1), bool), 1, 1e-3)
-    for _ in range(3):
+    r = Rule(lp, np.full((1, 1), 0.999), np.ones((1, 1), bool), 1, 1e-3, xp=xp)
+    for n in range(3):
         r.advance()
-        r.on_pre(torch.ones(1, 1, dtype=torch.float64))
-        r.on_post(torch.ones(1, 1, dtype=torch.float64))
+        r.on_pre(ones(xp, 1, 1))
+        r.on_post(ones(xp, 1, 1))
+        if n == 0:  # 0.999 + apre (0.01): clipped to w_max
+            assert float(r.w[0, 0, 0]) == 1.0
     assert float(r.w.max()) <= 1.0
 
 
 @pytest.mark.parametrize("name", ["Plastic", "PlasticMany"])
-def test_brian2_weight_trajectories_equal_torch(program, name):
+def test_brian2_weight_trajectories_equal_the_reference(program, name):
     pytest.importorskip("brian2")
     from spikedsl.targets import brian2 as b2t
 
@@ -136,7 +154,7 @@ def test_brian2_weight_trajectories_equal_torch(program, name):
     X = random_inputs(net, batch=2, p=0.3, seed=3)
     rec = recordable(net)
     got = b2t.simulate(net, X, weights=W, record=rec)
-    ref = plasticity.run(net, X, weights=W, record=rec)
+    ref = reference.run(net, X, weights=W, record=rec, xp=torch)
     d, where = max_diff(got, ref)
     assert d <= 1e-9, f"{where} differs by {d:g}"
     for lp in net.plasticity:

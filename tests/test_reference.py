@@ -1,5 +1,6 @@
-"""The numpy reference interpreter (spikedsl/reference.py) against closed
-forms, direct implementations written here, and naive loops."""
+"""The reference interpreter (spikedsl/runtime/reference.py, on numpy)
+against closed forms, direct implementations written here, and naive loops;
+tests/test_interpreter.py runs it on torch too."""
 
 from __future__ import annotations
 
@@ -517,9 +518,9 @@ def test_plasticity_order_within_a_step():
     assert v[3] == pytest.approx(1.65)
 
 
-def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
-    pytest.importorskip("torch")
-    from spikedsl.runtime import plasticity
+def test_plasticity_on_numpy_equals_torch(specs_dir):
+    """The liquid state machine with STDP: the same run on numpy and on torch."""
+    torch = pytest.importorskip("torch")
     from spikedsl.runtime.verify import make_inputs
 
     net = spikedsl.load(specs_dir / "networks" / "lsm_stdp.spk").network(
@@ -529,10 +530,10 @@ def test_plasticity_matches_the_torch_rule_implementation(specs_dir):
     key = f"{net.plasticity[0].projection}.weight"
     rec = ["reservoir", "inhib", "reservoir.v", key]
     a = reference.run(net, x, weights=w, record=rec)
-    b = plasticity.run(net, x, weights=w, record=rec)
+    b = reference.run(net, x, weights=w, record=rec, xp=torch)
     assert a["reservoir"].mean() > 0.01
     for k in rec + ["readout.v"]:
-        np.testing.assert_allclose(a[k], np.asarray(b[k]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-12)
     assert not np.allclose(a[key][0], a[key][-1])  # the weights did learn
 
 

@@ -606,6 +606,45 @@ def test_run_matches_the_reference_interpreter():
         np.testing.assert_allclose(t[k], r[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
+HOISTED_TEMP = """
+neuron IF {
+    param r = 1 Hz
+    param v_threshold = 1
+    state v = 0
+    input I
+    dv/dt = r * I   method euler
+    spike v >= v_threshold
+    reset v = 0
+}
+network Net {
+    dt = 0.1 ms
+    steps = 25
+    input x[6] : spikes
+    layer h[7] = IF(r = 5000 Hz) <- dense(x)
+    output h
+    output h.v
+}
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_hoisted_temporary_read_only_by_another_hoisted_tensor(fast):
+    """Euler's temporary ``k1_v = r * I`` reads only the input, so it is hoisted
+    out of the loop; the loop reads only ``dt * k1_v``, hoisted in turn.  Both
+    must be computed (the scan path once emitted only the second: KeyError)."""
+    reference = pytest.importorskip("spikedsl.runtime.reference")
+    net = net_of(HOISTED_TEMP)
+    assert [t.target for t in net.layers[1].neuron.temps] == ["k1_v"]
+    x = spikes((25, 3, 6), 0.4).numpy()
+    w = reference.init_weights(net, 0)
+    w["h.weight"] = w["h.weight"] * 6
+    r = reference.run(net, {"x": x}, weights=w)
+    t = run(net, {"x": x}, weights=w, fast=fast)
+    assert 0 < r["h"].sum() < r["h"].size
+    np.testing.assert_array_equal(t["h"], r["h"])
+    np.testing.assert_allclose(t["h.v"], r["h.v"], rtol=0, atol=1e-12)
+
+
 def test_dtype_and_float32_training_step():
     net = net_of(FEATURES)
     m = build(net, dtype=torch.float32)

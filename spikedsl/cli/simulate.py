@@ -156,11 +156,12 @@ def _run(net, X, args, weights, record):
         from spikedsl.targets.brian2 import load_weights
 
         W = load_weights(net, weights, args.seed)
-    if net.plasticity:
-        from spikedsl.runtime import plasticity
-
-        return plasticity.run(net, X, weights=W, record=record)
     import torch
+
+    if net.plasticity:
+        from spikedsl.runtime import reference
+
+        return reference.run(net, X, weights=W, record=record, xp=torch, device=device)
 
     from spikedsl.targets import torch as torch_target
 

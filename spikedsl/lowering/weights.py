@@ -153,7 +153,7 @@ def init_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
         exp = getattr(mod, "export_weights", None)
         sd = exp() if callable(exp) else mod.state_dict()
         return {k: to_numpy(v) for k, v in sd.items()}, "the torch target's initialisation"
-    except Exception:
+    except (ImportError, SpecError):  # no torch, or the torch target refuses the network
         pass
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}

@@ -44,10 +44,10 @@ neuron LIF {
     param v_leak  = 0.0
     param v_th    = 1.0
     param v_reset = 0.0
-    param r       = 10.0                      # input gain: v_inf = r * I
+    param r       = 10.0  # input gain: v_inf = r * I
     state v = 0.0
     input I
-    dv/dt = (v_leak - v + r * I) / tau_mem   method exact
+    dv/dt = (v_leak - v + r * I) / tau_mem method exact
     spike v >= v_th
     reset v = v_reset
     surrogate fast_sigmoid(slope = 25)
@@ -56,16 +56,16 @@ neuron LIF {
 network DigitsSNN {
     dt    = 1 ms
     steps = 16
-    input  x[64] : direct                     # pixel intensity in [0, 1] as current
+    input  x[64] : direct  # pixel intensity in [0, 1] as current
     layer  h[128] = LIF() <- dense(x)
     layer  y[10]  = LIF() <- dense(h)
-    output y                                  # spikes [T, B, 10]; class = most spikes
+    output y               # spikes [T, B, 10]; class = most spikes
 }
 
 train digits {
     network   = DigitsSNN
-    data      = digits                        # 1437 train / 360 test, stratified
-    loss      = ce_rate                       # cross-entropy on spike counts
+    data      = digits   # 1437 train / 360 test, stratified
+    loss      = ce_rate  # cross-entropy on spike counts
     optimizer = adam(lr = 2e-3)
     schedule  = cosine
     batch     = 64

@@ -1,13 +1,18 @@
-"""A numpy reference interpreter of the step semantics (docs/semantics.md).
+"""The reference interpreter of the step semantics (docs/semantics.md), on
+numpy or on torch tensors.
 
 Slow, plain and meant to be obviously correct: one Python loop over time,
 one layer after another in ``net.layers`` order, every formula written the
-way the contract states it.  It is the oracle of ``spikedsl test`` and
-``spikedsl verify`` and needs nothing but numpy.
+way the contract states it.  It is the oracle of ``spikedsl test``,
+``spikedsl verify``, the NIR round trips and the plasticity tests.  The step
+loop (:mod:`spikedsl.runtime.interpreter`) is written once against a small
+array interface (:mod:`spikedsl.runtime.arrays`): numpy by default, or torch
+on any device (float64 by default); both give the same numbers.
 
     from spikedsl.runtime import reference
     out = reference.run(net, {"x": x})            # x: [T, B, ...] (encoded) or [B, ...]
     out = reference.run(net, x, weights=w, record=["h", "h.v", "h.v_pre"])
+    out = reference.run(net, x, xp=torch, device="cuda")
 
 ``run`` returns a dict of numpy arrays: every ``LOutput`` by name (``"y"``,
 ``"y.v"``, ``"sum(y)"``) plus every recorded trace (``[T, B, ...]``):
@@ -31,13 +36,15 @@ random initialisation).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from spikedsl import ir
-from spikedsl.errors import unsupported
 from spikedsl.ir.exprs import names
+from spikedsl.lowering.weights import read_weights_file, to_numpy
+from spikedsl.runtime import arrays
 
 __all__ = [
     "encode",
@@ -52,38 +59,28 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ expressions
-def _sigmoid(x):
-    ex = np.exp(-np.abs(x))  # stable for large |x|
-    return np.where(x >= 0, 1.0 / (1.0 + ex), ex / (1.0 + ex))
-
-
-_FUNCS = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "tanh": np.tanh,
-    "sigmoid": _sigmoid, "relu": lambda x: np.maximum(x, 0.0), "sin": np.sin, "cos": np.cos,
-    "min": np.minimum, "max": np.maximum,
-    "clip": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),
-    "where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
-}
-
-_CMP = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less,
-        "==": np.equal, "!=": np.not_equal}
-
-
 def compile_expr(e: ir.Expr, dtype=np.float64,
-                 const: Mapping[str, object] | None = None) -> Callable[[Mapping[str, object]],
-                                                                         object]:
-    """An IR expression -> a function of the environment (numpy, elementwise).
+                 const: Mapping[str, object] | None = None,
+                 xp=None) -> Callable[[Mapping[str, object]], object]:
+    """An IR expression -> a function of the environment (elementwise).
 
     The tree is walked once; each node becomes a small closure, so a step
-    costs one numpy call per operator.  Subexpressions that only read names
-    of ``const`` (parameters, ``dt``) are evaluated once, here.  Call the
-    result inside ``np.errstate(all="ignore")`` (x/0 gives inf/nan, as torch)."""
+    costs one array call per operator.  Subexpressions that only read names
+    of ``const`` (parameters, ``dt``) are evaluated once, here.  ``xp``: the
+    array module (numpy by default, torch, or a backend of
+    :mod:`spikedsl.runtime.arrays`; ``dtype`` applies when it is a module).
+    With numpy, call the result inside ``np.errstate(all="ignore")`` (x/0
+    gives inf/nan, as torch)."""
+    return _compile(e, arrays.backend(xp, dtype), const)
+
+
+def _compile(e: ir.Expr, A, const) -> Callable[[Mapping[str, object]], object]:
     if const and not isinstance(e, ir.Num | ir.Name) and names(e) <= set(const):
-        with np.errstate(all="ignore"):
-            c = compile_expr(e, dtype)(const)
+        with A.errstate():
+            c = _compile(e, A, None)(const)
         return lambda env: c
     if isinstance(e, ir.Num):
-        c = dtype(e.value)
+        c = A.num(e.value)
         return lambda env: c
     if isinstance(e, ir.Name):
         name = e.id
@@ -95,28 +92,19 @@ def compile_expr(e: ir.Expr, dtype=np.float64,
                 raise KeyError(f"undefined name '{name}' in a lowered expression") from None
         return get
     if isinstance(e, ir.Neg):
-        f = compile_expr(e.operand, dtype, const)
+        f = _compile(e.operand, A, const)
         return lambda env: -f(env)
-    if isinstance(e, ir.BinOp):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        op = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide,
-              "**": np.power}[e.op]
+    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
+        fa, fb = _compile(e.left, A, const), _compile(e.right, A, const)
+        op = A.binop[e.op] if isinstance(e, ir.BinOp) else (
+            A.compare(e.op) if isinstance(e, ir.Compare) else A.logical(e.op))
         return lambda env: op(fa(env), fb(env))
-    if isinstance(e, ir.Compare):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        cmp = _CMP[e.op]
-        return lambda env: np.asarray(cmp(fa(env), fb(env)), dtype=dtype)
-    if isinstance(e, ir.BoolOp):
-        fa, fb = compile_expr(e.left, dtype, const), compile_expr(e.right, dtype, const)
-        lop = np.logical_and if e.op == "and" else np.logical_or
-        return lambda env: np.asarray(lop(np.asarray(fa(env)) != 0, np.asarray(fb(env)) != 0),
-                                      dtype=dtype)
     if isinstance(e, ir.Not):
-        f = compile_expr(e.operand, dtype, const)
-        return lambda env: np.asarray(np.asarray(f(env)) == 0, dtype=dtype)
-    if isinstance(e, ir.Call) and e.func in _FUNCS:
-        fn = _FUNCS[e.func]
-        fs = [compile_expr(a, dtype, const) for a in e.args]
+        f, op = _compile(e.operand, A, const), A.logical("not")
+        return lambda env: op(f(env))
+    if isinstance(e, ir.Call) and e.func in A.funcs:
+        fn = A.funcs[e.func]
+        fs = [_compile(a, A, const) for a in e.args]
         if len(fs) == 1:
             f0 = fs[0]
             return lambda env: fn(f0(env))
@@ -124,10 +112,11 @@ def compile_expr(e: ir.Expr, dtype=np.float64,
     raise TypeError(f"cannot evaluate {type(e).__name__} in a lowered expression")
 
 
-def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64):
-    """Evaluate an IR expression elementwise with numpy (arrays broadcast)."""
-    with np.errstate(all="ignore"):
-        return compile_expr(e, dtype)(env)
+def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64, xp=None):
+    """Evaluate an IR expression elementwise (arrays broadcast)."""
+    A = arrays.backend(xp, dtype)
+    with A.errstate():
+        return _compile(e, A, None)(env)
 
 
 # ------------------------------------------------------------------ time helpers
@@ -327,162 +316,11 @@ def init_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def load_weights(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: np.asarray(z[k]) for k in z.files}
+    """A weights file: ``.npz`` or a torch checkpoint."""
+    return read_weights_file(path)
 
-
-# ------------------------------------------------------------------ operators
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride, padding) -> np.ndarray:
-    """``torch.nn.functional.conv2d`` (cross-correlation), x [B, C, H, W]."""
-    sh, sw = stride
-    ph, pw = padding
-    kh, kw = w.shape[2:]
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    win = win[:, :, ::sh, ::sw]  # [B, C, Ho, Wo, kh, kw]
-    y = np.einsum("bchwpq,ocpq->bohw", win, w, optimize=True)
-    if b is not None:
-        y = y + b[None, :, None, None]
-    return y
-
-
-def pool2d(x: np.ndarray, kernel, stride, how: str) -> np.ndarray:
-    kh, kw = kernel
-    sh, sw = stride
-    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    if how == "max":
-        return win.max(axis=(4, 5))
-    s = win.sum(axis=(4, 5))
-    return s / (kh * kw) if how == "avg" else s
-
-
-class _Net:
-    """Per-run state of the interpreter."""
-
-    def __init__(self, net: ir.LNetwork, weights: Mapping[str, np.ndarray], dtype, batch: int):
-        self.net, self.dtype, self.B = net, dtype, batch
-        self.w = {k: np.asarray(v, dtype=dtype) for k, v in weights.items()}
-        self.rules: dict[str, _Rule] = {}
-
-
-    def proj_weight(self, p: ir.LProjection):
-        key = f"{p.param_name}.weight"
-        if p.kind in ("dense", "conv2d"):
-            w = self.w[key]
-        elif p.kind == "sparse":
-            mask = sparse_mask(p).astype(self.dtype)
-            w = mask * self.w[key].reshape(mask.shape) if key in self.w else mask * (
-                p.weight if p.weight is not None else 1.0)
-        else:  # one_to_one
-            w = self.w[key] if key in self.w else self.dtype(
-                p.weight if p.weight is not None else 1.0)
-        if p.sign == "excitatory":
-            w = np.abs(w)
-        elif p.sign == "inhibitory":
-            w = -np.abs(w)
-        return w
-
-    def matrix(self, p: ir.LProjection) -> tuple[np.ndarray, np.ndarray]:
-        """(effective weight (out, in), synapse mask) of a dense / sparse /
-        one_to_one projection: the form a synapse rule works on."""
-        n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
-        w = self.proj_weight(p)
-        if p.kind == "dense":
-            return w.reshape(n_out, n_in), np.ones((n_out, n_in), dtype=bool)
-        if p.kind == "sparse":
-            return w, sparse_mask(p) > 0
-        if p.kind == "one_to_one":
-            v = np.broadcast_to(np.asarray(w, dtype=self.dtype).reshape(-1), (n_out,))
-            return np.diag(v).astype(self.dtype), np.eye(n_out, dtype=bool)
-        raise unsupported("reference", f"plasticity on the {p.kind} projection "
-                          f"'{p.param_name}'", "a synapse rule needs one weight per synapse "
-                          "(conv2d shares its kernel)")
-
-    def apply(self, p: ir.LProjection, x: np.ndarray) -> np.ndarray:
-        B = x.shape[0]
-        rule = self.rules.get(p.param_name)
-        if rule is not None:  # plastic: per-sample weights, then on_pre
-            y = (rule.w * x.reshape(B, 1, -1)).sum(-1)
-            if p.bias and p.kind == "dense" and f"{p.param_name}.bias" in self.w:
-                y = y + self.w[f"{p.param_name}.bias"]
-            rule.on_pre(x)
-            return y.reshape((B,) + tuple(p.out_shape)).astype(self.dtype)
-        w = self.proj_weight(p)
-        if p.kind in ("dense", "sparse"):
-            y = x.reshape(B, -1) @ w.T
-            if p.bias and f"{p.param_name}.bias" in self.w:
-                y = y + self.w[f"{p.param_name}.bias"]
-            return y.reshape((B,) + tuple(p.out_shape))
-        if p.kind == "conv2d":
-            xin = x.reshape((B,) + tuple(p.in_shape))
-            b = self.w.get(f"{p.param_name}.bias") if p.bias else None
-            return conv2d(xin, w, b, p.stride, p.padding)
-        # one_to_one
-        return (w * x.reshape(B, -1).reshape((B,) + tuple(p.out_shape))).astype(self.dtype)
-
-
-class _Rule:
-    """A synapse rule on one projection (docs/semantics.md, "Plasticity"):
-    the weight and every rule state per synapse and per sample, [B, out, in]."""
-
-    def __init__(self, lp: ir.LPlasticity, w0: np.ndarray, mask: np.ndarray, batch: int,
-                 dt: float, dtype):
-        self.rule, self.dtype = lp.rule, dtype
-        self.mask = np.broadcast_to(mask, (batch,) + mask.shape)
-        self.w = np.where(self.mask, np.broadcast_to(w0, self.mask.shape), 0.0).astype(dtype)
-        self.params: dict[str, object] = {q.name: dtype(q.value) for q in self.rule.params}
-        self.params["dt"] = dtype(dt if self.rule.uses_units else 1.0)
-        self.states = {}
-        for st in self.rule.states:
-            v = evaluate(st.init, self.params, dtype)
-            self.states[st.name] = np.where(self.mask, v, 0.0).astype(dtype)
-
-    def env(self) -> dict[str, object]:
-        return {**self.params, **self.states, "w": self.w}
-
-    def _set(self, name: str, value, where) -> None:
-        old = self.w if name == "w" else self.states[name]
-        value = np.broadcast_to(np.asarray(value, dtype=self.dtype), old.shape)
-        ok = self.mask if where is None else (self.mask & where)
-        new = np.where(ok, value, old).astype(self.dtype)
-        if name == "w":
-            self.w = new
-        else:
-            self.states[name] = new
-
-    def advance(self) -> None:
-        """1. the rule's own dynamics: temps, then every update on the old values."""
-        if not self.rule.updates:
-            return
-        env = self.env()
-        for t in self.rule.temps:
-            env[t.target] = evaluate(t.value, env, self.dtype)
-        new = {u.target: evaluate(u.value, env, self.dtype) for u in self.rule.updates}
-        for k, v in new.items():
-            self._set(k, v, None)
-
-    def _run(self, stmts, fired) -> None:
-        for a in stmts:  # in order, each reading what the previous one left
-            env = self.env()
-            v = evaluate(a.value, env, self.dtype)
-            if a.op == "+=":
-                v = env[a.target] + v
-            elif a.op == "-=":
-                v = env[a.target] - v
-            self._set(a.target, v, fired)
-
-    def on_pre(self, x: np.ndarray) -> None:
-        """2. after transmission, for the synapses whose presynaptic spike arrives."""
-        if self.rule.on_pre:
-            self._run(self.rule.on_pre, x.reshape(x.shape[0], 1, -1) != 0)
-
-    def on_post(self, z: np.ndarray) -> None:
-        """4. after the target layer's step, for the synapses whose neuron spiked."""
-        if self.rule.on_post:
-            self._run(self.rule.on_post, z.reshape(z.shape[0], -1, 1) != 0)
-
-
-def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
+# ------------------------------------------------------------------ the run
+def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, object]:
     ins = net.inputs
     if isinstance(inputs, Mapping):
         return dict(inputs)
@@ -492,29 +330,35 @@ def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
     return {ins[0].name: inputs}
 
 
-def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | None = None,
-        dtype=np.float64, record: list[str] | None = None, seed: int = 0,
-        batch: int | None = None) -> dict[str, np.ndarray]:
-    """Run ``net`` for ``T`` steps and return outputs and recorded traces.
+def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=None,
+        record: list[str] | None = None, seed: int = 0, batch: int | None = None,
+        xp=None, device=None) -> dict[str, np.ndarray]:
+    """Run ``net`` for ``T`` steps and return outputs and recorded traces
+    (numpy arrays).
 
     ``inputs``: a dict ``{input name: array}`` or one array for a network with
-    a single input.  ``[T, B, ...]`` arrays are already encoded (T steps);
-    ``[B, ...]`` arrays are encoded with the layer's encoder for
-    ``net.steps`` steps.  ``weights``: ``{name: array}`` (missing names are
-    initialised by :func:`init_weights` with ``seed``; ``net.weights`` is
-    loaded first when set).
+    a single input (numpy arrays or tensors).  ``[T, B, ...]`` arrays are
+    already encoded (T steps); ``[B, ...]`` arrays are encoded with the
+    layer's encoder for ``net.steps`` steps.  ``weights``: ``{name: array}``
+    or the path of a weights file (missing names are initialised by
+    :func:`init_weights` with ``seed``; ``net.weights`` is loaded first when
+    set).  ``xp``: the array module, numpy (default) or torch; ``dtype``
+    (float64 by default) and ``device`` (torch: ``"cpu"``, ``"cuda"``, ...)
+    as :func:`spikedsl.runtime.arrays.backend`.
     """
-    dtype = np.dtype(dtype).type
+    from spikedsl.runtime.interpreter import simulate
+
+    A = arrays.backend(xp, dtype, device)
     data = _as_inputs(net, inputs if inputs is not None else {})
     enc: dict[str, np.ndarray] = {}
     T = None
     for lay in net.inputs:
         if lay.name not in data:
             raise ValueError(f"missing input '{lay.name}' of network '{net.name}'")
-        x = np.asarray(data[lay.name], dtype=dtype)
+        x = to_numpy(data[lay.name]).astype(A.np_dtype, copy=False)
         nd = len(lay.shape)
         if x.ndim == nd + 1:
-            x = encode(lay, x, net.steps, dtype=dtype)
+            x = encode(lay, x, net.steps, dtype=A.np_dtype)
         elif x.ndim != nd + 2:
             raise ValueError(f"input '{lay.name}' must be [T, B, {', '.join(map(str, lay.shape))}]"
                              f" or [B, ...], got shape {list(x.shape)}")
@@ -537,247 +381,8 @@ def run(net: ir.LNetwork, inputs=None, *, weights: Mapping[str, np.ndarray] | No
     w = init_weights(net, seed)
     if net.weights:
         w.update(load_weights(net.weights))
+    if isinstance(weights, str | os.PathLike):
+        weights = load_weights(weights)
     if weights:
-        w.update({k: np.asarray(v) for k, v in weights.items()})
-    S = _Net(net, w, dtype, B)
-    plastic = {lp.projection: lp for lp in net.plasticity}
-    for lay in net.layers:
-        for p in lay.projections:
-            if p.param_name in plastic:
-                if lay.kind != "neuron":
-                    raise unsupported("reference", f"plasticity on '{p.param_name}'",
-                                      "the target of a synapse rule must be a neuron layer")
-                w0, mask = S.matrix(p)
-                S.rules[p.param_name] = _Rule(plastic[p.param_name], w0, mask, B, net.dt, dtype)
-
-    # traces: name -> list over steps of [B, ...]
-    hist: dict[str, list[np.ndarray]] = {}
-    states: dict[str, dict[str, np.ndarray]] = {}
-    refr: dict[str, np.ndarray] = {}
-    params: dict[str, dict[str, object]] = {}
-    for lay in net.layers:
-        hist[lay.name] = []
-        if lay.kind == "neuron":
-            n = lay.neuron
-            assert n is not None
-            env: dict[str, object] = {"dt": dtype(neuron_dt(net, n))}
-            for prm in n.params:
-                key = f"{lay.name}.{prm.name}"
-                if key in S.w:
-                    val = S.w[key]
-                    env[prm.name] = dtype(val) if val.ndim == 0 else val
-                else:
-                    env[prm.name] = dtype(prm.value)
-            params[lay.name] = env
-            full = (B,) + tuple(lay.shape)
-            st = {}
-            for s in n.states:
-                v = evaluate(s.init, env, dtype)
-                st[s.name] = np.broadcast_to(np.asarray(v, dtype=dtype), full).copy()
-            states[lay.name] = st
-            refr[lay.name] = np.zeros(full, dtype=np.int64)
-            for s in n.states:
-                hist[f"{lay.name}.{s.name}"] = []
-                hist[f"{lay.name}.{s.name}_pre"] = []
-        elif lay.kind == "cell":
-            states[lay.name] = {s: np.zeros((B,) + tuple(lay.shape), dtype=dtype)
-                                for s in ("syn", "mem")}
-            for s in ("syn", "mem"):
-                hist[f"{lay.name}.{s}"] = []
-                hist[f"{lay.name}.{s}_pre"] = []
-
-    for pname in S.rules:
-        hist[f"{pname}.weight"] = []
-
-    def source_value(p_source: str, p_state: str | None, n: int, delay: int, shape):
-        key = p_source if p_state is None else f"{p_source}.{p_state}"
-        k = n - delay
-        if k < 0:
-            return np.zeros((B,) + tuple(shape), dtype=dtype)
-        return hist[key][k]
-
-    compiled = {lay.name: _CompiledNeuron(lay.neuron, dtype, params[lay.name])
-                for lay in net.layers if lay.kind == "neuron"}
-    with np.errstate(all="ignore"):
-        _loop(net, T, S, enc, states, refr, params, hist, compiled, source_value, dtype)
-
-    result: dict[str, np.ndarray] = {}
-
-    def stacked(key: str) -> np.ndarray:
-        if key not in hist:
-            raise KeyError(f"network '{net.name}' has no trace '{key}'")
-        if not hist[key]:
-            return np.zeros((0, B), dtype=dtype)
-        return np.stack(hist[key])
-
-    for o in net.outputs:
-        key = o.layer if o.state is None else f"{o.layer}.{o.state}{'_pre' if o.pre_reset else ''}"
-        tr = stacked(key)
-        if o.reduce == "sum":
-            tr = tr.sum(axis=0)
-        elif o.reduce == "mean":
-            tr = tr.mean(axis=0)
-        elif o.reduce == "last":
-            tr = tr[-1]
-        result[o.name] = tr
-    for key in record or ():
-        result[key] = stacked(key)
-    return result
-
-
-class _CompiledNeuron:
-    """The lowered step of one neuron as closures (compiled once per run)."""
-
-    def __init__(self, nrn: ir.LNeuron, dtype, const: Mapping[str, object]):
-        def comp(e):
-            return compile_expr(e, dtype, const)
-
-        self.temps = [(t.target, comp(t.value)) for t in nrn.temps]
-        self.updates = [(u.target, comp(u.value)) for u in nrn.updates]
-        self.spike = comp(nrn.spike_x) if nrn.spiking and nrn.spike_x else None
-        self.reset = [(a.target, a.op, comp(a.value)) for a in nrn.reset]
-        self.held = {a.target for a in nrn.reset}
-
-
-def _neuron_step(net, lay, S: _Net, st, r, env_p, hist, n, source_value, dtype,
-                 c: _CompiledNeuron):
-    nrn: ir.LNeuron = lay.neuron
-    full = (S.B,) + tuple(lay.shape)
-    # plasticity 1: the rules' own dynamics, before transmission
-    rules = [S.rules[p.param_name] for p in lay.projections if p.param_name in S.rules]
-    for rule in rules:
-        rule.advance()
-    # a. inputs: sum of the projections into each neuron input (plasticity 2: on_pre)
-    I = {k: np.zeros(full, dtype=dtype) for k in nrn.inputs}
-    for p in lay.projections:
-        x = source_value(p.source, p.source_state, n, p.delay, p.in_shape)
-        I[p.target_input] = I[p.target_input] + S.apply(p, x).reshape(full)
-    # b. refractory: inputs are 0 and the states assigned in `reset` are held
-    refractory = r > 0
-    any_refr = bool(refractory.any())
-    if any_refr:
-        for k, v in I.items():
-            I[k] = np.where(refractory, 0.0, v).astype(dtype)
-    # c. temporaries in order, then every update on the old states, committed at once
-    env = dict(env_p)
-    env.update(st)
-    env.update(I)
-    for name, f in c.temps:
-        env[name] = f(env)
-    new = {name: f(env) for name, f in c.updates}
-    for s, v in new.items():
-        v = np.broadcast_to(np.asarray(v, dtype=dtype), full)
-        if any_refr and s in c.held:
-            v = np.where(refractory, st[s], v)
-        st[s] = np.array(v, dtype=dtype)
-    # d. spike on the new states: z = H(x), 0 while refractory
-    env.update(st)
-    if c.spike is not None:
-        x = np.broadcast_to(c.spike(env), full)
-        z = (x >= 0) if nrn.spike_op == ">=" else (x > 0)
-        z = np.logical_and(z, ~refractory).astype(dtype)
-    else:
-        z = np.zeros(full, dtype=dtype)
-    # e. pre-reset record, then the reset statements in order where z = 1
-    for s in nrn.state_names:
-        hist[f"{lay.name}.{s}_pre"].append(st[s].copy())
-    if c.reset and z.any():
-        for target, op, f in c.reset:
-            env.update(st)
-            e = np.broadcast_to(f(env), full)
-            s = st[target]
-            if op == "=":
-                st[target] = (s - z * (s - e)).astype(dtype)
-            elif op == "+=":
-                st[target] = (s + z * e).astype(dtype)
-            else:
-                st[target] = (s - z * e).astype(dtype)
-    for s in nrn.state_names:
-        hist[f"{lay.name}.{s}"].append(st[s].copy())
-    # f. refractory counter: R where z = 1, else max(r - 1, 0)
-    R = refractory_steps(net, nrn)
-    r[...] = np.where(z > 0, R, np.maximum(r - 1, 0))
-    # plasticity 4: on_post where the neuron spiked; record the weights
-    for p in lay.projections:
-        if p.param_name in S.rules:
-            S.rules[p.param_name].on_post(z)
-            hist[f"{p.param_name}.weight"].append(S.rules[p.param_name].w.copy())
-    return z
-
-
-def _loop(net, T, S, enc, states, refr, params, hist, compiled, source_value, dtype):
-    for n in range(T):
-        for lay in net.layers:
-            if lay.kind == "input":
-                out = enc[lay.name][n]
-            elif lay.kind == "neuron":
-                out = _neuron_step(net, lay, S, states[lay.name], refr[lay.name],
-                                   params[lay.name], hist, n, source_value, dtype,
-                                   compiled[lay.name])
-            elif lay.kind == "projection":
-                p = lay.projections[0]
-                x = source_value(p.source, p.source_state, n, p.delay, p.in_shape)
-                out = S.apply(p, x)
-                if lay.func:
-                    out = _FUNCS[lay.func](out)
-            elif lay.kind == "stage":
-                x = source_value(lay.source, lay.source_state, n, 0, None)
-                out = _stage(lay, x, S)
-            else:  # cell
-                x = source_value(lay.source, lay.source_state, n, 0, None)
-                out = _cell(lay, x, S, states[lay.name], hist)
-            hist[lay.name].append(np.asarray(out, dtype=dtype))
-
-
-
-def _sig(x):
-    return _sigmoid(x)
-
-
-def _cell(lay: ir.LLayer, x: np.ndarray, S: _Net, st, hist) -> np.ndarray:
-    """snnTorch's ``SLSTM`` (an ``nn.LSTMCell``: gates i, f, g, o) and
-    ``SConv2dLSTM`` (one conv over [x, mem], padding kernel // 2: gates i, f,
-    o, g): ``syn = σ(f)·syn + σ(i)·tanh(g)``, ``mem = σ(o)·tanh(syn)``,
-    spike ``mem > threshold``, no reset (snnTorch's default)."""
-    B = x.shape[0]
-    syn, mem = st["syn"], st["mem"]
-    name = lay.name
-    if lay.op == "slstm":
-        g = (x.reshape(B, -1) @ S.w[f"{name}.weight_ih"].T + S.w[f"{name}.bias_ih"]
-             + mem @ S.w[f"{name}.weight_hh"].T + S.w[f"{name}.bias_hh"])
-        i, f, gg, o = np.split(g, 4, axis=1)
-    else:
-        cin, k = int(lay.args["in_channels"]), int(lay.args["kernel"])
-        w, b = S.w[f"{name}.weight"], S.w[f"{name}.bias"]
-        pad = (k // 2, k // 2)
-        g = conv2d(x, w[:, :cin], b, (1, 1), pad) + conv2d(mem, w[:, cin:], None, (1, 1), pad)
-        i, f, o, gg = np.split(g, 4, axis=1)
-    syn = _sig(f) * syn + _sig(i) * np.tanh(gg)
-    mem = _sig(o) * np.tanh(syn)
-    st["syn"], st["mem"] = syn, mem
-    for s, v in (("syn", syn), ("mem", mem)):
-        hist[f"{name}.{s}"].append(v)
-        hist[f"{name}.{s}_pre"].append(v)
-    return (mem > float(lay.args.get("threshold", 1.0))).astype(S.dtype)
-
-
-def _stage(lay: ir.LLayer, x: np.ndarray, S: _Net) -> np.ndarray:
-    op = lay.op
-    B = x.shape[0]
-    if op == "flatten":
-        return x.reshape(B, -1)
-    if op in ("avgpool2d", "sumpool2d", "maxpool2d"):
-        k, s = lay.args["kernel"], lay.args["stride"]
-        return pool2d(x, k, s, op[:3])
-    if op == "dropout":
-        return x
-    if op == "batchnorm":
-        g = S.w[f"{lay.name}.weight"]
-        b = S.w[f"{lay.name}.bias"]
-        m = S.w[f"{lay.name}.running_mean"]
-        v = S.w[f"{lay.name}.running_var"]
-        eps = float(lay.args.get("eps", 1e-5))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return ((x - m.reshape(shape)) / np.sqrt(v.reshape(shape) + eps) * g.reshape(shape)
-                + b.reshape(shape))
-    raise unsupported("reference", f"stage '{op}'", "unknown stage")
+        w.update({k: to_numpy(v) for k, v in weights.items()})
+    return simulate(net, A, {k: A.asarray(v) for k, v in enc.items()}, w, T, B, record)

@@ -23,7 +23,7 @@ drive ``from t0 to t1`` is on in the steps with ``t0 <= n·dt < t1``; an input
 spike at time ``t`` is delivered in the step ``(n·dt, (n+1)·dt]`` that
 contains it.  docs/testing.md has the whole syntax.
 
-Targets: ``reference`` (spikedsl/reference.py), ``torch``, ``norse``,
+Targets: ``reference`` (spikedsl/runtime/reference.py), ``torch``, ``norse``,
 ``brian2`` and ``nir`` (export to NIR, import back, run the imported network
 on the reference).  A target whose module is missing, whose library is not
 installed or that raises :class:`spikedsl.errors.Unsupported` is *skipped*

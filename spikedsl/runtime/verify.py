@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
+from spikedsl.errors import Unsupported
+from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import reference as ref
 from spikedsl.runtime.testing import TARGET_ORDER, Skip, run_target
 
@@ -160,25 +162,19 @@ def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
         import torch
 
         from spikedsl.targets import torch as torch_target
-
+    except ImportError:
+        torch_target = None
+    if torch_target is not None:
         torch.manual_seed(seed)
         try:
             m = torch_target.build(net, dtype=torch.float64, seed=seed)
-        except TypeError:
-            m = torch_target.build(net, dtype=torch.float64)
-        exp = getattr(torch_target, "export_weights", None)
-        if callable(exp):
-            sd = exp(m)
-        elif callable(getattr(m, "export_weights", None)):
-            sd = m.export_weights()
-        else:
-            sd = m.state_dict()
-        tw = {str(k): np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v,
-                                 dtype=np.float64) for k, v in dict(sd).items()}
-        w.update(tw)
-        how = f"the torch target's export_weights (seed {seed})"
-    except Exception:
-        how += " (the torch target could not build this network)"
+        except Unsupported:  # a refusal; any other failure of the target is a failure
+            m = None
+            how += " (the torch target cannot express this network)"
+        if m is not None:
+            w.update({str(k): to_numpy(v).astype(np.float64)
+                      for k, v in m.export_weights().items()})
+            how = f"the torch target's export_weights (seed {seed})"
     if net.weights:
         w.update(ref.load_weights(net.weights))
         how = f"{net.weights}"

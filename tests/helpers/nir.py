@@ -1,6 +1,6 @@
-"""Helpers for the NIR / Norse tests (not used at run time): simulate a lowered
-network with the torch target when it is available (else the reference
-interpreter), random inputs and weights that make neurons fire."""
+"""Helpers for the NIR / Norse tests: simulate a lowered network with the
+torch target or with the reference interpreter (on torch tensors), random
+inputs and weights that make neurons fire.  A failing target fails the test."""
 
 from __future__ import annotations
 
@@ -10,41 +10,25 @@ from spikedsl import ir
 from spikedsl.lowering.weights import init_weights
 
 
-def torch_target():
-    """The torch target module, or None while it does not exist."""
-    try:
-        from spikedsl.targets import torch as t
-
-        if hasattr(t, "run") and hasattr(t, "build"):
-            return t
-    except ImportError:
-        pass
-    return None
-
-
 def simulate(net: ir.LNetwork, inputs, weights, record=None) -> dict[str, np.ndarray]:
-    """Outputs of ``net`` (float64): torch target if present, else the reference."""
-    t = torch_target()
-    if t is not None:
-        import torch
+    """Outputs of ``net`` on the torch target (float64)."""
+    import torch
 
-        try:
-            out = t.run(net, inputs, weights=weights, dtype=torch.float64, record=record or [])
-            return {k: np.asarray(v) for k, v in out.items()}
-        except Exception as e:
-            import warnings
+    from spikedsl.targets import torch as torch_target
 
-            warnings.warn(f"torch target failed ({type(e).__name__}: {e}); using the "
-                          "reference interpreter", stacklevel=2)
-    from spikedsl.runtime.nir_ref import run
-
-    return run(net, inputs, weights, record=record)
+    out = torch_target.run(net, inputs, weights=weights, dtype=torch.float64,
+                           record=record or [])
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def reference(net: ir.LNetwork, inputs, weights, record=None) -> dict[str, np.ndarray]:
-    from spikedsl.runtime.nir_ref import run
+    """Outputs of ``net`` on the reference interpreter (torch tensors, float64);
+    ``weights`` None: the network's own weights file."""
+    import torch
 
-    return run(net, inputs, weights, record=record)
+    from spikedsl.runtime import reference as ref
+
+    return ref.run(net, inputs, weights=weights, record=record, xp=torch)
 
 
 def random_inputs(net: ir.LNetwork, T: int, B: int = 3, p: float = 0.3, seed: int = 0,

@@ -594,7 +594,7 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
         x = inputs[lay.name]
         x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=npdt)
         if x.ndim == len(lay.shape) + 1 and lay.encoder != "direct":
-            from spikedsl import reference  # the same encoding as every other target
+            from spikedsl.runtime import reference  # the same encoding as every other target
 
             x = reference.encode(lay, x, net.steps, dtype=npdt)
         data[lay.name] = torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)

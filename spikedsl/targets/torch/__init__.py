@@ -578,8 +578,6 @@ class NetGen:
         # hoisted: computed once / for all steps at once, with autograd
         P = TorchPrinter(env, "self._like")
         for kind, hname, e in plan.hoisted:
-            if hname not in plan.step_names and hname not in plan.static_names:
-                continue
             v = self.nm(f"hoist:{la.name}.{hname}", f"{la.name}_{hname.lstrip('%')}")
             L.append(f"{v} = {P(e)}  # {spk(e)}")
             env[hname] = v

@@ -89,7 +89,9 @@ class NeuronPlan:
     states: list[str]
     inputs: list[str]
     tensor_params: list[str]  # names of tensor parameters (trainable / per-neuron)
-    hoisted: list[tuple[str, str, ir.Expr]]  # (kind step|static, name, expr over inputs/params)
+    # (kind step|static, name, expr over inputs/params), in dependency order,
+    # only those the step needs (directly or through another hoisted tensor)
+    hoisted: list[tuple[str, str, ir.Expr]]
     temps: list[Stmt]  # per-step temporaries
     updates: dict[str, ir.Expr]
     spike: ir.Expr | None
@@ -143,9 +145,17 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
     step_names += [n for k, n, _ in H.items if k == "step" and n in used]
     static_names = [n for n in tensor_params if n in used]
     static_names += [n for k, n, _ in H.items if k == "static" and n in used]
+    # the hoisted tensors the loop reads and, transitively, those they read: a
+    # hoisted temporary may feed only another hoisted subexpression (items only
+    # read earlier items, so one backward pass closes the set)
+    needed = set(used)
+    for _k, hname, e in reversed(H.items):
+        if hname in needed:
+            needed |= names(e)
+    hoisted = [item for item in H.items if item[1] in needed]
     held = {a.target for a in neuron.reset} if R > 0 else set()
     return NeuronPlan(neuron=neuron, R=R, states=states, inputs=inputs,
-                      tensor_params=sorted(tensor_params), hoisted=H.items, temps=temps,
+                      tensor_params=sorted(tensor_params), hoisted=hoisted, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
                       step_names=step_names, static_names=static_names, held=held)
 
