@@ -167,8 +167,18 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "unknown-target": ("unknown target '{name}'", "known: {known}"),
     "unknown-drive": ("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
     "bad-drive": ("unknown drive '{name}'", "known: {known}"),
+    "data-error": ("{message}", None),  # a data set that cannot be loaded (train blocks)
     # --- targets ------------------------------------------------------------
     "unsupported": ("{target} cannot express {what}: {reason}", None),
+    # --- neuromorphic platforms (spikedsl/targets/nir/platform_check.py) -------
+    "platform-limit": (
+        "{platform}: layer '{layer}': {what} {value} exceeds the limit {limit} [{source}]",
+        "{hint}",
+    ),
+    "platform-unsupported": (
+        "{platform}: layer '{layer}': {what} is not supported: {reason} [{source}]",
+        "{hint}",
+    ),
     # --- weights files and NIR import (spikedsl/back/nir.py, spikedsl/nir_import.py) ---
     "weights-file": ("cannot read weights file '{path}': {reason}", None),
     "weights-shape": ("weights entry '{name}' has shape {got}, expected {expected}", None),

@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dt", type=float, default=None,
                    help="seconds per step for networks without a time unit (default 1e-4)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.nir", help="output file")
+    from spikedsl.cli import _platform
+
+    _platform.add_arguments(p, export=True)
 
 
 def main(args) -> int:
@@ -49,10 +52,37 @@ def main(args) -> int:
         return 2
     import nir
 
+    from spikedsl.cli import _platform
     from spikedsl.targets.nir import export
 
+    bits = _platform.quantize_bits(args, "export-nir")
+    if args.platform:  # nothing is written for a network that does not fit
+        rep = _platform.report(prog, handle.ir, args, weights=weights, dt=args.dt)
+        if not rep.ok:
+            return 1
+    if bits is not None:
+        from spikedsl.lowering.weights import load_weights
+        from spikedsl.targets.nir.platform_check import quantize_weights
+        from spikedsl.targets.nir.platforms import platform as get_platform
+
+        p = get_platform(args.platform) if args.platform else None
+        W = load_weights(handle.ir, weights)
+        if not any(k.endswith(".weight") for k in W):
+            from spikedsl.lowering.weights import init_weights
+
+            W = {**init_weights(handle.ir)[0], **W}
+        weights, qinfo = quantize_weights(
+            handle.ir, W, bits=p.weight_bits if bits is True else bits,
+            weight_max=p.weight_max if bits is True else None)
+        for k, q in qinfo.items():
+            print(f"quantized {k}: {q['bits']}-bit, scale {q['scale']:.4g}, max |error| "
+                  f"{q['max_abs_error']:.3g}")
     graph, notes = export(handle.ir, weights=weights, allow_approx=args.allow_approx,
                           dt=args.dt)
+    if args.platform:
+        graph.metadata["platform"] = args.platform
+    if bits is not None:
+        graph.metadata["quantized_bits"] = int(p.weight_bits if bits is True else bits)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     out = args.output

@@ -84,7 +84,10 @@ def main(args) -> int:
                     epochs=args.epochs, device=args.device, progress=not args.no_progress,
                     limit=args.limit, threads=args.threads, log=lambda m: print(m, flush=True))
     except DataError as e:
-        print(f"spikedsl train: data error: {e}", file=sys.stderr)
+        if getattr(e, "loc", None) is not None:  # file:line:col: error: ... (the data setting)
+            print(e, file=sys.stderr)
+        else:
+            print(f"spikedsl train: data error: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"spikedsl train: error: {e}", file=sys.stderr)

@@ -34,6 +34,18 @@ def add_arguments(p) -> None:
                    help="multiply the dense/conv2d weights (to make a network spike more)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="a weights file (.npz) to use instead of seeded random weights")
+    p.add_argument("--quantize", type=int, default=None, metavar="BITS",
+                   help="instead of comparing targets: run the reference interpreter with "
+                        "float weights and with weights rounded to BITS-bit integers, and "
+                        "compare (spikes, predicted class, accuracy with --data)")
+    p.add_argument("--platform", default=None,
+                   choices=("xylo", "xylo-imu", "loihi2", "spinnaker2", "speck"),
+                   help="with --quantize (or alone): the chip's weight width")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="with --quantize: measure accuracy on the test split of this data "
+                        "set (e.g. digits, 'mnist(\"data/mnist\")'); paths relative to FILE")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="with --data: the first N test samples only")
 
 
 def main(args) -> int:
@@ -68,6 +80,8 @@ def main(args) -> int:
               f"(it has {', '.join(prog.networks)})", file=sys.stderr)
         return 2
     net = prog.network(args.network).ir
+    if args.quantize is not None or args.platform is not None:
+        return _quantized(net, args)
     weights = None
     if args.weights:
         need_file(args.weights)
@@ -79,3 +93,30 @@ def main(args) -> int:
                     weight_scale=args.weight_scale)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _quantized(net, args) -> int:
+    """``--quantize BITS`` / ``--platform P``: float vs quantised weights."""
+    import os
+
+    from spikedsl.runtime.quantized import compare_quantized
+
+    weight_max = None
+    bits = args.quantize
+    if args.platform:
+        from spikedsl.targets.nir.platforms import platform
+
+        p = platform(args.platform)
+        if bits is None:
+            bits, weight_max = p.weight_bits, p.weight_max
+    if not 2 <= bits <= 32:
+        print("spikedsl verify: error: --quantize BITS must be in 2..32", file=sys.stderr)
+        return 2
+    if args.weights:
+        need_file(args.weights)
+    data = (args.data, os.path.dirname(os.path.abspath(args.file))) if args.data else None
+    rep = compare_quantized(net, bits, weight_max=weight_max, weights=args.weights, data=data,
+                            limit=args.limit, batch=args.batch, seed=args.seed,
+                            steps=args.steps, platform=args.platform)
+    print(rep.render())
+    return 0

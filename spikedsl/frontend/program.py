@@ -21,7 +21,7 @@ LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0},
           "mse_membrane": {"on": 1.0, "off": 0.0}, "ce_membrane": {"reduce": "sum"},
           "bce": {"target": None}, "masked_membrane": {"target": None, "theta": None},
           "mse": {"target": None}}
-DATASETS = ("digits", "mnist", "fashion_mnist", "npz", "synthetic", "seqgraph")
+DATASETS = ("digits", "mnist", "fashion_mnist", "npz", "synthetic", "seqgraph", "tonic")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 METRICS = ("accuracy", "mse", "spike_mse", "loss", "rate")

@@ -3,7 +3,8 @@
 ``load_dataset("digits", {"shape": "image"}, base_dir, seed)`` returns a
 :class:`Dataset` of float32 arrays in [0, 1].  Data sets: ``digits``,
 ``mnist(path)``, ``fashion_mnist(path)``, ``npz(path)``, ``synthetic(...)``,
-``seqgraph(...)``; see ``docs/data.md``.
+``seqgraph(...)``, ``tonic(...)`` (event data, spikedsl/runtime/events.py);
+see ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -558,6 +559,12 @@ def _seqgraph(a: _Args, base_dir: str, seed: int) -> Dataset:
     return _finish("seqgraph", x[tr], None, x[va], None, 0, **info)
 
 
+def _tonic(a: _Args, base_dir: str, seed: int) -> Dataset:
+    from spikedsl.runtime.events import load_tonic  # event data: tonic, h5py on demand
+
+    return load_tonic(a, base_dir, seed)
+
+
 _Loader = Callable[[_Args, str, int], Dataset]
 
 # name -> (parameter names in positional order, loader)
@@ -583,6 +590,12 @@ DATASETS: dict[str, tuple[tuple[str, ...], _Loader]] = {
         ("augment", "terms", "term_min", "term_max", "degrees", "lines", "target",
          "val_fraction", "split_seed"),
         _seqgraph,
+    ),
+    # event data sets read with tonic (spikedsl/runtime/events.py, events.PARAMS)
+    "tonic": (
+        ("name", "path", "bins", "binning", "downsample", "n_train", "n_test", "split_seed",
+         "first_saccade_only", "cache", "steps", "dt"),
+        _tonic,
     ),
 }
 

@@ -973,6 +973,16 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
         torch.set_num_threads(old_threads)
 
 
+def _located_data_error(e: DataError, prog: Program, train_name: str) -> DataError:
+    """The data error at the ``data = ...`` setting of the train block
+    (``file:line:col: error: ...`` with the source line); ``.loc`` keeps the place."""
+    t = prog.trains[train_name]
+    loc = next((st.value.loc for st in t.settings if st.name == "data"), t.loc)
+    err = DataError(diag("data-error", loc, message=str(e)).render(prog.sources))
+    err.loc = loc
+    return err
+
+
 def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, device, dtype,
            progress, limit, log, callback, build) -> TrainResult:
     t_start = time.perf_counter()
@@ -996,7 +1006,13 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
     net = prog.network(cfg.network).ir
     train_ir = prog.trains[cfg.name]
 
-    data = load_dataset(cfg.data, cfg.data_args, cfg.base_dir, cfg.seed)
+    from spikedsl.runtime.events import network_args
+
+    try:  # event data is binned to the network's steps and dt
+        data = load_dataset(cfg.data, network_args(cfg.data, cfg.data_args, net),
+                            cfg.base_dir, cfg.seed)
+    except DataError as e:
+        raise _located_data_error(e, prog, cfg.name) from None
     task = _Task(cfg, net, data, prog, train_ir.loc)
     x_tr, y_tr, x_te, y_te = data.x_train, data.y_train, data.x_test, data.y_test
     if limit is not None:
