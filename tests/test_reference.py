@@ -11,6 +11,7 @@ import pytest
 
 import spikedsl
 from spikedsl import ir
+from spikedsl.lowering.neuron import place
 from spikedsl.runtime import reference
 
 LIF = """
@@ -209,7 +210,7 @@ def test_izhikevich_presets_match_a_direct_implementation(name, specs_dir):
     net = ir.LNetwork(
         name="izh", dt=1e-4, dt_unit="ms", steps=steps,
         layers=(ir.LLayer(name="x", kind="input", shape=(1,), encoder="direct"),
-                ir.LLayer(name="n", kind="neuron", shape=(1,), neuron=neuron,
+                ir.LLayer(name="n", kind="neuron", shape=(1,), neuron=place(neuron, 1e-4),
                           states=tuple(neuron.state_names),
                           projections=(ir.LProjection(kind="one_to_one", source="x",
                                                       target_input="I", in_shape=(1,),

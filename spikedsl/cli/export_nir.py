@@ -70,7 +70,7 @@ def main(args) -> int:
         if not any(k.endswith(".weight") for k in W):
             from spikedsl.lowering.weights import init_weights
 
-            W = {**init_weights(handle.ir)[0], **W}
+            W = {**init_weights(handle.ir), **W}
         weights, qinfo = quantize_weights(
             handle.ir, W, bits=p.weight_bits if bits is True else bits,
             weight_max=p.weight_max if bits is True else None)

@@ -321,6 +321,11 @@ class LNeuron(BaseModel):
     refractory: Number = 0.0  # duration in the neuron's time unit (s or steps)
     surrogate: LSurrogate
     uses_units: bool = False
+    # Resolved when the neuron is placed in a network (spikedsl.lowering.network.place_neuron;
+    # None for a neuron outside a network): the value of ``dt`` in its step (net.dt in
+    # seconds when it uses units, else 1.0) and R = ceil(refractory / dt - 1e-9).
+    dt: Number | None = None
+    refractory_steps: int | None = None
     linear: bool = False  # the continuous system is linear in its states
     source_line: int = 0
 
@@ -346,6 +351,18 @@ class LSynapse(BaseModel):
     on_pre: tuple[Assign, ...] = ()
     on_post: tuple[Assign, ...] = ()
     uses_units: bool = False
+    dt: Number | None = None  # the value of ``dt`` in the rule (as for a neuron), set by lowering
+
+
+class LInit(BaseModel):
+    """The resolved initialisation of one array (drawn by spikedsl.lowering.weights):
+    ``uniform`` (args a, b), ``normal`` (args mean, std) or ``constant`` (arg c);
+    ``magnitude``: the absolute value of the draw (projections with a ``sign``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    dist: Literal["uniform", "normal", "constant"]
+    args: tuple[Number, ...]
+    magnitude: bool = False
 
 
 class LProjection(BaseModel):
@@ -370,6 +387,11 @@ class LProjection(BaseModel):
     sign: Literal["none", "excitatory", "inhibitory"] = "none"
     seed: int = 0
     param_name: str  # prefix in state_dict / weights file, e.g. "h.0"
+    # resolved by lowering (dense / conv2d; 0 and None for the fixed sparse / one_to_one)
+    fan_in: int = 0
+    fan_out: int = 0
+    weight_init: LInit | None = None
+    bias_init: LInit | None = None  # None without a bias
     source_line: int = 0
 
 

@@ -11,7 +11,8 @@ from spikedsl import ir
 from spikedsl.errors import Collector
 from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
 from spikedsl.ir.units import TIME, parse_unit
-from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values
+from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values, place
+from spikedsl.lowering.weights import resolve_projection
 
 ENCODERS = {
     "direct": {},
@@ -364,7 +365,7 @@ class NetworkLowering:
         d["source_line"] = loc.line if loc else 0
         if d["recurrent"]:
             d["delay"] = max(d.get("delay", 0), 1)
-        return ir.LProjection(**d)
+        return resolve_projection(ir.LProjection(**d))
 
     # -------------------------------------------------------------- layers
     def layer(self, lay: ir.Layer) -> None:
@@ -703,7 +704,7 @@ class NetworkLowering:
                 continue
             overrides[k.name] = v
         ls = lower_synapse(syn, overrides, self.scope.dims.get(f"synapse:{rule}", {}))
-        return ir.LPlasticity(rule=ls, source=p.source, target=p.target,
+        return ir.LPlasticity(rule=place(ls, self.dt), source=p.source, target=p.target,
                               projection=proj.param_name)
 
     # -------------------------------------------------------------- driver
@@ -760,6 +761,8 @@ class NetworkLowering:
             return None
         # declaration order is a topological order of feed-forward edges
         layers = tuple(self.layers[n] for n in self.order)
+        layers = tuple(la.model_copy(update={"neuron": place(la.neuron, self.dt)})
+                       if la.neuron is not None else la for la in layers)
         return ir.LNetwork(name=net.name, dt=self.dt, dt_unit=self.dt_unit, steps=steps,
                            layers=layers, outputs=tuple(outputs), plasticity=tuple(plast),
                            weights=weights, file=net.loc.file if net.loc else "",

@@ -13,6 +13,7 @@ The result (``ir.LNeuron``) is what every target reads.  SymPy runs once per
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 
 from spikedsl import ir
@@ -485,6 +486,18 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
 
 
+def place(n: ir.LNeuron | ir.LSynapse, net_dt: float) -> ir.LNeuron | ir.LSynapse:
+    """A lowered neuron (or synapse rule) as part of a network whose ``dt`` is
+    ``net_dt``: resolves ``dt`` of its step (``net_dt``, seconds, when it uses
+    units, else 1.0: time in steps) and, for a neuron, the number of refractory
+    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period."""
+    dt = float(net_dt) if n.uses_units else 1.0
+    if isinstance(n, ir.LSynapse):
+        return n.model_copy(update={"dt": dt})
+    R = math.ceil(n.refractory / dt - 1e-9) if n.refractory and n.refractory > 0 else 0
+    return n.model_copy(update={"dt": dt, "refractory_steps": R})
+
+
 def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,
                   dims: dict[str, str] | None = None) -> ir.LSynapse:
     overrides = overrides or {}
@@ -522,4 +535,5 @@ __all__ = [
     "is_linear",
     "lower_neuron",
     "lower_synapse",
+    "place",
 ]

@@ -29,8 +29,8 @@ snnTorch), synapse rules (plasticity), output reductions, the encoders.
 
 Weights use the names of the weights files (``h.weight``, ``h.bias``,
 ``h.tau_mem``, ``bn.running_mean``); anything missing is initialised by
-:func:`init_weights` (seeded, deterministic; not meant to equal torch's
-random initialisation).
+:func:`init_weights` (seeded, deterministic; the initialisation of every
+target, spikedsl.lowering.weights).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.ir.exprs import names
-from spikedsl.lowering.weights import read_weights_file, to_numpy
+from spikedsl.lowering import weights as _weights
+from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import arrays
 
 __all__ = [
@@ -121,15 +122,18 @@ def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64, xp=None):
 
 # ------------------------------------------------------------------ time helpers
 def neuron_dt(net: ir.LNetwork, neuron: ir.LNeuron) -> float:
-    """The value of the free symbol ``dt`` inside ``neuron``."""
-    return float(net.dt) if neuron.uses_units else 1.0
+    """The value of the free symbol ``dt`` inside ``neuron`` (resolved by lowering)."""
+    if neuron.dt is None:
+        raise ValueError(f"neuron '{neuron.name}' is not placed in a network "
+                         "(spikedsl.lowering.neuron.place)")
+    return float(neuron.dt)
 
 
 def refractory_steps(net: ir.LNetwork, neuron: ir.LNeuron) -> int:
-    """R = ceil(refractory / dt - 1e-9), 0 without a refractory period."""
-    if not neuron.refractory or neuron.refractory <= 0:
-        return 0
-    return math.ceil(neuron.refractory / neuron_dt(net, neuron) - 1e-9)
+    """R = ceil(refractory / dt - 1e-9), 0 without a refractory period (resolved by
+    lowering)."""
+    neuron_dt(net, neuron)
+    return int(neuron.refractory_steps)
 
 
 # ------------------------------------------------------------------ encoders
@@ -205,119 +209,24 @@ def _latency(data: np.ndarray, steps: int, args: Mapping[str, float], dtype) -> 
 # ------------------------------------------------------------------ weights
 def sparse_mask(proj: ir.LProjection) -> np.ndarray:
     """Fixed connectivity of ``sparse``: ``default_rng(seed).random((out, in)) < p``."""
-    n_out, n_in = math.prod(proj.out_shape), math.prod(proj.in_shape)
-    return (np.random.default_rng(proj.seed).random((n_out, n_in)) < proj.p).astype(np.float64)
+    return _weights.sparse_mask(proj)
 
 
 def weight_shapes(net: ir.LNetwork) -> dict[str, tuple[int, ...]]:
     """Every trainable / loadable array of the network and its shape."""
-    out: dict[str, tuple[int, ...]] = {}
-    for lay in net.layers:
-        for p in lay.projections:
-            if p.kind == "dense":
-                out[f"{p.param_name}.weight"] = (math.prod(p.out_shape), math.prod(p.in_shape))
-                if p.bias:
-                    out[f"{p.param_name}.bias"] = (math.prod(p.out_shape),)
-            elif p.kind == "conv2d":
-                out[f"{p.param_name}.weight"] = (p.channels, p.in_shape[0]) + tuple(p.kernel)
-                if p.bias:
-                    out[f"{p.param_name}.bias"] = (p.channels,)
-        if lay.kind == "neuron" and lay.neuron is not None:
-            for prm in lay.neuron.params:
-                if prm.trainable or prm.per_neuron:
-                    out[f"{lay.name}.{prm.name}"] = tuple(lay.shape) if prm.per_neuron else ()
-        if lay.kind == "stage" and lay.op == "batchnorm":
-            c = (lay.shape[0],)
-            for k in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{lay.name}.{k}"] = c
-        if lay.kind == "cell" and lay.op == "slstm":
-            H, nin = int(lay.args["hidden"]), int(lay.args["in_features"])
-            out[f"{lay.name}.weight_ih"] = (4 * H, nin)
-            out[f"{lay.name}.weight_hh"] = (4 * H, H)
-            out[f"{lay.name}.bias_ih"] = (4 * H,)
-            out[f"{lay.name}.bias_hh"] = (4 * H,)
-        elif lay.kind == "cell":
-            C, cin, k = (int(lay.args["channels"]), int(lay.args["in_channels"]),
-                         int(lay.args["kernel"]))
-            out[f"{lay.name}.weight"] = (4 * C, cin + C, k, k)
-            out[f"{lay.name}.bias"] = (4 * C,)
-    return out
+    return _weights.weight_shapes(net)
 
 
 def init_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded initial values for every name of :func:`weight_shapes`.
-
-    Projections: ``default`` as torch's ``nn.Linear``/``nn.Conv2d``
-    (U(±1/sqrt(fan_in)) for weight and bias), ``kaiming`` U(±sqrt(6/fan_in)),
-    ``xavier`` U(±sqrt(6/(fan_in+fan_out))), ``normal(σ)``, ``uniform(a, b)``,
-    ``zeros``; biases of the non-default schemes are zero.
-    Neuron parameters: their value, or ``uniform(a, b)`` draws for
-    ``per_neuron(uniform(a, b))``.  Batchnorm: weight 1, bias 0, mean 0, var 1.
-    """
-    shapes = weight_shapes(net)
-    out: dict[str, np.ndarray] = {}
-    for i, lay in enumerate(net.layers):
-        rng = np.random.default_rng([seed, i])
-        for p in lay.projections:
-            if p.kind not in ("dense", "conv2d"):
-                continue
-            wshape = shapes[f"{p.param_name}.weight"]
-            fan_in = math.prod(wshape[1:])
-            fan_out = wshape[0] * math.prod(wshape[2:])
-            init = p.init
-            if init == "default":
-                b = 1.0 / math.sqrt(fan_in)
-                w = rng.uniform(-b, b, wshape)
-            elif init == "kaiming":
-                b = math.sqrt(6.0 / fan_in)
-                w = rng.uniform(-b, b, wshape)
-            elif init == "xavier":
-                b = math.sqrt(6.0 / (fan_in + fan_out))
-                w = rng.uniform(-b, b, wshape)
-            elif init == "normal":
-                w = rng.normal(0.0, p.init_args[0] if p.init_args else 1.0, wshape)
-            elif init == "uniform":
-                w = rng.uniform(p.init_args[0], p.init_args[1], wshape)
-            else:
-                w = np.zeros(wshape)
-            out[f"{p.param_name}.weight"] = w
-            if p.bias:
-                bshape = shapes[f"{p.param_name}.bias"]
-                if init == "default":
-                    out[f"{p.param_name}.bias"] = rng.uniform(-1 / math.sqrt(fan_in),
-                                                              1 / math.sqrt(fan_in), bshape)
-                else:
-                    out[f"{p.param_name}.bias"] = np.zeros(bshape)
-        if lay.kind == "neuron" and lay.neuron is not None:
-            for prm in lay.neuron.params:
-                key = f"{lay.name}.{prm.name}"
-                if key not in shapes:
-                    continue
-                if prm.per_neuron and prm.init_uniform is not None:
-                    out[key] = rng.uniform(prm.init_uniform[0], prm.init_uniform[1], shapes[key])
-                else:
-                    out[key] = np.full(shapes[key], prm.value)
-        if lay.kind == "cell":  # as torch.nn.LSTMCell / snnTorch's SConv2dLSTM
-            keys = [k for k in shapes if k.startswith(f"{lay.name}.")]
-            if lay.op == "slstm":
-                b = 1.0 / math.sqrt(int(lay.args["hidden"]))
-            else:
-                fan = math.prod(shapes[f"{lay.name}.weight"][1:])
-                b = 1.0 / math.sqrt(fan)
-            for k in sorted(keys):
-                out[k] = rng.uniform(-b, b, shapes[k])
-        if lay.kind == "stage" and lay.op == "batchnorm":
-            c = shapes[f"{lay.name}.weight"]
-            out[f"{lay.name}.weight"] = np.ones(c)
-            out[f"{lay.name}.bias"] = np.zeros(c)
-            out[f"{lay.name}.running_mean"] = np.zeros(c)
-            out[f"{lay.name}.running_var"] = np.ones(c)
-    return out
+    """Seeded initial values for every name of :func:`weight_shapes`: the
+    initialisation every target uses (:func:`spikedsl.lowering.weights.init_weights`)."""
+    return _weights.init_weights(net, seed)
 
 
 def load_weights(path: str) -> dict[str, np.ndarray]:
     """A weights file: ``.npz`` or a torch checkpoint."""
-    return read_weights_file(path)
+    return _weights.read_weights_file(path)
+
 
 # ------------------------------------------------------------------ the run
 def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, object]:

@@ -54,6 +54,7 @@ from spikedsl.frontend.program import (
     parse_quantity,
 )
 from spikedsl.ir.exprs import EvalError, SpkPrinter, evaluate
+from spikedsl.lowering.neuron import place
 from spikedsl.runtime import reference as ref
 
 __all__ = [
@@ -537,6 +538,7 @@ def _neuron_case(prog, t, st, seed, batch, tol, base_dir) -> Case:
     if "dt" in st:
         dt = _num(st["dt"].value)
         unit = st["dt"].value.unit if isinstance(st["dt"].value, ir.Num) else None
+    neuron = place(neuron, dt)
     timed = unit is not None
     steps = _steps(t, st, dt)
     clock = _Clock(dt, steps)

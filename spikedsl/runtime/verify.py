@@ -7,9 +7,8 @@ deployed").
     print(report.render())
     assert report.ok
 
-Every target gets the same float64 weights (the torch target's
-``export_weights`` after ``torch.manual_seed(seed)`` when torch is
-available, else :func:`spikedsl.runtime.reference.init_weights`; a network's own
+Every target gets the same float64 weights (the initialisation every
+target uses, :func:`spikedsl.lowering.weights.init_weights`; a network's own
 weights file wins) and the same already-encoded float64 inputs
 ``[T, B, ...]`` drawn from ``numpy.random.default_rng(seed)``.  Each run
 records every layer's output and every neuron state before and after reset;
@@ -28,8 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
-from spikedsl.errors import Unsupported
-from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import reference as ref
 from spikedsl.runtime.testing import TARGET_ORDER, Skip, run_target
 
@@ -157,24 +154,7 @@ def make_inputs(net: ir.LNetwork, steps: int, batch: int, seed: int = 0,
 def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
     """The weights every target gets, and where they came from."""
     w = ref.init_weights(net, seed)
-    how = f"spikedsl.runtime.reference.init_weights (seed {seed})"
-    try:
-        import torch
-
-        from spikedsl.targets import torch as torch_target
-    except ImportError:
-        torch_target = None
-    if torch_target is not None:
-        torch.manual_seed(seed)
-        try:
-            m = torch_target.build(net, dtype=torch.float64, seed=seed)
-        except Unsupported:  # a refusal; any other failure of the target is a failure
-            m = None
-            how += " (the torch target cannot express this network)"
-        if m is not None:
-            w.update({str(k): to_numpy(v).astype(np.float64)
-                      for k, v in m.export_weights().items()})
-            how = f"the torch target's export_weights (seed {seed})"
+    how = f"the initialisation of every target (spikedsl.lowering.weights, seed {seed})"
     if net.weights:
         w.update(ref.load_weights(net.weights))
         how = f"{net.weights}"

@@ -44,7 +44,7 @@ def random_inputs(net: ir.LNetwork, T: int, B: int = 3, p: float = 0.3, seed: in
 
 def random_weights(net: ir.LNetwork, scale: float = 3.0, seed: int = 0,
                    extra: dict | None = None) -> dict[str, np.ndarray]:
-    W, _ = init_weights(net, seed=seed)
+    W = init_weights(net, seed=seed)
     W = {k: np.asarray(v, dtype=np.float64) * (scale if k.endswith(".weight") else 1.0)
          for k, v in W.items()}
     # the torch target may also export per-neuron parameters: keep them

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from spikedsl import ir
-from spikedsl.errors import SpecError, diag
+from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.brian2.plan import WHEN, Plan, make_plan
 
@@ -77,7 +77,7 @@ def runtime_source() -> str:
         text = fh.read()
     text = text.split("# --- begin runtime (copied into generated scripts) ---\n", 1)[1]
     lines = [ln for ln in text.splitlines() if not re.match(r"^(import |from )\S", ln)]
-    return "\n".join(lines).strip("\n")
+    return "\n".join(lines).strip("\n") + "\n\n\n" + _weights.generated_source()
 
 
 def _dt_expr(net: ir.LNetwork) -> tuple[str, str]:
@@ -114,7 +114,7 @@ def convert(net: ir.LNetwork, *, device: str = "runtime", weights=None) -> str:
         when=WHEN, units=units, runtime=runtime_source(),
         inputs=_pyrepr({name: shape for name, shape, _ in p.inputs}),
         outputs=_pyrepr([(n, k, r) for n, k, r in p.outputs]),
-        records=list(p.records.values()), init_layers=[_pyrepr(x) for x in p.init_layers],
+        records=list(p.records.values()), arrays=init_table(net),
         blocks=p.blocks, late=p.late, script_name=f"{net.name.lower()}_brian2.py",
         weights_path=weights_path, device=device)
     return text
@@ -134,74 +134,31 @@ def module(net: ir.LNetwork) -> dict:
 
 
 # ----------------------------------------------------------------- weights
-def _fail(what: str, reason: str) -> SpecError:
-    return SpecError([diag("bad-argument", None, what=what, reason=reason)])
+def init_table(net: ir.LNetwork) -> list[str]:
+    """Rows ``(name, shape, dist, args, magnitude)`` of the script's ``ARRAYS``: the
+    initialisation of spikedsl.lowering.weights, drawn by the script's own copy."""
+    rows = []
+    for a in _weights.arrays(net):
+        args = tuple(float(x) for x in a.init.args)
+        rows.append(f"({a.name!r}, {_pyrepr(a.shape)}, {a.init.dist!r}, {args!r}, "
+                    f"{a.init.magnitude})")
+    return rows
 
 
-def _to_numpy(v) -> np.ndarray:
-    if hasattr(v, "detach"):
-        v = v.detach().cpu()
-        if v.is_floating_point():
-            v = v.double()
-        v = v.numpy()
-    return np.asarray(v)
-
-
-def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A ``.npz`` weights file or a torch checkpoint (``runs/NAME/checkpoint.pt``:
-    a dict whose ``"model"`` entry is the state_dict, or a state_dict)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise _fail(f"weights '{path}'", "no such file")
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: np.asarray(data[k]) for k in data.files}
-        except Exception as e:
-            raise _fail(f"weights '{path}'", str(e) or type(e).__name__) from None
-    try:
-        import torch
-
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise _fail(f"weights '{path}'", "not an .npz file or a torch checkpoint "
-                    f"({type(e).__name__})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise _fail(f"weights '{path}'", "the checkpoint holds no state_dict")
-    return {str(k): _to_numpy(v) for k, v in obj.items() if hasattr(v, "shape")}
+read_weights = _weights.read_weights_file  # .npz or a torch checkpoint
 
 
 def load_weights(net: ir.LNetwork, weights=None, seed: int = 0) -> dict[str, np.ndarray]:
     """``weights``: dict, .npz / checkpoint path, or None (the network's own
-    ``weights = "..."`` file, else the torch target's initialisation for
-    ``seed`` when torch is available, else a numpy initialisation)."""
-    if weights is None:
-        weights = net.weights
-    if weights is None:
+    ``weights = "..."`` file, else the initialisation of every target for
+    ``seed``)."""
+    if weights is None and net.weights is None:
         return initial_weights(net, seed)
-    if isinstance(weights, dict):
-        return {str(k): _to_numpy(v) for k, v in weights.items()}
-    return read_weights(weights)
+    return _weights.load_weights(net, weights)
 
 
 def initial_weights(net: ir.LNetwork, seed: int = 0) -> dict[str, np.ndarray]:
-    try:
-        import torch
-
-        from spikedsl.targets import torch as torch_target
-
-        torch.manual_seed(seed)
-        m = torch_target.build(net, dtype=torch.float64)
-        exp = getattr(m, "export_weights", None)
-        sd = exp() if callable(exp) else m.state_dict()
-        return {str(k): _to_numpy(v) for k, v in sd.items()}
-    except (ImportError, SpecError):  # no torch, or the torch target refuses the network
-        pass
-    p = make_plan(net)
-    ns = module(net)
-    return ns["init_weights"](p.init_layers, seed)
+    return _weights.init_weights(net, seed)
 
 
 # ----------------------------------------------------------------- running
@@ -218,7 +175,7 @@ def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
     for lay in ins:
         if lay.name not in inputs:
             raise ValueError(f"no data for input '{lay.name}'")
-        x = _to_numpy(inputs[lay.name]).astype(np.float64)
+        x = _weights.to_numpy(inputs[lay.name]).astype(np.float64)
         if x.ndim == len(lay.shape) + 1:  # raw [B, ...]: encode as the torch target does
             from spikedsl.runtime.reference import encode
 

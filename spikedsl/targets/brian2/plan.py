@@ -39,13 +39,6 @@ def _loc(net: ir.LNetwork, line: int) -> Loc | None:
     return Loc(net.file, line, 1) if net.file and line else None
 
 
-def refractory_steps(net: ir.LNetwork, n: ir.LNeuron) -> int:
-    if n.refractory <= 0:
-        return 0
-    dt = net.dt if n.uses_units else 1.0
-    return math.ceil(n.refractory / dt - 1e-9)
-
-
 def _times(u: str | None) -> str:
     """`` * unit`` to attach a unit to a numpy value (nothing when dimensionless)."""
     if not u:
@@ -157,9 +150,7 @@ class Plan:
     records: dict[str, Record] = field(default_factory=dict)
     outputs: list[tuple[str, str, str]] = field(default_factory=list)  # (name, key, reduce)
     inputs: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
-    init_layers: list[tuple] = field(default_factory=list)
     units: set[str] = field(default_factory=set)
-    parameters: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
     # (name, kind, connectivity description) of every projection, for docs/tests
     projections: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -554,10 +545,9 @@ class Planner:
     def _neuron(self, lay: ir.LLayer) -> None:
         neu = lay.neuron
         assert neu is not None
-        net = self.net
         py = self.pyname[lay.name]
         names, nm, dims, pre_vars = self.ctx[lay.name]
-        R = refractory_steps(net, neu)
+        R = neu.refractory_steps
         held = [a.target for a in neu.reset]
         title = f"layer {lay.name}{list(lay.shape)} = {neu.name}"
         g = Group(py=py, layer=lay.name, kind="neuron", shape=tuple(lay.shape), title=title)
@@ -884,25 +874,10 @@ class Planner:
             if key not in self.plan.records:
                 self.refuse(f"the output '{o.name}'", "no such trace", self.net.source_line)
             self.plan.outputs.append((o.name, key, o.reduce))
-        for lay in self.net.layers:
-            for p in lay.projections:
-                if p.kind in ("dense", "conv2d"):
-                    if p.kind == "dense":
-                        shape = (math.prod(p.out_shape), math.prod(p.in_shape))
-                        fan_in, fan_out = shape[1], shape[0]
-                    else:
-                        shape = (p.channels, p.in_shape[0], *p.kernel)
-                        fan_in = p.in_shape[0] * p.kernel[0] * p.kernel[1]
-                        fan_out = p.channels * p.kernel[0] * p.kernel[1]
-                    self.plan.init_layers.append((p.param_name, p.kind, shape, p.bias, fan_in,
-                                                  fan_out, p.init, tuple(p.init_args)))
-                    self.plan.parameters.append((f"{p.param_name}.weight", shape))
-                    if p.bias:
-                        self.plan.parameters.append((f"{p.param_name}.bias", (shape[0],)))
 
 
 def make_plan(net: ir.LNetwork) -> Plan:
     return Planner(net).run()
 
 
-__all__ = ["TIME", "Plan", "make_plan", "refractory_steps"]
+__all__ = ["TIME", "Plan", "make_plan"]

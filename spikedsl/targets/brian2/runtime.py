@@ -1,7 +1,9 @@
 """Run-time helpers of generated Brian2 scripts.
 
 The Brian2 target copies the source of this module (below the marker) into
-every script it writes, so a script needs only numpy and brian2.  Everything
+every script it writes, followed by the initialisation block of
+spikedsl.lowering.weights (``init_values``, ``mask_values``), so a script
+needs only numpy and brian2.  Everything
 here is plain numpy: connectivity of the expanded projections, weights,
 encoded inputs and the conversion of monitors to ``[T, B, ...]`` arrays.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from spikedsl.lowering.weights import init_values, mask_values
 
 
 def as_array(value, name):
@@ -83,8 +87,8 @@ def dense_synapses(n_out, n_in):
 
 
 def sparse_mask(n_out, n_in, p, seed):
-    """Fixed random connectivity: Bernoulli(p) over (out, in), numpy default_rng(seed)."""
-    return np.random.default_rng(int(seed)).random((n_out, n_in)) < p
+    """Fixed random connectivity (out, in) of a ``sparse`` projection (``mask_values``)."""
+    return np.asarray(mask_values(seed, p, n_out * n_in)).reshape(n_out, n_in) > 0
 
 
 def sparse_weights(weights, name, post, pre, n_out, n_in, default):
@@ -133,32 +137,12 @@ def channel_values(values, shape, batch):
     return np.tile(np.repeat(v, per), batch)
 
 
-def init_weights(layers, seed=0):
-    """Initial weights when none are given (numpy; not the torch target's random
-    stream): ``layers`` is a list of (name, kind, w_shape, bias, fan_in, fan_out,
-    init, init_args)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, kind, shape, bias, fan_in, fan_out, init, args in layers:
-        k = 1.0 / math.sqrt(max(fan_in, 1))
-        if init == "normal":
-            w = rng.normal(0.0, args[0], shape)
-        elif init == "uniform":
-            w = rng.uniform(args[0], args[1], shape)
-        elif init == "xavier":
-            a = math.sqrt(6.0 / (fan_in + fan_out))
-            w = rng.uniform(-a, a, shape)
-        elif init == "zeros":
-            w = np.zeros(shape)
-        elif init == "kaiming":
-            a = math.sqrt(6.0 / max(fan_in, 1))
-            w = rng.uniform(-a, a, shape)
-        else:
-            w = rng.uniform(-k, k, shape)
-        out[f"{name}.weight"] = w
-        if bias:
-            out[f"{name}.bias"] = rng.uniform(-k, k, (shape[0],))
-    return out
+def init_weights(arrays, seed=0):
+    """Initial weights when none are given, the numbers of every spikedsl target
+    (``init_values``): ``arrays`` is a list of (name, shape, dist, args, magnitude)."""
+    return {name: np.asarray(init_values(name, math.prod(shape), dist, args, magnitude, seed),
+                             dtype=np.float64).reshape(shape)
+            for name, shape, dist, args, magnitude in arrays}
 
 
 def input_array(inputs, name, shape, steps):

@@ -22,7 +22,6 @@ from spikedsl.lowering.weights import (
     init_weights,
     layer_params,
     load_weights,
-    neuron_dt,
     projection_weights,
     seconds_per_step,
     sparse_matrix,
@@ -61,7 +60,7 @@ def _approx_neuron(n: ir.LNeuron, ctx: _Ctx, layer: str) -> ir.LNeuron:
     upd = {}
     if n.refractory > 0:
         ctx.notes.append(f"layer '{layer}' ({n.name}): refractory period dropped")
-        upd["refractory"] = 0.0
+        upd.update(refractory=0.0, refractory_steps=0)
     if n.spiking and n.reset and any(a.op != "=" for a in n.reset):
         from spikedsl.ir.exprs import num
 
@@ -137,7 +136,7 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
         elif lay.kind == "neuron":
             n = _approx_neuron(lay.neuron, ctx, name)
             params = layer_params(lay, W)
-            an = analyse(lay.model_copy(update={"neuron": n}), params, neuron_dt(net, n),
+            an = analyse(lay.model_copy(update={"neuron": n}), params, n.dt,
                          TARGET, net.file)
             m = match_nir(an, dt_s)
             ctx.notes.extend(m.notes)
@@ -206,9 +205,8 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
     # ---- pass 2: sources, projections and edges
     needs_w = any(p.kind in ("dense", "conv2d") for lay in net.layers for p in lay.projections)
     if needs_w and not any(k.endswith(".weight") for k in W):
-        W0, how = init_weights(net)
-        W = {**W0, **W}
-        ctx.notes.append(f"no weights given: exported {how}")
+        W = {**init_weights(net), **W}
+        ctx.notes.append("no weights given: exported the initialisation of seed 0")
     flat_of: dict[str, str] = {}
 
     def source_node(src: str, st: str | None, line: int, what: str) -> str:

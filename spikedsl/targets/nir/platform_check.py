@@ -27,7 +27,6 @@ from spikedsl.lowering.weights import (
     init_weights,
     layer_params,
     load_weights,
-    neuron_dt,
     seconds_per_step,
     sparse_matrix,
 )
@@ -191,7 +190,7 @@ class _Checker:
 
         n = lay.neuron
         try:
-            an = analyse(lay, layer_params(lay, self.W), neuron_dt(self.net, n), "NIR",
+            an = analyse(lay, layer_params(lay, self.W), float(n.dt), "NIR",
                          self.net.file)
             return an, match_nir(an, self.dt_s)
         except SpecError as e:
@@ -229,16 +228,15 @@ def check_platform(net: ir.LNetwork, name: str | Platform, *, weights=None,
                    sources: dict[str, str] | None = None) -> PlatformReport:
     """Check ``net`` against platform ``name``; returns the report (errors in
     ``report.diagnostics``).  ``weights`` as for the NIR export (none: the
-    network's file, else the torch target's initialisation).  ``quantize``:
+    network's file, else the seeded initialisation).  ``quantize``:
     True for the chip's weight width, or a number of bits; the report then
     lists each projection's scale and error."""
     p = name if isinstance(name, Platform) else platform(name)
     W = load_weights(net, weights)
     if any(pr.kind in ("dense", "conv2d") for la in net.layers for pr in la.projections) \
             and not any(k.endswith(".weight") for k in W):
-        W0, how = init_weights(net)
-        W = {**W0, **W}
-        note = f"no weights given: checked {how}"
+        W = {**init_weights(net), **W}
+        note = "no weights given: checked the seeded initialisation (seed 0)"
     else:
         note = None
     c = _Checker(net, p, W, dt, sources)

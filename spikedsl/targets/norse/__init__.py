@@ -26,10 +26,11 @@ from typing import ClassVar
 from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import Printer, from_sympy
-from spikedsl.lowering.weights import neuron_dt
+from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.nir.match import analyse
 from spikedsl.targets.norse.match import NorseNeuron, match_norse
+from spikedsl.targets.torch.params import draws, register_layer
 
 TARGET = "Norse"
 __all__ = ["TARGET", "build", "convert", "plan", "run"]
@@ -88,7 +89,7 @@ class NorsePlan:
         self.clamp: list[str] = []
         self.params: list[str] = []
         self.holders: set[str] = set()
-        self.uses_numpy = False
+        self.uses_init = False
         self.uses_below = False
         self.resets: set[str] = set()
         self.cells: list[tuple[str, str]] = []
@@ -117,79 +118,24 @@ class NorsePlan:
         self.params.append(name)
 
     def register(self) -> None:
-        """Parameters with the torch target's names, shapes, order and initialisation."""
+        """Parameters with the torch target's names, shapes, order and initialisation
+        (spikedsl.lowering.weights, whose drawing code is embedded in the module)."""
+        arrays = _weights.arrays(self.net)
+        self.uses_init = draws(arrays, self.net)
         for la in self.net.layers:
             for p in la.projections:
                 self.register_projection(p)
-            if la.kind == "neuron":
-                for prm in la.neuron.params:
-                    name = f"{la.name}.{prm.name}"
-                    shape = _tup(la.shape) if prm.per_neuron else "()"
-                    if prm.per_neuron and prm.init_uniform is not None:
-                        a, b = prm.init_uniform
-                        code = f"_uniform(g, {shape}, {_num(a)}, {_num(b)})"
-                    else:
-                        code = f"torch.full({shape}, {_num(prm.value)}, dtype=torch.float64)"
-                    if prm.trainable:
-                        self.param(name, code)
-                        if prm.range is not None:
-                            lo, hi = prm.range
-                            self.clamp.append(f"{_attr(name)}.clamp_({_num(lo)}, {_num(hi)})")
-                    elif prm.per_neuron:
-                        self.param(name, code, buffer=True)
-            elif la.kind == "stage" and la.op == "batchnorm":
-                c = la.shape[0]
-                self.param(f"{la.name}.weight", f"torch.ones({c})")
-                self.param(f"{la.name}.bias", f"torch.zeros({c})")
-                self.param(f"{la.name}.running_mean", f"torch.zeros({c})", buffer=True)
-                self.param(f"{la.name}.running_var", f"torch.ones({c})", buffer=True)
+            self.clamp += register_layer(la, arrays, self.param, _attr, _num)
 
     def register_projection(self, p: ir.LProjection) -> None:
+        """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
-        if p.kind in ("dense", "conv2d"):
-            if p.kind == "dense":
-                shape = (math.prod(p.out_shape), math.prod(p.in_shape))
-                fan_in, fan_out = shape[1], shape[0]
-            else:
-                shape = (p.channels, p.in_shape[0]) + tuple(p.kernel)
-                fan_in = p.in_shape[0] * p.kernel[0] * p.kernel[1]
-                fan_out = p.channels * p.kernel[0] * p.kernel[1]
-            init, args = p.init, p.init_args
-            if init == "default":
-                b = 1.0 / math.sqrt(fan_in)
-                w = f"_uniform(g, {_tup(shape)}, {_num(-b)}, {_num(b)})"
-            elif init == "kaiming":
-                b = math.sqrt(6.0 / fan_in)
-                w = f"_uniform(g, {_tup(shape)}, {_num(-b)}, {_num(b)})"
-            elif init == "xavier":
-                b = math.sqrt(6.0 / (fan_in + fan_out))
-                w = f"_uniform(g, {_tup(shape)}, {_num(-b)}, {_num(b)})"
-            elif init == "normal":
-                w = f"_normal(g, {_tup(shape)}, {_num(args[0] if args else 1.0)})"
-            elif init == "uniform":
-                w = f"_uniform(g, {_tup(shape)}, {_num(args[0])}, {_num(args[1])})"
-            else:
-                w = f"torch.zeros({_tup(shape)})"
-            if p.sign != "none":
-                w = f"{w}.abs()"
-            self.param(f"{pn}.weight", w)
-            if p.bias:
-                if init == "default":
-                    b = 1.0 / math.sqrt(fan_in)
-                    self.param(f"{pn}.bias", f"_uniform(g, ({shape[0]},), {_num(-b)}, {_num(b)})")
-                else:
-                    self.param(f"{pn}.bias", f"torch.zeros({shape[0]})")
-            if p.sign != "none":
-                self.clamp.append(f"{_attr(pn + '.weight')}.clamp_(min=0.0)")
-        elif p.kind == "sparse":
-            self.uses_numpy = True
+        if p.kind == "sparse":
             n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
             w = _num(p.weight if p.weight is not None else 1.0)
-            self.param(f"{pn}.weight",
-                       f"torch.as_tensor(numpy.random.default_rng({int(p.seed)}).random(("
-                       f"{n_out}, {n_in})) < {_num(p.p)}, dtype=torch.float64) * {w}",
-                       buffer=True)
-        else:
+            self.param(f"{pn}.weight", f"_tensor(mask_values({int(p.seed)}, {_num(p.p)}, "
+                       f"{n_out * n_in}), ({n_out}, {n_in})) * {w}", buffer=True)
+        elif p.kind == "one_to_one":
             w = _num(p.weight if p.weight is not None else 1.0)
             self.param(f"{pn}.weight", f"torch.tensor({w}, dtype=torch.float64)", buffer=True)
 
@@ -224,7 +170,7 @@ class NorsePlan:
                 continue
             n = la.neuron
             params = {p.name: p.value for p in n.params}
-            an = analyse(la, params, neuron_dt(self.net, n), TARGET, self.net.file)
+            an = analyse(la, params, n.dt, TARGET, self.net.file)
             nn = match_norse(an, dt_cell, self.allow_approx, self.forward_only)
             self.notes.extend(nn.notes)
             self.neurons[la.name] = nn
@@ -389,7 +335,8 @@ class NorsePlan:
             net_name=net.name, source=f"{src_file}:{net.source_line}" if net.source_line
             else src_file, source_name=src_file, cells=", ".join(kinds) or "none",
             dt=_num(net.dt), dt_unit=net.dt_unit, steps=int(net.steps),
-            uses_numpy=self.uses_numpy, uses_below=self.uses_below,
+            init_block=_weights.generated_source() if self.uses_init else "",
+            uses_below=self.uses_below,
             resets=sorted(self.resets), cls=class_name(net.name),
             param_names=", ".join(self.params) or "none", inputs=inputs, outputs=outputs,
             encoders="{" + ", ".join(enc) + "}", init=self.init, clamp=self.clamp,
@@ -545,8 +492,6 @@ def build(net: ir.LNetwork, *, dtype=None, device="cpu", weights=None, seed: int
     ``net.weights`` and then ``weights`` (dict, ``.npz`` or torch checkpoint)."""
     import torch
 
-    from spikedsl.lowering.weights import load_weights
-
     dtype = dtype or torch.float32
     src = convert(net, allow_approx=allow_approx, forward_only=forward_only)
     cls = _load_class(src, net.name)
@@ -554,9 +499,9 @@ def build(net: ir.LNetwork, *, dtype=None, device="cpu", weights=None, seed: int
     m.source = src
     m.to(device=device)
     if net.weights:
-        m.load_weights(load_weights(net, net.weights))
+        m.load_weights(_weights.load_weights(net, net.weights))
     if weights is not None:
-        m.load_weights(load_weights(net, weights))
+        m.load_weights(_weights.load_weights(net, weights))
     return m
 
 

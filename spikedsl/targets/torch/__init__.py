@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 from spikedsl import ir
 from spikedsl.errors import SpecError, unsupported
+from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.torch.expr import (
     Namer,
@@ -41,6 +42,7 @@ from spikedsl.targets.torch.neuron import (
     surrogate_code,
     surrogate_doc,
 )
+from spikedsl.targets.torch.params import draws, register_layer
 
 __all__ = ["TARGET", "build", "convert", "run"]
 
@@ -73,16 +75,6 @@ def _prod(shape) -> int:
 def _tup(shape) -> str:
     shape = tuple(int(s) for s in shape)
     return f"({shape[0]},)" if len(shape) == 1 else str(shape)
-
-
-def _neuron_dt(net: ir.LNetwork, n: ir.LNeuron) -> float:
-    return float(net.dt) if n.uses_units else 1.0
-
-
-def refractory_steps(net: ir.LNetwork, n: ir.LNeuron) -> int:
-    if not n.refractory or n.refractory <= 0:
-        return 0
-    return math.ceil(n.refractory / _neuron_dt(net, n) - 1e-9)
 
 
 def _key(layer: str, state: str | None = None, pre: bool = False) -> str:
@@ -210,98 +202,28 @@ class NetGen:
 
     # ---------------------------------------------------------------- parameters
     def register(self) -> None:
+        """Parameters and buffers with the initialisation of spikedsl.lowering.weights
+        (its drawing code is embedded in the module)."""
+        arrays = _weights.arrays(self.net)
+        if draws(arrays, self.net):
+            self.use.add("init")
         for la in self.net.layers:
             for p in la.projections:
-                self.register_projection(la, p)
-            if la.kind == "neuron":
-                n = la.neuron
-                for prm in n.params:
-                    name = f"{la.name}.{prm.name}"
-                    shape = _tup(la.shape) if prm.per_neuron else "()"
-                    if prm.per_neuron and prm.init_uniform is not None:
-                        a, b = prm.init_uniform
-                        self.use.add("init")
-                        code = f"_uniform(g, {shape}, {number(a)}, {number(b)})"
-                    else:
-                        code = f"torch.full({shape}, {number(prm.value)}, dtype=torch.float64)"
-                    if prm.trainable:
-                        self.param(name, code)
-                        if prm.range is not None:
-                            lo, hi = prm.range
-                            self.clamp.append(f"{self.attr(name)}.clamp_({number(lo)}, "
-                                              f"{number(hi)})")
-                    elif prm.per_neuron:
-                        self.param(name, code, buffer=True)
-            elif la.kind == "stage" and la.op == "batchnorm":
-                c = la.shape[0]
-                self.param(f"{la.name}.weight", f"torch.ones({c})")
-                self.param(f"{la.name}.bias", f"torch.zeros({c})")
-                self.param(f"{la.name}.running_mean", f"torch.zeros({c})", buffer=True)
-                self.param(f"{la.name}.running_var", f"torch.ones({c})", buffer=True)
-            elif la.kind == "cell":
-                self.use.add("init")
-                if la.op == "slstm":
-                    H, nin = int(la.args["hidden"]), int(la.args["in_features"])
-                    b = number(1.0 / math.sqrt(H))
-                    for k, shape in (("weight_ih", (4 * H, nin)), ("weight_hh", (4 * H, H)),
-                                     ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,))):
-                        self.param(f"{la.name}.{k}", f"_uniform(g, {_tup(shape)}, -{b}, {b})")
-                else:
-                    C, cin, k = int(la.args["channels"]), int(la.args["in_channels"]), int(
-                        la.args["kernel"])
-                    if k % 2 == 0:
-                        raise unsupported(TARGET, f"sconv_lstm '{la.name}' with kernel {k}",
-                                          "snnTorch's SConv2dLSTM pads by kernel // 2, which "
-                                          "keeps the size only for odd kernels")
-                    b = number(1.0 / math.sqrt((cin + C) * k * k))
-                    self.param(f"{la.name}.weight",
-                               f"_uniform(g, {_tup((4 * C, cin + C, k, k))}, -{b}, {b})")
-                    self.param(f"{la.name}.bias", f"_uniform(g, ({4 * C},), -{b}, {b})")
+                self.register_projection(p)
+            if la.kind == "cell" and la.op == "sconv_lstm" and int(la.args["kernel"]) % 2 == 0:
+                raise unsupported(TARGET, f"sconv_lstm '{la.name}' with kernel "
+                                  f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
+                                  "kernel // 2, which keeps the size only for odd kernels")
+            self.clamp += register_layer(la, arrays, self.param, self.attr, number)
 
-    def register_projection(self, la: ir.LLayer, p: ir.LProjection) -> None:
+    def register_projection(self, p: ir.LProjection) -> None:
+        """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
-        if p.kind in ("dense", "conv2d"):
-            self.use.add("init")
-            if p.kind == "dense":
-                shape = (_prod(p.out_shape), _prod(p.in_shape))
-                fan_in, fan_out = shape[1], shape[0]
-            else:
-                shape = (p.channels, p.in_shape[0]) + tuple(p.kernel)
-                fan_in = p.in_shape[0] * p.kernel[0] * p.kernel[1]
-                fan_out = p.channels * p.kernel[0] * p.kernel[1]
-            init, args = p.init, p.init_args
-            if init == "default":
-                b = 1.0 / math.sqrt(fan_in)
-                w = f"_uniform(g, {_tup(shape)}, {number(-b)}, {number(b)})"
-            elif init == "kaiming":
-                b = math.sqrt(6.0 / fan_in)
-                w = f"_uniform(g, {_tup(shape)}, {number(-b)}, {number(b)})"
-            elif init == "xavier":
-                b = math.sqrt(6.0 / (fan_in + fan_out))
-                w = f"_uniform(g, {_tup(shape)}, {number(-b)}, {number(b)})"
-            elif init == "normal":
-                w = f"_normal(g, {_tup(shape)}, {number(args[0] if args else 1.0)})"
-            elif init == "uniform":
-                w = f"_uniform(g, {_tup(shape)}, {number(args[0])}, {number(args[1])})"
-            else:
-                w = f"torch.zeros({_tup(shape)})"
-            if p.sign != "none":
-                w = f"{w}.abs()"
-            self.param(f"{pn}.weight", w)
-            if p.bias:
-                if init == "default":
-                    b = 1.0 / math.sqrt(fan_in)
-                    self.param(f"{pn}.bias",
-                               f"_uniform(g, ({shape[0]},), {number(-b)}, {number(b)})")
-                else:
-                    self.param(f"{pn}.bias", f"torch.zeros({shape[0]})")
-            if p.sign != "none":
-                self.clamp.append(f"{self.attr(pn + '.weight')}.clamp_(min=0.0)")
-        elif p.kind == "sparse":
-            self.use.add("sparse")
+        if p.kind == "sparse":
             n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
             w = number(p.weight if p.weight is not None else 1.0)
-            mask = f"_sparse_mask({int(p.seed)}, {number(p.p)}, {n_out}, {n_in})"
+            mask = f"_tensor(mask_values({int(p.seed)}, {number(p.p)}, {n_out * n_in}), " \
+                   f"({n_out}, {n_in}))"
             if pn in self.plastic:
                 mvar = self.nm.fresh(f"{pn.replace('.', '_')}_mask")
                 self.init.append(f"{mvar} = {mask}")
@@ -310,7 +232,7 @@ class NetGen:
             if pn in self.plastic:
                 self.init.append(f'{self.attr(pn)}.register_buffer("_mask", {mask} > 0, '
                                  f"persistent=False)")
-        else:  # one_to_one
+        elif p.kind == "one_to_one":
             w = number(p.weight if p.weight is not None else 1.0)
             self.param(f"{pn}.weight", f"torch.tensor({w}, dtype=torch.float64)", buffer=True)
 
@@ -467,7 +389,7 @@ class NetGen:
                     not la.neuron.states:
                 return False
             n = la.neuron
-            plan = make_plan(n, _neuron_dt(self.net, n), refractory_steps(self.net, n),
+            plan = make_plan(n, n.dt, n.refractory_steps,
                              set(self.tensor_params(la)), "scan")
             return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
@@ -569,9 +491,9 @@ class NetGen:
 
     def seq_neuron(self, la: ir.LLayer, L: list[str]) -> None:
         n = la.neuron
-        R = refractory_steps(self.net, n)
+        R = n.refractory_steps
         tparams = self.tensor_params(la)
-        plan = make_plan(n, _neuron_dt(self.net, n), R, set(tparams), "scan")
+        plan = make_plan(n, n.dt, R, set(tparams), "scan")
         inputs = self.inputs_seq(la, L)
         env = dict(tparams)
         env.update(inputs)
@@ -734,16 +656,16 @@ class NetGen:
             if la.kind in ("neuron", "cell"):
                 for s in la.states:
                     self.finals.append((f"{name}.{s}", self.cur(f"{name}.{s}")))
-            if la.kind == "neuron" and refractory_steps(self.net, la.neuron) > 0:
+            if la.kind == "neuron" and la.neuron.refractory_steps > 0:
                 self.finals.append((f"{name}:refractory", self.nm(f"refr:{name}", f"{name}_r")))
 
     def neuron_step(self, la: ir.LLayer, src_at, pre: list[str], lines: list[str],
                     inside: set[str]) -> None:
         n = la.neuron
         name = la.name
-        R = refractory_steps(self.net, n)
+        R = n.refractory_steps
         tparams = self.tensor_params(la)
-        plan = make_plan(n, _neuron_dt(self.net, n), R, set(tparams), "step")
+        plan = make_plan(n, n.dt, R, set(tparams), "step")
         env = dict(tparams)
         shape = f"(B,) + {_tup(la.shape)}"
         # inputs: feed-forward parts from outside the group all at once (fast path)
@@ -821,7 +743,7 @@ class NetGen:
              "states": {st.name: self.nm(f"rule:{pn}.{st.name}", f"{key}_{st.name}")
                         for st in rule.states},
              "consts": {q.name: float(q.value) for q in rule.params}}
-        r["consts"]["dt"] = float(self.net.dt) if rule.uses_units else 1.0
+        r["consts"]["dt"] = float(rule.dt)
         W = self.weight(p)
         if p.kind == "dense":
             pre.append(f"{r['mask']} = torch.ones(({n_out}, {n_in}), dtype=torch.bool, "
@@ -971,11 +893,6 @@ class NetGen:
         self.register()
         self.generate_forward()
         net = self.net
-        helpers = [self.env.get_template("helpers.py.j2").render(use=self.use).strip()]
-        if "sparse" in self.use:
-            helpers.append(self.env.get_template("_pcg64.py.j2").render().strip())
-            helpers.append(_SPARSE_HELPER)
-        helpers = [h for h in helpers if h]
         inputs = "{" + ", ".join(f"{la.name!r}: {_tup(la.shape)}" for la in net.inputs) + "}"
         outputs = repr(tuple(o.name for o in net.outputs))
         uses_f = any("F." in x for x in self.fwd) or any("F." in c for c in self.classes)
@@ -990,9 +907,10 @@ class NetGen:
         if "latency" in kinds:
             self.use.add("latency")
         helpers = [self.env.get_template("helpers.py.j2").render(use=self.use).strip()]
-        if "sparse" in self.use:
-            helpers.append(self.env.get_template("_pcg64.py.j2").render().strip())
-            helpers.append(_SPARSE_HELPER)
+        if "init" in self.use:
+            helpers.append(_weights.generated_source())
+            self.uses_math = True
+        helpers = [h for h in helpers if h]
         self.fwd = prune(self.fwd)
         src_file = os.path.basename(net.file) if net.file else "<string>"
         self.uses_math = self.uses_math or any("math." in c for c in self.classes) or any(
@@ -1006,17 +924,11 @@ class NetGen:
             classes=self.classes, cls=class_name(net.name), net_name=net.name,
             param_names=", ".join(self.params) or "none", inputs=inputs, outputs=outputs,
             encoders=encoders, init=init,
-            clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f,
-            uses_g="init" in self.use)
+            clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f)
         return _tidy(code)
 
 
 _KEYWORDS = set(__import__("keyword").kwlist) | {"match", "case", "_"}
-
-_SPARSE_HELPER = '''def _sparse_mask(seed, p, n_out, n_in):
-    """Fixed connectivity: numpy.random.default_rng(seed).random((n_out, n_in)) < p."""
-    u = torch.tensor(_np_random(seed, n_out * n_in), dtype=torch.float64)
-    return (u < p).to(torch.float64).reshape(n_out, n_in)'''
 
 
 def _tidy(code: str) -> str:
@@ -1056,6 +968,7 @@ def _generator_version() -> str:
                  if f.endswith(".py")]
         tdir = templates_dir() / "torch"
         files += [str(tdir / f) for f in sorted(os.listdir(tdir))]
+        files.append(_weights.__file__)  # the embedded initialisation
         for f in files:
             with open(f, "rb") as fh:
                 h.update(fh.read())
