@@ -94,6 +94,10 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     ),
     "unknown-surrogate": ("unknown surrogate '{name}'", "known: {known}"),
     "surrogate-arg": ("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
+    "weight-dim": (
+        "the weight has dimension {got}, but input '{input}' of '{neuron}' has dimension {want}",
+        "give the weight in the input's unit, e.g. weight = 1.5 {example}",
+    ),
     "not-positive": ("parameter '{name}' must be positive: it is {what}", None),
     "range-violation": (
         "parameter '{name}' = {value} is outside its range [{lo}, {hi}]",

@@ -251,7 +251,7 @@ def main(args) -> int:
 
 def _dt_text(net) -> str:
     if net.dt_unit is None:
-        return "1 time unit"
+        return f"{net.dt:g} time unit{'' if net.dt == 1 else 's'}"
     from spikedsl.ir.units import parse_unit
 
     return f"{net.dt / parse_unit(net.dt_unit)[0]:g} {net.dt_unit}"

@@ -486,12 +486,21 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
 
 
-def place(n: ir.LNeuron | ir.LSynapse, net_dt: float) -> ir.LNeuron | ir.LSynapse:
+def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
+          dt_unit: str | None = "s") -> ir.LNeuron | ir.LSynapse:
     """A lowered neuron (or synapse rule) as part of a network whose ``dt`` is
-    ``net_dt``: resolves ``dt`` of its step (``net_dt``, seconds, when it uses
-    units, else 1.0: time in steps) and, for a neuron, the number of refractory
-    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period."""
-    dt = float(net_dt) if n.uses_units else 1.0
+    ``net_dt`` (seconds when ``dt_unit`` is set, else a unitless number):
+    resolves ``dt`` of its step and, for a neuron, the number of refractory
+    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period.
+
+    A neuron with units steps by ``net_dt`` seconds.  A unitless neuron counts
+    time in its own unit: a unitless network ``dt`` (``dt = 0.5``) is the step
+    in that unit; with a network ``dt`` that has a unit, its unit is the step
+    (``dt`` is 1)."""
+    if n.uses_units:
+        dt = float(net_dt)
+    else:
+        dt = float(net_dt) if dt_unit is None else 1.0
     if isinstance(n, ir.LSynapse):
         return n.model_copy(update={"dt": dt})
     R = math.ceil(n.refractory / dt - 1e-9) if n.refractory and n.refractory > 0 else 0

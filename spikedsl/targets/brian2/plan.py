@@ -496,7 +496,7 @@ class Planner:
         for t in rule.temps:
             nm[t.target] = names.user(t.target)
         for stripped in (False, True):
-            pr = B2Printer(nm, dims, dt="dt" if rule.uses_units else "1.0", stripped=stripped)
+            pr = B2Printer(nm, dims, dt="dt" if rule.uses_units else repr(float(rule.dt)), stripped=stripped)
             try:
                 model = [f"w : {unit_expr(w_dim) or '1'}"]
                 for s in rule.states:
@@ -667,7 +667,7 @@ class Planner:
 
     def _neuron_code(self, neu, nm, dims, eff, bias_names, lock, rc, hold, R, held, pre_vars,
                      stripped, uses_input_late):
-        dt = "dt" if neu.uses_units else "1.0"
+        dt = "dt" if neu.uses_units else repr(float(neu.dt))
         names_in = dict(nm)
         for i, e in eff.items():
             names_in[i] = e
