@@ -12,11 +12,13 @@ from fractions import Fraction
 from spikedsl import ir
 from spikedsl.errors import Collector
 from spikedsl.frontend.parse import RESERVED
-from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate, names
+from spikedsl.ir.exprs import EvalError, evaluate, names
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv, dim_str, dmul, dpow, parse_unit
+from spikedsl.ir.visitor import ExprVisitor
 from spikedsl.lowering.neuron import (
     METHODS,
-    SURROGATES,
     NonLinear,
     exact_step,
     exponential_euler_step,
@@ -49,9 +51,10 @@ def check_expr(e: ir.Expr, scope: set[str], errors: Collector, hint_scope: str =
                 errors.add("unknown-function", x.loc, name=x.func,
                            allowed=", ".join(sorted(FUNCTIONS)))
             else:
-                if len(x.args) != FUNCTIONS[x.func] or x.kwargs:
+                if len(x.args) != FUNCTIONS[x.func].arity or x.kwargs:
                     ok = False
-                    errors.add("wrong-arity", x.loc, name=x.func, expected=FUNCTIONS[x.func],
+                    errors.add("wrong-arity", x.loc, name=x.func,
+                               expected=FUNCTIONS[x.func].arity,
                                got=len(x.args) + len(x.kwargs))
             for a in x.args:
                 walk(a)
@@ -81,7 +84,7 @@ def _suggest(name: str, scope: set[str]) -> str:
 
 
 # ------------------------------------------------------------------ units
-class Dims:
+class Dims(ExprVisitor["Dim | None"]):
     """Dimension inference with the unit names a person wrote, for messages."""
 
     def __init__(self, env: dict[str, Dim], shown: dict[str, str], errors: Collector):
@@ -103,87 +106,103 @@ class Dims:
             return self._written(e.operand)
         if isinstance(e, ir.BinOp) and e.op in "+-":
             return self._written(e.left) or self._written(e.right)
-        if isinstance(e, ir.Call) and e.func in ("abs", "relu", "min", "max", "clip") and e.args:
+        if isinstance(e, ir.Call) and e.args and e.func in FUNCTIONS and \
+                FUNCTIONS[e.func].dim == "same":
             return self._written(e.args[0])
         return None
 
     def __call__(self, e: ir.Expr) -> Dim | None:
         """Dimension of e, or None (already reported / unknown)."""
-        if isinstance(e, ir.Num):
-            return parse_unit(e.unit)[1] if e.unit else ONE
-        if isinstance(e, ir.Name):
-            return self.env.get(e.id)
-        if isinstance(e, ir.Neg):
-            return self(e.operand)
-        if isinstance(e, ir.Not):
-            self(e.operand)
+        return self.visit(e)
+
+    def visit_num(self, e: ir.Num) -> Dim | None:
+        return parse_unit(e.unit)[1] if e.unit else ONE
+
+    def visit_name(self, e: ir.Name) -> Dim | None:
+        return self.env.get(e.id)
+
+    def visit_neg(self, e: ir.Neg) -> Dim | None:
+        return self.visit(e.operand)
+
+    def visit_not(self, e: ir.Not) -> Dim | None:
+        self.visit(e.operand)
+        return ONE
+
+    def visit_bool(self, e: ir.BoolOp) -> Dim | None:
+        self.visit(e.left)
+        self.visit(e.right)
+        return ONE
+
+    def visit_cmp(self, e: ir.Compare) -> Dim | None:
+        a, b = self.visit(e.left), self.visit(e.right)
+        if a is None or b is None:
+            return None
+        if a != b and not _zero(e.left) and not _zero(e.right):
+            self.errors.add("dim-compare", e.loc, left=self.show(e.left, a),
+                            right=self.show(e.right, b))
+            return None
+        return ONE
+
+    def visit_bin(self, e: ir.BinOp) -> Dim | None:
+        a, b = self.visit(e.left), self.visit(e.right)
+        if a is None or b is None:
+            return None
+        if e.op in "+-":
+            if a != b and not _zero(e.left) and not _zero(e.right):
+                self.errors.add("dim-mismatch", e.loc, op="add" if e.op == "+" else "subtract",
+                                left=self.show(e.left, a), right=self.show(e.right, b))
+                return None
+            return b if _zero(e.left) else a
+        if e.op == "*":
+            return dmul(a, b)
+        if e.op == "/":
+            return ddiv(a, b)
+        # power
+        if b != ONE:
+            self.errors.add("dim-exponent", e.right.loc)
+            return None
+        if a == ONE:
             return ONE
-        if isinstance(e, ir.BoolOp):
-            self(e.left)
-            self(e.right)
+        try:
+            k = evaluate(e.right, {})
+        except EvalError:
+            self.errors.add("dim-exponent", e.right.loc)
+            return None
+        return dpow(a, Fraction(k).limit_denominator(64))
+
+    def visit_call(self, e: ir.Call) -> Dim | None:
+        """The table's dimension rule of the function."""
+        ds = [self.visit(a) for a in e.args]
+        if any(d is None for d in ds) or e.func not in FUNCTIONS:
+            return None
+        f = e.func
+        rule = FUNCTIONS[f].dim
+        if rule == "dimensionless":
+            for a, d in zip(e.args, ds):
+                if d != ONE:
+                    self.errors.add("dim-function", e.loc, func=f, got=self.show(a, d))
+                    return None
             return ONE
-        if isinstance(e, ir.BinOp | ir.Compare):
-            a, b = self(e.left), self(e.right)
-            if a is None or b is None:
-                return None
-            if isinstance(e, ir.Compare) or e.op in "+-":
-                if a != b and not _zero(e.left) and not _zero(e.right):
-                    if isinstance(e, ir.Compare):
-                        self.errors.add("dim-compare", e.loc, left=self.show(e.left, a),
-                                        right=self.show(e.right, b))
-                    else:
-                        self.errors.add("dim-mismatch", e.loc,
-                                        op="add" if e.op == "+" else "subtract",
-                                        left=self.show(e.left, a), right=self.show(e.right, b))
+        if rule == "sqrt":
+            return dpow(ds[0], Fraction(1, 2))
+        if rule == "same":
+            for a, d in zip(e.args[1:], ds[1:]):
+                if d != ds[0] and not _zero(a):
+                    self.errors.add("dim-mismatch", e.loc, op=f"take {f} of",
+                                    left=self.show(e.args[0], ds[0]), right=self.show(a, d))
                     return None
-                if isinstance(e, ir.Compare):
-                    return ONE
-                return b if _zero(e.left) else a
-            if e.op == "*":
-                return dmul(a, b)
-            if e.op == "/":
-                return ddiv(a, b)
-            # power
-            if b != ONE:
-                self.errors.add("dim-exponent", e.right.loc)
-                return None
-            if a == ONE:
-                return ONE
-            try:
-                k = evaluate(e.right, {})
-            except EvalError:
-                self.errors.add("dim-exponent", e.right.loc)
-                return None
-            return dpow(a, Fraction(k).limit_denominator(64))
-        if isinstance(e, ir.Call):
-            ds = [self(a) for a in e.args]
-            if any(d is None for d in ds):
-                return None
-            f = e.func
-            if f in ("exp", "log", "sin", "cos", "tanh", "sigmoid"):
-                if ds[0] != ONE:
-                    self.errors.add("dim-function", e.loc, func=f, got=self.show(e.args[0], ds[0]))
-                    return None
-                return ONE
-            if f == "sqrt":
-                return dpow(ds[0], Fraction(1, 2))
-            if f in ("abs", "relu"):
-                return ds[0]
-            if f in ("min", "max", "clip"):
-                for a, d in zip(e.args[1:], ds[1:]):
-                    if d != ds[0] and not _zero(a):
-                        self.errors.add("dim-mismatch", e.loc, op=f"take {f} of",
-                                        left=self.show(e.args[0], ds[0]), right=self.show(a, d))
-                        return None
-                return ds[0]
-            if f == "where":
-                if ds[1] != ds[2] and not _zero(e.args[1]) and not _zero(e.args[2]):
-                    self.errors.add("dim-mismatch", e.loc, op="choose between",
-                                    left=self.show(e.args[1], ds[1]),
-                                    right=self.show(e.args[2], ds[2]))
-                    return None
-                return ds[1] if not _zero(e.args[1]) else ds[2]
+            return ds[0]
+        # choose (where)
+        if ds[1] != ds[2] and not _zero(e.args[1]) and not _zero(e.args[2]):
+            self.errors.add("dim-mismatch", e.loc, op="choose between",
+                            left=self.show(e.args[1], ds[1]), right=self.show(e.args[2], ds[2]))
+            return None
+        return ds[1] if not _zero(e.args[1]) else ds[2]
+
+    def unknown(self, e: ir.Expr) -> Dim | None:
         return None
+
+    visit_attr = visit_str = visit_list = unknown
 
 
 def _zero(e: ir.Expr) -> bool:
@@ -423,10 +442,11 @@ def rule_surrogate(n: ir.Neuron, errors: Collector) -> None:
     if s.name not in SURROGATES:
         errors.add("unknown-surrogate", s.loc, name=s.name, known=", ".join(SURROGATES))
         return
+    known = SURROGATES[s.name].defaults
     for k in s.args:
-        if k.name not in SURROGATES[s.name]:
+        if k.name not in known:
             errors.add("surrogate-arg", k.loc, name=s.name, arg=k.name,
-                       known=", ".join(SURROGATES[s.name]) or "none")
+                       known=", ".join(known) or "none")
         else:
             try:
                 evaluate(k.value, {})

@@ -20,11 +20,8 @@ INDENT = "    "
 
 
 class _Printer(SpkPrinter):
-    def p(self, e):
-        if isinstance(e, ir.Num):
-            text = e.text or self.number(e.value)
-            return text, 9
-        return super().p(e)
+    def visit_num(self, e: ir.Num) -> tuple[str, int]:
+        return e.text or self.number(e.value), 9
 
 
 _P = _Printer()

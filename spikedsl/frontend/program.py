@@ -11,7 +11,8 @@ from spikedsl.checks.neuron import check_neuron, check_synapse
 from spikedsl.errors import Collector, Loc, SpecError
 from spikedsl.frontend.build import build_module
 from spikedsl.frontend.parse import parse_text
-from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
+from spikedsl.ir.exprs import EvalError, evaluate
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 from spikedsl.lowering.network import Scope, lower_network
 

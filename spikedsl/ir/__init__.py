@@ -278,9 +278,14 @@ class LState(BaseModel):
     dim: str = "1"
 
 
+from spikedsl.ir.surrogates import SURROGATES as _SURROGATES  # noqa: E402 (the table)
+
+SurrogateName = Literal[tuple(_SURROGATES)]  # type: ignore[valid-type]
+
+
 class LSurrogate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-    name: Literal["sigmoid", "fast_sigmoid", "atan", "rectangular", "triangle", "ste"]
+    name: SurrogateName
     args: dict[str, Number]
 
 

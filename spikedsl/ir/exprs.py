@@ -1,68 +1,62 @@
 """Expression utilities over ``ir.Expr``: names, substitution, evaluation,
 SymPy conversion and a base printer that every target subclasses.
 
-Only whitelisted functions exist (SPEC 1.2), so printed code contains nothing
-but validated identifiers, numbers and the printer's own function names.
+Every walker here is an :class:`~spikedsl.ir.visitor.ExprVisitor` and reads
+the builtin functions from the one table, :mod:`spikedsl.ir.functions`, so
+printed code contains nothing but validated identifiers, numbers and the
+table's own function names.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from spikedsl import ir
+from spikedsl.ir.functions import FUNCTIONS, num
+from spikedsl.ir.visitor import COMPARISONS, OPERATORS, ExprTransformer, ExprVisitor, children
 
-# name -> number of positional arguments (None: 2 or more)
-FUNCTIONS: dict[str, int | None] = {
-    "exp": 1, "log": 1, "sqrt": 1, "abs": 1, "tanh": 1, "sigmoid": 1, "relu": 1,
-    "sin": 1, "cos": 1, "min": 2, "max": 2, "clip": 3, "where": 3,
-}
-
-
-def num(v: float) -> ir.Num:
-    return ir.Num(value=float(v), text=repr(float(v)))
+__all__ = [
+    "FUNCTIONS",
+    "EvalError",
+    "Printer",
+    "SpkPrinter",
+    "add",
+    "div",
+    "evaluate",
+    "from_sympy",
+    "mul",
+    "names",
+    "num",
+    "sub",
+    "substitute",
+    "to_sympy",
+]
 
 
 def names(e: ir.Expr) -> set[str]:
     """Free identifiers of an expression (function names excluded)."""
     out: set[str] = set()
-
-    def walk(x):
+    stack = [e]
+    while stack:
+        x = stack.pop()
         if isinstance(x, ir.Name):
             out.add(x.id)
-        elif isinstance(x, ir.BinOp | ir.Compare | ir.BoolOp):
-            walk(x.left)
-            walk(x.right)
-        elif isinstance(x, ir.Neg | ir.Not):
-            walk(x.operand)
-        elif isinstance(x, ir.Call):
-            for a in x.args:
-                walk(a)
-            for k in x.kwargs:
-                walk(k.value)
-        elif isinstance(x, ir.ListExpr):
-            for a in x.items:
-                walk(a)
-
-    walk(e)
+        else:
+            stack.extend(children(x))
     return out
+
+
+class _Substitute(ExprTransformer):
+    def __init__(self, mapping: dict[str, ir.Expr]):
+        self.mapping = mapping
+
+    def visit_name(self, e: ir.Name) -> ir.Expr:
+        return self.mapping.get(e.id, e)
 
 
 def substitute(e: ir.Expr, mapping: dict[str, ir.Expr]) -> ir.Expr:
     """Replace names by expressions (locations kept on untouched nodes)."""
-    if isinstance(e, ir.Name):
-        return mapping.get(e.id, e)
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        return e.model_copy(update={"left": substitute(e.left, mapping),
-                                    "right": substitute(e.right, mapping)})
-    if isinstance(e, ir.Neg | ir.Not):
-        return e.model_copy(update={"operand": substitute(e.operand, mapping)})
-    if isinstance(e, ir.Call):
-        return e.model_copy(update={
-            "args": tuple(substitute(a, mapping) for a in e.args),
-            "kwargs": tuple(k.model_copy(update={"value": substitute(k.value, mapping)})
-                            for k in e.kwargs)})
-    return e
+    return _Substitute(mapping).visit(e)
 
 
 def add(a: ir.Expr, b: ir.Expr) -> ir.Expr:
@@ -82,69 +76,71 @@ def div(a: ir.Expr, b: ir.Expr) -> ir.Expr:
 
 
 # ------------------------------------------------------------------ evaluation
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-_PYFUNCS: dict[str, Callable] = {
-    "exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs, "tanh": math.tanh,
-    "sigmoid": _sigmoid, "relu": lambda x: max(x, 0.0), "sin": math.sin, "cos": math.cos,
-    "min": min, "max": max, "clip": lambda x, lo, hi: min(max(x, lo), hi),
-    "where": lambda c, a, b: a if c else b,
-}
-
-
 class EvalError(ValueError):
     pass
 
 
-def evaluate(e: ir.Expr, env: dict[str, float]) -> float:
-    """Evaluate a scalar expression (used for parameters, initial values)."""
-    if isinstance(e, ir.Num):
+class ScalarEvaluator(ExprVisitor[float]):
+    """The value of an expression on Python floats (``FUNCTIONS[f].py``)."""
+
+    def __init__(self, env: dict[str, float]):
+        self.env = env
+
+    def visit_num(self, e: ir.Num) -> float:
         return e.value
-    if isinstance(e, ir.Name):
-        if e.id not in env:
+
+    def visit_name(self, e: ir.Name) -> float:
+        if e.id not in self.env:
             raise EvalError(f"undefined name '{e.id}'")
-        return env[e.id]
-    if isinstance(e, ir.Neg):
-        return -evaluate(e.operand, env)
-    if isinstance(e, ir.Not):
-        return float(not evaluate(e.operand, env))
-    if isinstance(e, ir.BinOp):
-        a, b = evaluate(e.left, env), evaluate(e.right, env)
+        return self.env[e.id]
+
+    def visit_neg(self, e: ir.Neg) -> float:
+        return -self.visit(e.operand)
+
+    def visit_not(self, e: ir.Not) -> float:
+        return float(not self.visit(e.operand))
+
+    def visit_bin(self, e: ir.BinOp) -> float:
+        a, b = self.visit(e.left), self.visit(e.right)
         try:
-            if e.op == "+":
-                return a + b
-            if e.op == "-":
-                return a - b
-            if e.op == "*":
-                return a * b
-            if e.op == "/":
-                return a / b
-            return float(a**b)
+            return float(OPERATORS[e.op](a, b))
         except (ZeroDivisionError, OverflowError, TypeError) as exc:
             raise EvalError(str(exc)) from None
-    if isinstance(e, ir.Compare):
-        a, b = evaluate(e.left, env), evaluate(e.right, env)
-        return float({">=": a >= b, "<=": a <= b, ">": a > b, "<": a < b,
-                      "==": a == b, "!=": a != b}[e.op])
-    if isinstance(e, ir.BoolOp):
-        a, b = evaluate(e.left, env), evaluate(e.right, env)
+
+    def visit_cmp(self, e: ir.Compare) -> float:
+        return float(COMPARISONS[e.op](self.visit(e.left), self.visit(e.right)))
+
+    def visit_bool(self, e: ir.BoolOp) -> float:
+        a, b = self.visit(e.left), self.visit(e.right)
         return float((a and b) if e.op == "and" else (a or b))
-    if isinstance(e, ir.Call) and e.func in _PYFUNCS and not e.kwargs:
+
+    def visit_call(self, e: ir.Call) -> float:
+        f = FUNCTIONS.get(e.func)
+        if f is None or e.kwargs:
+            return self.unsupported(e)
+        args = [self.visit(a) for a in e.args]
         try:
-            return float(_PYFUNCS[e.func](*[evaluate(a, env) for a in e.args]))
-        except (ValueError, OverflowError, TypeError) as exc:
+            return float(f.py(*args))
+        except (ValueError, OverflowError, TypeError, ZeroDivisionError) as exc:
             raise EvalError(str(exc)) from None
-    raise EvalError("not a numeric expression")
+
+    def unsupported(self, e: ir.Expr) -> float:
+        raise EvalError("not a numeric expression")
+
+    visit_attr = visit_str = visit_list = unsupported
+
+
+def evaluate(e: ir.Expr, env: dict[str, float]) -> float:
+    """Evaluate a scalar expression (used for parameters, initial values)."""
+    return ScalarEvaluator(env).visit(e)
 
 
 # ------------------------------------------------------------------ printing
-class Printer:
-    """Prints an expression as source code.  Targets subclass and fill the
-    tables; the structure (precedence, parentheses) is shared."""
+class Printer(ExprVisitor[tuple[str, int]]):
+    """Prints an expression as source code: ``visit`` (or ``p``) returns
+    (text, precedence).  Targets subclass it; the structure (precedence,
+    parentheses) is shared, calls print with the language's function names."""
 
-    FUNCS: dict[str, str] = {f: f for f in FUNCTIONS}
     POW = "**"
     AND = "and"
     OR = "or"
@@ -158,15 +154,15 @@ class Printer:
              "neg": 7, "**": 8}
 
     def number(self, v: float) -> str:
-        if v == int(v) and abs(v) < 1e15:
-            return repr(float(v))
         return repr(float(v))
 
     def name(self, n: str) -> str:
         return self.rename(n)
 
     def call(self, func: str, args: list[str]) -> str:
-        return f"{self.FUNCS[func]}({', '.join(args)})"
+        if func not in FUNCTIONS:
+            raise TypeError(f"unknown function {func!r}")
+        return f"{func}({', '.join(args)})"
 
     def boolop(self, op: str, a: str, b: str) -> str:
         return f"{a} {self.AND if op == 'and' else self.OR} {b}"
@@ -184,43 +180,56 @@ class Printer:
         return self.p(e)[0]
 
     def p(self, e: ir.Expr) -> tuple[str, int]:
-        P = self._PREC
-        if isinstance(e, ir.Num):
-            s = self.number(e.value)
-            return (f"({s})", 9) if e.value < 0 else (s, 9)
-        if isinstance(e, ir.Name):
-            return self.name(e.id), 9
-        if isinstance(e, ir.Attr):
-            return self.name(f"{e.obj}.{e.attr}"), 9
-        if isinstance(e, ir.Neg):
-            s, pr = self.p(e.operand)
-            return f"-{self.wrap(s, pr, P['neg'] + 1)}", P["neg"]
-        if isinstance(e, ir.BinOp):
-            pr = P[e.op]
-            ls, lp = self.p(e.left)
-            rs, rp = self.p(e.right)
-            if e.op == "**":
-                return self.power(self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr)), pr
-            rmin = pr + 1 if e.op in "-/" else pr
-            if e.op in "+*":
-                rmin = pr + 1 if isinstance(e.right, ir.BinOp) and e.right.op in "-/" else pr
-            return f"{self.wrap(ls, lp, pr)} {e.op} {self.wrap(rs, rp, rmin)}", pr
-        if isinstance(e, ir.Compare):
-            ls, lp = self.p(e.left)
-            rs, rp = self.p(e.right)
-            pr = P["cmp"]
-            return self.compare(e.op, self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr + 1)), pr
-        if isinstance(e, ir.BoolOp):
-            pr = P[e.op]
-            ls, lp = self.p(e.left)
-            rs, rp = self.p(e.right)
-            return self.boolop(e.op, self.wrap(ls, lp, pr), self.wrap(rs, rp, pr + 1)), pr
-        if isinstance(e, ir.Not):
-            s, pr = self.p(e.operand)
-            return self.not_(self.wrap(s, pr, P["not"])), P["not"]
-        if isinstance(e, ir.Call):
-            return self.call(e.func, [self.p(a)[0] for a in e.args]), 9
+        return self.visit(e)
+
+    def visit_num(self, e: ir.Num) -> tuple[str, int]:
+        s = self.number(e.value)
+        return (f"({s})", 9) if e.value < 0 else (s, 9)
+
+    def visit_name(self, e: ir.Name) -> tuple[str, int]:
+        return self.name(e.id), 9
+
+    def visit_attr(self, e: ir.Attr) -> tuple[str, int]:
+        return self.name(f"{e.obj}.{e.attr}"), 9
+
+    def visit_neg(self, e: ir.Neg) -> tuple[str, int]:
+        s, pr = self.p(e.operand)
+        return f"-{self.wrap(s, pr, self._PREC['neg'] + 1)}", self._PREC["neg"]
+
+    def visit_bin(self, e: ir.BinOp) -> tuple[str, int]:
+        pr = self._PREC[e.op]
+        ls, lp = self.p(e.left)
+        rs, rp = self.p(e.right)
+        if e.op == "**":
+            return self.power(self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr)), pr
+        rmin = pr + 1 if e.op in "-/" else pr
+        if e.op in "+*":
+            rmin = pr + 1 if isinstance(e.right, ir.BinOp) and e.right.op in "-/" else pr
+        return f"{self.wrap(ls, lp, pr)} {e.op} {self.wrap(rs, rp, rmin)}", pr
+
+    def visit_cmp(self, e: ir.Compare) -> tuple[str, int]:
+        ls, lp = self.p(e.left)
+        rs, rp = self.p(e.right)
+        pr = self._PREC["cmp"]
+        return self.compare(e.op, self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr + 1)), pr
+
+    def visit_bool(self, e: ir.BoolOp) -> tuple[str, int]:
+        pr = self._PREC[e.op]
+        ls, lp = self.p(e.left)
+        rs, rp = self.p(e.right)
+        return self.boolop(e.op, self.wrap(ls, lp, pr), self.wrap(rs, rp, pr + 1)), pr
+
+    def visit_not(self, e: ir.Not) -> tuple[str, int]:
+        s, pr = self.p(e.operand)
+        return self.not_(self.wrap(s, pr, self._PREC["not"])), self._PREC["not"]
+
+    def visit_call(self, e: ir.Call) -> tuple[str, int]:
+        return self.call(e.func, [self.p(a)[0] for a in e.args]), 9
+
+    def unsupported(self, e: ir.Expr, *args) -> tuple[str, int]:
         raise TypeError(f"cannot print {type(e).__name__}")
+
+    visit_str = visit_list = unsupported
 
     @staticmethod
     def wrap(s: str, pr: int, need: int) -> str:
@@ -235,60 +244,88 @@ class SpkPrinter(Printer):
         r = r.removesuffix(".0")
         return r
 
-    def p(self, e):
-        if isinstance(e, ir.Num) and e.unit:
-            scale = e.value
+    def visit_num(self, e: ir.Num) -> tuple[str, int]:
+        if e.unit:
             from spikedsl.ir.units import parse_unit
 
             s, _ = parse_unit(e.unit)
-            return f"{self.number(scale / s)} {e.unit}", 9
-        if isinstance(e, ir.Str):
-            return f'"{e.value}"', 9
-        if isinstance(e, ir.ListExpr):
-            return "[" + ", ".join(self.p(i)[0] for i in e.items) + "]", 9
-        if isinstance(e, ir.Call):
-            args = [self.p(a)[0] for a in e.args]
-            args += [f"{k.name} = {self.p(k.value)[0]}" for k in e.kwargs]
-            return f"{e.func}({', '.join(args)})", 9
-        return super().p(e)
+            return f"{self.number(e.value / s)} {e.unit}", 9
+        return super().visit_num(e)
+
+    def visit_str(self, e: ir.Str) -> tuple[str, int]:
+        return f'"{e.value}"', 9
+
+    def visit_list(self, e: ir.ListExpr) -> tuple[str, int]:
+        return "[" + ", ".join(self.p(i)[0] for i in e.items) + "]", 9
+
+    def visit_call(self, e: ir.Call) -> tuple[str, int]:
+        args = [self.p(a)[0] for a in e.args]
+        args += [f"{k.name} = {self.p(k.value)[0]}" for k in e.kwargs]
+        return f"{e.func}({', '.join(args)})", 9
 
 
 # ------------------------------------------------------------------ SymPy
+class SympyBuilder(ExprVisitor):
+    """IR -> SymPy for lowering.  The table's ``native`` functions become
+    SymPy's own (``exp``, ``Abs``, ...); the others, comparisons and booleans
+    stay opaque functions of their arguments (``_f_relu``, ``_c_Compare``)."""
+
+    def __init__(self, symbols: dict):
+        import sympy as sp
+
+        self.sp = sp
+        self.symbols = symbols
+
+    def visit_num(self, e: ir.Num):
+        v = e.value
+        return self.sp.Float(v) if v != int(v) else self.sp.Integer(int(v))
+
+    def visit_name(self, e: ir.Name):
+        if e.id not in self.symbols:
+            self.symbols[e.id] = self.sp.Symbol(e.id, real=True)
+        return self.symbols[e.id]
+
+    def visit_neg(self, e: ir.Neg):
+        return -self.visit(e.operand)
+
+    def visit_bin(self, e: ir.BinOp):
+        return OPERATORS[e.op](self.visit(e.left), self.visit(e.right))
+
+    def visit_call(self, e: ir.Call):
+        args = [self.visit(a) for a in e.args]
+        f = FUNCTIONS.get(e.func)
+        if f is not None and f.native:
+            return f.sympy(*args)
+        return self.sp.Function(f"_f_{e.func}")(*args)
+
+    def visit_cmp(self, e):
+        return self.sp.Function(f"_c_{type(e).__name__}")(self.visit(e.left), self.visit(e.right))
+
+    visit_bool = visit_cmp
+
+    def visit_not(self, e: ir.Not):
+        return self.sp.Function("_c_not")(self.visit(e.operand))
+
+
 def to_sympy(e: ir.Expr, symbols: dict):
-    import sympy as sp
+    return SympyBuilder(symbols).visit(e)
 
-    def rec(x):
-        if isinstance(x, ir.Num):
-            return sp.Float(x.value) if x.value != int(x.value) else sp.Integer(int(x.value))
-        if isinstance(x, ir.Name):
-            if x.id not in symbols:
-                symbols[x.id] = sp.Symbol(x.id, real=True)
-            return symbols[x.id]
-        if isinstance(x, ir.Neg):
-            return -rec(x.operand)
-        if isinstance(x, ir.BinOp):
-            a, b = rec(x.left), rec(x.right)
-            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
-                    "/": lambda: a / b, "**": lambda: a**b}[x.op]()
-        if isinstance(x, ir.Call):
-            args = [rec(a) for a in x.args]
-            if x.func == "exp":
-                return sp.exp(args[0])
-            if x.func == "log":
-                return sp.log(args[0])
-            if x.func == "sqrt":
-                return sp.sqrt(args[0])
-            if x.func in ("sin", "cos", "tanh"):
-                return getattr(sp, x.func)(args[0])
-            return sp.Function(f"_f_{x.func}")(*args)
-        # comparisons / booleans inside ODEs: opaque functions of their arguments
-        if isinstance(x, ir.Compare | ir.BoolOp):
-            return sp.Function(f"_c_{type(x).__name__}")(rec(x.left), rec(x.right))
-        if isinstance(x, ir.Not):
-            return sp.Function("_c_not")(rec(x.operand))
-        raise TypeError(type(x).__name__)
 
-    return rec(e)
+_NATIVE: dict = {}
+
+
+def _native_of(s) -> str | None:
+    """The table's function whose SymPy form is ``s`` (sqrt is a power)."""
+    if not _NATIVE:
+        import sympy as sp
+
+        x = sp.Symbol("x", real=True)
+        for f in FUNCTIONS.values():
+            if f.native and f.arity == 1:
+                probe = f.sympy(x)
+                if not probe.is_Pow:
+                    _NATIVE[probe.func] = f.name
+    return _NATIVE.get(s.func)
 
 
 def from_sympy(s) -> ir.Expr:
@@ -331,12 +368,9 @@ def from_sympy(s) -> ir.Expr:
         if e == sp.Rational(1, 2):
             return ir.Call(func="sqrt", args=(from_sympy(b),))
         return ir.BinOp(op="**", left=from_sympy(b), right=from_sympy(e))
-    if isinstance(s, sp.exp):
-        return ir.Call(func="exp", args=(from_sympy(s.args[0]),))
-    if isinstance(s, sp.log):
-        return ir.Call(func="log", args=(from_sympy(s.args[0]),))
-    if isinstance(s, sp.sin | sp.cos | sp.tanh):
-        return ir.Call(func=type(s).__name__, args=(from_sympy(s.args[0]),))
+    fname = _native_of(s)
+    if fname is not None:
+        return ir.Call(func=fname, args=tuple(from_sympy(a) for a in s.args))
     if isinstance(s, sp.core.function.AppliedUndef):
         n = type(s).__name__
         if n.startswith("_f_"):

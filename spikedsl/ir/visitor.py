@@ -11,6 +11,7 @@ overrides only the kinds it changes.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Generic, TypeVar
 
 from spikedsl import ir
@@ -18,6 +19,12 @@ from spikedsl import ir
 T = TypeVar("T")
 
 KINDS = ("num", "name", "attr", "str", "bin", "neg", "cmp", "bool", "not", "call", "list")
+
+#: ``bin`` and ``cmp`` operators as Python operators (floats, arrays, tensors, SymPy)
+OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+             "**": operator.pow}
+COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+               "==": operator.eq, "!=": operator.ne}
 
 
 class ExprVisitor(Generic[T]):

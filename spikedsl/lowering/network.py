@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.errors import Collector
-from spikedsl.ir.exprs import FUNCTIONS, EvalError, evaluate
+from spikedsl.ir.exprs import EvalError, evaluate
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import TIME, parse_unit
 from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values, place
 from spikedsl.lowering.weights import resolve_projection

@@ -19,16 +19,11 @@ from functools import lru_cache
 from spikedsl import ir
 from spikedsl.errors import Collector
 from spikedsl.ir.exprs import add, div, evaluate, from_sympy, mul, names, num, substitute, to_sympy
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.surrogates import DEFAULT as DEFAULT_SURROGATE
+from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import dim_str
 
-SURROGATES: dict[str, dict[str, float]] = {
-    "sigmoid": {"slope": 5.0},
-    "fast_sigmoid": {"slope": 25.0},
-    "atan": {"alpha": 2.0},
-    "rectangular": {"width": 0.5, "scale": 0.0},
-    "triangle": {"width": 1.0},
-    "ste": {},
-}
 METHODS = ("exact", "euler", "rk2", "rk4", "exponential_euler")
 
 
@@ -39,18 +34,20 @@ class NonLinear(Exception):
 
 
 # ------------------------------------------------------------------ linear analysis
+def _symbolic(e: ir.Expr) -> bool:
+    """A call SymPy knows (the table's ``native`` functions): kept symbolic."""
+    return isinstance(e, ir.Call) and e.func in FUNCTIONS and FUNCTIONS[e.func].native
+
+
 def _opaque(e: ir.Expr, states: set[str], table: dict[str, ir.Expr]) -> ir.Expr:
     """Replace state-free calls/comparisons by placeholder names (kept in table)."""
     if isinstance(e, ir.Call | ir.Compare | ir.BoolOp | ir.Not):
         if not (names(e) & states):
-            if isinstance(e, ir.Call) and e.func in ("exp", "log", "sqrt", "sin", "cos", "tanh"):
-                pass  # SymPy knows these; keep them symbolic
-            else:
+            if not _symbolic(e):
                 key = f"q_{len(table)}_"
                 table[key] = e
                 return ir.Name(id=key)
-        elif not isinstance(e, ir.Call) or e.func not in ("exp", "log", "sqrt", "sin", "cos",
-                                                            "tanh"):
+        elif not _symbolic(e):
             return e
     if isinstance(e, ir.BinOp):
         return e.model_copy(update={"left": _opaque(e.left, states, table),
@@ -287,13 +284,10 @@ def param_values(params, overrides: dict[str, float]) -> dict[str, float]:
 
 def surrogate_of(n: ir.Neuron) -> ir.LSurrogate:
     if n.surrogate is None:
-        return ir.LSurrogate(name="fast_sigmoid", args=dict(SURROGATES["fast_sigmoid"]))
-    args = dict(SURROGATES[n.surrogate.name])
-    for k in n.surrogate.args:
-        args[k.name] = evaluate(k.value, {})
-    if n.surrogate.name == "rectangular" and args.get("scale", 0.0) == 0.0:
-        args.pop("scale", None)
-    return ir.LSurrogate(name=n.surrogate.name, args=args)
+        return ir.LSurrogate(name=DEFAULT_SURROGATE,
+                             args=SURROGATES[DEFAULT_SURROGATE].resolve({}))
+    given = {k.name: evaluate(k.value, {}) for k in n.surrogate.args}
+    return ir.LSurrogate(name=n.surrogate.name, args=SURROGATES[n.surrogate.name].resolve(given))
 
 
 def exponential_euler_step(states: list[str], rhs: list[ir.Expr], taken: set[str]):
@@ -535,7 +529,6 @@ def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,
 
 __all__ = [
     "METHODS",
-    "SURROGATES",
     "Collector",
     "NonLinear",
     "dim_str",

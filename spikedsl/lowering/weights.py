@@ -22,6 +22,7 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import SpecError, diag
+from spikedsl.ir import arrays as ir_arrays
 
 DEFAULT_DT = 1e-4  # seconds per step for unitless networks (snnTorch's NIR convention)
 
@@ -106,43 +107,9 @@ def layer_params(lay: ir.LLayer, W: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ numpy evaluation
-def _sig(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-_NP = {
-    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs, "tanh": np.tanh,
-    "sigmoid": _sig, "relu": lambda x: np.maximum(x, 0.0), "sin": np.sin, "cos": np.cos,
-    "min": np.minimum, "max": np.maximum, "clip": lambda x, a, b: np.minimum(np.maximum(x, a), b),
-    "where": lambda c, a, b: np.where(np.asarray(c) != 0, a, b),
-}
-
-
 def np_eval(e: ir.Expr, env: dict[str, Any]):
-    if isinstance(e, ir.Num):
-        return np.float64(e.value)
-    if isinstance(e, ir.Name):
-        return env[e.id]
-    if isinstance(e, ir.Neg):
-        return -np_eval(e.operand, env)
-    if isinstance(e, ir.BinOp):
-        a, b = np_eval(e.left, env), np_eval(e.right, env)
-        with np.errstate(all="ignore"):
-            return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide,
-                    "**": np.power}[e.op](a, b)
-    if isinstance(e, ir.Compare):
-        a, b = np_eval(e.left, env), np_eval(e.right, env)
-        return {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less,
-                "==": np.equal, "!=": np.not_equal}[e.op](a, b).astype(np.float64)
-    if isinstance(e, ir.BoolOp):
-        a, b = np.asarray(np_eval(e.left, env)) != 0, np.asarray(np_eval(e.right, env)) != 0
-        return ((a & b) if e.op == "and" else (a | b)).astype(np.float64)
-    if isinstance(e, ir.Not):
-        return (np.asarray(np_eval(e.operand, env)) == 0).astype(np.float64)
-    if isinstance(e, ir.Call) and e.func in _NP:
-        with np.errstate(all="ignore"):
-            return _NP[e.func](*[np_eval(a, env) for a in e.args])
-    raise ValueError(f"cannot evaluate {type(e).__name__}")
+    """Evaluate ``e`` elementwise with numpy (float64)."""
+    return ir_arrays.evaluate(e, env, np.float64)
 
 
 def projection_weights(p: ir.LProjection, W: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from spikedsl import ir
-from spikedsl.ir.exprs import names
+from spikedsl.ir.arrays import ArrayCompiler
 from spikedsl.lowering import weights as _weights
 from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import arrays
@@ -60,8 +60,7 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ expressions
-def compile_expr(e: ir.Expr, dtype=np.float64,
-                 const: Mapping[str, object] | None = None,
+def compile_expr(e: ir.Expr, dtype=np.float64, const: Mapping[str, object] | None = None,
                  xp=None) -> Callable[[Mapping[str, object]], object]:
     """An IR expression -> a function of the environment (elementwise).
 
@@ -72,52 +71,17 @@ def compile_expr(e: ir.Expr, dtype=np.float64,
     :mod:`spikedsl.runtime.arrays`; ``dtype`` applies when it is a module).
     With numpy, call the result inside ``np.errstate(all="ignore")`` (x/0
     gives inf/nan, as torch)."""
-    return _compile(e, arrays.backend(xp, dtype), const)
-
-
-def _compile(e: ir.Expr, A, const) -> Callable[[Mapping[str, object]], object]:
-    if const and not isinstance(e, ir.Num | ir.Name) and names(e) <= set(const):
-        with A.errstate():
-            c = _compile(e, A, None)(const)
-        return lambda env: c
-    if isinstance(e, ir.Num):
-        c = A.num(e.value)
-        return lambda env: c
-    if isinstance(e, ir.Name):
-        name = e.id
-
-        def get(env):
-            try:
-                return env[name]
-            except KeyError:
-                raise KeyError(f"undefined name '{name}' in a lowered expression") from None
-        return get
-    if isinstance(e, ir.Neg):
-        f = _compile(e.operand, A, const)
-        return lambda env: -f(env)
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        fa, fb = _compile(e.left, A, const), _compile(e.right, A, const)
-        op = A.binop[e.op] if isinstance(e, ir.BinOp) else (
-            A.compare(e.op) if isinstance(e, ir.Compare) else A.logical(e.op))
-        return lambda env: op(fa(env), fb(env))
-    if isinstance(e, ir.Not):
-        f, op = _compile(e.operand, A, const), A.logical("not")
-        return lambda env: op(f(env))
-    if isinstance(e, ir.Call) and e.func in A.funcs:
-        fn = A.funcs[e.func]
-        fs = [_compile(a, A, const) for a in e.args]
-        if len(fs) == 1:
-            f0 = fs[0]
-            return lambda env: fn(f0(env))
-        return lambda env: fn(*[f(env) for f in fs])
-    raise TypeError(f"cannot evaluate {type(e).__name__} in a lowered expression")
+    A = arrays.backend(xp, dtype)
+    if A.name == "torch":
+        return ArrayCompiler(A.dtype, const, A.torch, A.device).compile(e)
+    return ArrayCompiler(A.dtype, const).compile(e)
 
 
 def evaluate(e: ir.Expr, env: Mapping[str, object], dtype=np.float64, xp=None):
-    """Evaluate an IR expression elementwise (arrays broadcast)."""
+    """Evaluate an IR expression elementwise with numpy or torch (arrays broadcast)."""
     A = arrays.backend(xp, dtype)
     with A.errstate():
-        return _compile(e, A, None)(env)
+        return compile_expr(e, xp=A)(env)
 
 
 # ------------------------------------------------------------------ time helpers

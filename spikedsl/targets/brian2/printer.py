@@ -22,6 +22,7 @@ from fractions import Fraction
 
 from spikedsl import ir
 from spikedsl.ir.exprs import EvalError, Printer, evaluate
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import (
     AMP,
     FARAD,
@@ -224,74 +225,85 @@ class B2Printer(Printer):
     # ------------------------------------------------------------ recursion
     def q(self, e: ir.Expr):
         """-> (text, precedence, dimension or _POLY, is_boolean)."""
-        P = self._PREC
-        if isinstance(e, ir.Num):
-            s = self.number(e.value)
-            d = parse_unit(e.unit)[1] if e.unit else ONE
-            if d != ONE and not self.stripped:
-                return f"{s}*{self.unit(d)}" if e.value >= 0 else f"({s})*{self.unit(d)}", 6, d, \
-                    False
-            if e.value < 0:
-                return f"({s})", 9, ONE, False
-            return s, 9, (_POLY if e.value == 0 else ONE), False
-        if isinstance(e, ir.Name):
-            if e.id == "dt":
-                if self.dt == "dt":
-                    return ("(dt/second)", 9, ONE, False) if self.stripped else (
-                        "dt", 9, TIME, False)
-                return self.dt, 9, ONE, False
-            name = self.names.get(e.id, e.id)
-            d = self.dims.get(e.id, ONE)
-            if self.stripped and d != ONE:
-                return f"({name}/{self.unit(d)})", 9, ONE, False
-            return name, 9, d, False
-        if isinstance(e, ir.Neg):
-            s, pr, d, _ = self.num(e.operand)
-            return f"-{self.wrap(s, pr, P['neg'] + 1)}", P["neg"], d, False
-        if isinstance(e, ir.BinOp):
-            pr = P[e.op]
-            ls, lp, ld, _ = self.num(e.left)
-            rs, rp, rd, _ = self.num(e.right)
-            if e.op in "+-":
-                d = self._unify_text(e, ls, ld, rs, rd)
-                ls, rs = d[1], d[2]
-                d = d[0]
-            elif e.op == "*":
-                d = dmul(self._one(ld), self._one(rd))
-            elif e.op == "/":
-                d = ddiv(self._one(ld), self._one(rd))
+        return self.visit(e)
+
+    def visit_num(self, e: ir.Num):
+        s = self.number(e.value)
+        d = parse_unit(e.unit)[1] if e.unit else ONE
+        if d != ONE and not self.stripped:
+            return f"{s}*{self.unit(d)}" if e.value >= 0 else f"({s})*{self.unit(d)}", 6, d, \
+                False
+        if e.value < 0:
+            return f"({s})", 9, ONE, False
+        return s, 9, (_POLY if e.value == 0 else ONE), False
+
+    def visit_name(self, e: ir.Name):
+        if e.id == "dt":
+            if self.dt == "dt":
+                return ("(dt/second)", 9, ONE, False) if self.stripped else (
+                    "dt", 9, TIME, False)
+            return self.dt, 9, ONE, False
+        name = self.names.get(e.id, e.id)
+        d = self.dims.get(e.id, ONE)
+        if self.stripped and d != ONE:
+            return f"({name}/{self.unit(d)})", 9, ONE, False
+        return name, 9, d, False
+
+    def visit_neg(self, e: ir.Neg):
+        s, pr, d, _ = self.num(e.operand)
+        return f"-{self.wrap(s, pr, self._PREC['neg'] + 1)}", self._PREC["neg"], d, False
+
+    def visit_bin(self, e: ir.BinOp):
+        pr = self._PREC[e.op]
+        ls, lp, ld, _ = self.num(e.left)
+        rs, rp, rd, _ = self.num(e.right)
+        if e.op in "+-":
+            d = self._unify_text(e, ls, ld, rs, rd)
+            ls, rs = d[1], d[2]
+            d = d[0]
+        elif e.op == "*":
+            d = dmul(self._one(ld), self._one(rd))
+        elif e.op == "/":
+            d = ddiv(self._one(ld), self._one(rd))
+        else:
+            if self._one(rd) != ONE:
+                raise DimError("dimensioned exponent")
+            if self._one(ld) == ONE:
+                d = ONE
             else:
-                if self._one(rd) != ONE:
-                    raise DimError("dimensioned exponent")
-                if self._one(ld) == ONE:
-                    d = ONE
-                else:
-                    try:
-                        k = evaluate(e.right, {})
-                    except EvalError:
-                        raise DimError("non-constant exponent of a dimensioned base") from None
-                    d = dpow(ld, Fraction(k).limit_denominator(64))
-                return self.power(self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr)), pr, d, False
-            rmin = pr + 1 if e.op in "-/" else pr
-            if e.op in "+*":
-                rmin = pr + 1 if isinstance(e.right, ir.BinOp) and e.right.op in "-/" else pr
-            return f"{self.wrap(ls, lp, pr)} {e.op} {self.wrap(rs, rp, rmin)}", pr, d, False
-        if isinstance(e, ir.Compare):
-            ls, lp, ld, _ = self.num(e.left)
-            rs, rp, rd, _ = self.num(e.right)
-            _, ls, rs = self._unify_text(e, ls, ld, rs, rd)
-            pr = P["cmp"]
-            return f"{self.wrap(ls, lp, pr + 1)} {e.op} {self.wrap(rs, rp, pr + 1)}", pr, ONE, True
-        if isinstance(e, ir.BoolOp):
-            pr = P[e.op]
-            a, b = self.cond(e.left), self.cond(e.right)
-            # cond() returns a comparison or a boolean expression: parenthesise
-            return f"({a}) {e.op} ({b})", pr, ONE, True
-        if isinstance(e, ir.Not):
-            return f"not ({self.cond(e.operand)})", P["not"], ONE, True
-        if isinstance(e, ir.Call):
-            return self._call(e)
+                try:
+                    k = evaluate(e.right, {})
+                except EvalError:
+                    raise DimError("non-constant exponent of a dimensioned base") from None
+                d = dpow(ld, Fraction(k).limit_denominator(64))
+            return self.power(self.wrap(ls, lp, pr + 1), self.wrap(rs, rp, pr)), pr, d, False
+        rmin = pr + 1 if e.op in "-/" else pr
+        if e.op in "+*":
+            rmin = pr + 1 if isinstance(e.right, ir.BinOp) and e.right.op in "-/" else pr
+        return f"{self.wrap(ls, lp, pr)} {e.op} {self.wrap(rs, rp, rmin)}", pr, d, False
+
+    def visit_cmp(self, e: ir.Compare):
+        ls, lp, ld, _ = self.num(e.left)
+        rs, rp, rd, _ = self.num(e.right)
+        _, ls, rs = self._unify_text(e, ls, ld, rs, rd)
+        pr = self._PREC["cmp"]
+        return f"{self.wrap(ls, lp, pr + 1)} {e.op} {self.wrap(rs, rp, pr + 1)}", pr, ONE, True
+
+    def visit_bool(self, e: ir.BoolOp):
+        a, b = self.cond(e.left), self.cond(e.right)
+        # cond() returns a comparison or a boolean expression: parenthesise
+        return f"({a}) {e.op} ({b})", self._PREC[e.op], ONE, True
+
+    def visit_not(self, e: ir.Not):
+        return f"not ({self.cond(e.operand)})", self._PREC["not"], ONE, True
+
+    def visit_call(self, e: ir.Call):
+        return self._call(e)
+
+    def unsupported(self, e, *args):
         raise DimError(f"cannot print {type(e).__name__}")
+
+    visit_attr = visit_str = visit_list = unsupported
 
     def num(self, e):
         s, pr, d, b = self.q(e)
@@ -312,42 +324,38 @@ class B2Printer(Printer):
         return d, ls, rs
 
     def _call(self, e: ir.Call):
-        f = e.func
-        if f == "where":
-            c = self.cond(e.args[0])
-            a, ap, ad, _ = self.num(e.args[1])
-            b, bp, bd, _ = self.num(e.args[2])
-            d, a, b = self._unify_text(e, a, ad, b, bd)
-            text = (f"{self.wrap(a, ap, 7)}*int({c}) + {self.wrap(b, bp, 7)}*(1 - int({c}))")
-            return text, 5, d, False
-        args = [self.num(a) for a in e.args]
-        if f in ("exp", "log", "tanh", "sin", "cos", "sigmoid"):
-            s, _, d, _ = args[0]
-            if self._one(d) != ONE:
-                raise DimError(f"{f} of a dimensioned value")
-            if f == "sigmoid":
-                return f"1.0/(1.0 + exp(-({s})))", 6, ONE, False
-            return f"{f}({s})", 9, ONE, False
-        if f == "sqrt":
-            s, _, d, _ = args[0]
-            return f"sqrt({s})", 9, dpow(self._one(d), Fraction(1, 2)), False
-        if f == "abs":
-            s, _, d, _ = args[0]
-            return f"abs({s})", 9, d, False
-        if f == "relu":
-            s, _, d, _ = args[0]
-            return f"clip({s}, {self.zero(d)}, {self.inf(d)})", 9, d, False
-        if f in ("min", "max"):
-            (a, _, ad, _), (b, _, bd, _) = args
-            d, a, b = self._unify_text(e, a, ad, b, bd)
-            if f == "min":
-                return f"clip({a}, {self.inf(d, neg=True)}, {b})", 9, d, False
-            return f"clip({a}, {b}, {self.inf(d)})", 9, d, False
-        if f == "clip":
-            (x, _, xd, _), (lo, _, lod, _), (hi, _, hid, _) = args
-            d, x, lo = self._unify_text(e, x, xd, lo, lod)
-            d, x, hi = self._unify_text(e, x, d, hi, hid)
-            if lod == _POLY and d not in (_POLY, ONE) and not self.stripped:
-                lo = self.zero(d)
-            return f"clip({x}, {lo}, {hi})", 9, d, False
-        raise DimError(f"unknown function {f}")
+        """A call as the table says: its dimension rule, then its Brian2 template."""
+        f = FUNCTIONS.get(e.func)
+        if f is None:
+            raise DimError(f"unknown function {e.func}")
+        rule = f.dim
+        fields: dict[str, str] = {}
+        first = 0
+        if rule == "choose":
+            fields["c0"] = self.cond(e.args[0])
+            first = 1
+        args = {i: self.num(a) for i, a in enumerate(e.args) if i >= first}
+        if rule == "dimensionless":
+            if any(self._one(d) != ONE for _, _, d, _ in args.values()):
+                raise DimError(f"{f.name} of a dimensioned value")
+            d = ONE
+        elif rule == "sqrt":
+            d = dpow(self._one(args[0][2]), Fraction(1, 2))
+        else:  # same / choose: the arguments share one dimension
+            d = _POLY
+            for _, _, ad, _ in args.values():
+                d = self._unify(d, ad)
+            if d not in (_POLY, ONE) and not self.stripped:
+                args = {i: (self.zero(d), 9, d, b) if ad == _POLY else (s, p, ad, b)
+                        for i, (s, p, ad, b) in args.items()}
+        for i, (s, p, _, _) in args.items():
+            fields[f"a{i}"] = s
+            fields[f"w{i}"] = self.wrap(s, p, 7)
+        if "{zero}" in f.brian2[0]:
+            fields["zero"] = self.zero(d)
+        if "{inf}" in f.brian2[0]:
+            fields["inf"] = self.inf(d)
+        if "{ninf}" in f.brian2[0]:
+            fields["ninf"] = self.inf(d, neg=True)
+        template, pr = f.brian2
+        return template.format(**fields), pr, (ONE if rule == "dimensionless" else d), False

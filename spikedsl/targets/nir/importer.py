@@ -38,6 +38,7 @@ import numpy as np
 
 from spikedsl.atomic import atomic_path, write_text
 from spikedsl.errors import SpecError, diag
+from spikedsl.ir.surrogates import SURROGATES
 
 NEURON_TYPES = ("LIF", "CubaLIF", "IF", "LI", "I", "CubaLI", "Threshold")
 PROJ_TYPES = ("Affine", "Linear", "Conv2d", "Scale")
@@ -581,8 +582,7 @@ def _surrogate(text: str | None) -> str | None:
     if not text:
         return None
     m = re.fullmatch(r"([a-z_]+)\((.*)\)", text.strip())
-    if not m or m.group(1) not in ("sigmoid", "fast_sigmoid", "atan", "rectangular", "triangle",
-                                   "ste"):
+    if not m or m.group(1) not in SURROGATES:
         return None
     args = []
     for part in filter(None, (p.strip() for p in m.group(2).split(","))):

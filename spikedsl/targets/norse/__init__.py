@@ -21,15 +21,16 @@ import keyword
 import linecache
 import math
 import os
-from typing import ClassVar
 
 from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
-from spikedsl.ir.exprs import Printer, from_sympy
+from spikedsl.ir.exprs import from_sympy
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.nir.match import analyse
 from spikedsl.targets.norse.match import NorseNeuron, match_norse
+from spikedsl.targets.torch.expr import TorchPrinter, function_helpers
 from spikedsl.targets.torch.params import draws, register_layer
 
 TARGET = "Norse"
@@ -65,14 +66,15 @@ def _attr(path: str) -> str:
     return code
 
 
-class _TorchPrinter(Printer):
-    FUNCS: ClassVar[dict[str, str]] = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
-             "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu",
-             "sin": "torch.sin", "cos": "torch.cos", "min": "torch.minimum",
-             "max": "torch.maximum", "clip": "torch.clamp", "where": "torch.where"}
+class _TorchPrinter(TorchPrinter):
+    """The torch target's printer over names of the module (``ren``)."""
 
-    def number(self, v: float) -> str:
-        return _num(v)
+    def __init__(self, ren: dict[str, str]):
+        super().__init__({}, "self._like")
+        self.ren = ren
+
+    def name(self, n: str) -> str:
+        return self.ren.get(n, n)
 
 
 class NorsePlan:
@@ -188,7 +190,7 @@ class NorsePlan:
             v = float(e)
             return f"self._t({_num(v)})" if need_tensor else _num(v)
         ren = {p: _attr(f"{la.name}.{p}") for p in live}
-        code = _TorchPrinter(rename=lambda nm: ren.get(nm, nm))(from_sympy(sp.simplify(e)))
+        code = _TorchPrinter(ren)(from_sympy(sp.simplify(e)))
         return code
 
     # ---------------------------------------------------------------- forward
@@ -299,8 +301,9 @@ class NorsePlan:
             elif la.kind == "projection":
                 code = proj(la.projections[0])
                 if la.func:
-                    code = f"{_TorchPrinter.FUNCS[la.func]}({code})" if la.func in \
-                        _TorchPrinter.FUNCS else None
+                    row = FUNCTIONS.get(la.func)
+                    code = f"{row.torch_code}({code})" if row is not None and row.arity == 1 \
+                        and isinstance(row.torch_code, str) else None
                     if code is None:
                         raise unsupported(TARGET, f"layer '{name}'",
                                           f"unknown function '{la.func}'",
@@ -331,7 +334,8 @@ class NorsePlan:
             args = ", ".join(f"{k!r}: {_num(x)}" for k, x in sorted(la.encoder_args.items()))
             enc.append(f"{la.name!r}: ({(la.encoder or 'direct')!r}, {{{args}}})")
         kinds = sorted({c for _, c in self.cells})
-        return env.get_template("module.py.j2").render(
+        helpers = function_helpers("\n".join(self.init + prologue + step + epilogue))
+        return env.get_template("module.py.j2").render(helpers=helpers,
             net_name=net.name, source=f"{src_file}:{net.source_line}" if net.source_line
             else src_file, source_name=src_file, cells=", ".join(kinds) or "none",
             dt=_num(net.dt), dt_unit=net.dt_unit, steps=int(net.steps),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
+from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.targets.nir.match import Analysis, fmt
 
 
@@ -43,14 +44,19 @@ class NorseNeuron:
 # ------------------------------------------------------------------ surrogates
 def surrogate_norse(s: ir.LSurrogate) -> tuple[str, float] | None:
     """(Norse threshold method, alpha) with exactly the same derivative, or None."""
-    a = s.args
-    if s.name == "fast_sigmoid" and float(a.get("slope", 25.0)) == 1.0:
-        return "super", 1.0  # SuperSpike: 1/(|x|+1)^2 (Norse 1.1 ignores alpha)
-    if s.name == "triangle" and float(a.get("width", 1.0)) == 1.0:
-        return "triangle", 1.0  # alpha * relu(1 - |x|)
-    if s.name == "sigmoid" and float(a.get("slope", 5.0)) == 4.0:
-        return "tanh", 2.0  # 1 - tanh(2x)^2 = 4 sigma(4x)(1 - sigma(4x))
+    row = SURROGATES[s.name]
+    eq = row.norse
+    if eq is None:
+        return None
+    args = {**row.defaults, **s.args}
+    if all(float(args.get(k, 0.0)) == v for k, v in eq.when.items()):
+        return eq.method, eq.alpha
     return None
+
+
+def norse_equivalents() -> str:
+    """What the Norse threshold methods are in spikedsl's terms (for messages)."""
+    return ", ".join(r.norse.note for r in SURROGATES.values() if r.norse is not None)
 
 
 def surrogate_text(s: ir.LSurrogate) -> str:
@@ -189,9 +195,7 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
         m = surrogate_norse(n.surrogate)
         if m is None:
             msg = (f"its surrogate {surrogate_text(n.surrogate)} has no Norse counterpart "
-                   "(Norse 1.1: 'super' is fast_sigmoid(slope = 1) whatever its alpha, "
-                   "'triangle' is triangle(width = 1), 'tanh' with alpha 2 is "
-                   "sigmoid(slope = 4))")
+                   f"(Norse 1.1: {norse_equivalents()})")
             if not (allow_approx or forward_only):
                 raise an.refuse(msg + "; allow_approx uses 'super' (gradients differ)")
             if not forward_only:

@@ -22,12 +22,14 @@ from collections.abc import Mapping
 
 from spikedsl import ir
 from spikedsl.errors import SpecError, unsupported
+from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.torch.expr import (
     Namer,
     TorchPrinter,
     check_ident,
+    function_helpers,
     number,
     prepare,
     prune,
@@ -458,11 +460,11 @@ class NetGen:
         self.seq_neuron(la, L)
 
     def func(self, f: str, code: str) -> str:
-        table = TorchPrinter.FUNCS
-        if f not in table or f in ("min", "max", "clip", "where"):
+        row = FUNCTIONS.get(f)
+        if row is None or row.arity != 1 or not isinstance(row.torch_code, str):
             raise unsupported(TARGET, f"layer function '{f}'", "only one-argument functions "
                                                                "can wrap a projection")
-        return f"{table[f]}({code})"
+        return f"{row.torch_code}({code})"
 
     def inputs_seq(self, la: ir.LLayer, L: list[str], ext_only: bool = False) -> dict[str, str]:
         """Sum of the projections into each neuron input, all steps at once."""
@@ -912,6 +914,7 @@ class NetGen:
             self.uses_math = True
         helpers = [h for h in helpers if h]
         self.fwd = prune(self.fwd)
+        helpers += function_helpers("\n".join(self.classes + self.fwd + self.init))
         src_file = os.path.basename(net.file) if net.file else "<string>"
         self.uses_math = self.uses_math or any("math." in c for c in self.classes) or any(
             "math." in x for x in self.fwd + self.init)

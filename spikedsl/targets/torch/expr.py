@@ -9,7 +9,9 @@
 * :class:`TorchPrinter` prints an expression as torch code (boolean and
   arithmetic contexts, numbers kept exact with ``repr``);
 * :class:`Namer` hands out Python identifiers that never collide with
-  keywords or with the generated code's own locals.
+  keywords or with the generated code's own locals;
+* :func:`surrogate_code` prints a surrogate's derivative (from the table,
+  spikedsl/ir/surrogates.py).
 
 Only validated identifiers (looked up in the printer's table) and numbers
 (``repr(float)``) reach the code.
@@ -20,10 +22,12 @@ from __future__ import annotations
 import keyword
 import math
 import re
-from typing import ClassVar
 
 from spikedsl import ir
-from spikedsl.ir.exprs import EvalError, Printer, evaluate, names
+from spikedsl.ir.exprs import EvalError, Printer, evaluate, names, substitute
+from spikedsl.ir.functions import FUNCTIONS, CodeArg, num
+from spikedsl.ir.surrogates import SURROGATES
+from spikedsl.ir.visitor import ExprTransformer, ExprVisitor, children
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -50,7 +54,7 @@ class Namer:
     BASE = set(keyword.kwlist) | set(keyword.softkwlist) | {
         "torch", "math", "F", "self", "ctx", "None", "True", "False", "int", "float", "range",
         "len", "tuple", "list", "dict", "isinstance", "super", "abs", "min", "max", "sum",
-    }
+    } | {f.torch_code for f in FUNCTIONS.values() if f.torch_helper}
 
     def __init__(self, reserved=()):
         self.taken: set[str] = set(self.BASE) | set(reserved)
@@ -80,19 +84,15 @@ class Namer:
 
 
 # ------------------------------------------------------------------ folding
-def num(v: float) -> ir.Num:
-    return ir.Num(value=float(v), text=repr(float(v)))
-
-
 def _is_num(e, v: float | None = None) -> bool:
     return isinstance(e, ir.Num) and (v is None or e.value == v)
 
 
-def fold(e: ir.Expr) -> ir.Expr:
-    """Fold numeric subtrees and drop operations that do not change a value
-    (``x*1``, ``1*x``, ``x+0``, ``0+x``, ``x-0``, ``x/1``, ``x**1``, ``--x``)."""
-    if isinstance(e, ir.BinOp):
-        a, b = fold(e.left), fold(e.right)
+class _Fold(ExprVisitor[ir.Expr]):
+    """Fresh nodes (no locations), numeric subtrees folded."""
+
+    def visit_bin(self, e: ir.BinOp) -> ir.Expr:
+        a, b = self.visit(e.left), self.visit(e.right)
         if _is_num(a) and _is_num(b):
             try:
                 v = evaluate(ir.BinOp(op=e.op, left=a, right=b), {})
@@ -113,25 +113,31 @@ def fold(e: ir.Expr) -> ir.Expr:
         elif (e.op == "-" and _is_num(b, 0.0)) or (e.op in ("/", "**") and _is_num(b, 1.0)):
             return a
         return ir.BinOp(op=e.op, left=a, right=b)
-    if isinstance(e, ir.Neg):
-        a = fold(e.operand)
+
+    def visit_neg(self, e: ir.Neg) -> ir.Expr:
+        a = self.visit(e.operand)
         if _is_num(a):
             return num(-a.value)
         if isinstance(a, ir.Neg):
             return a.operand
         return ir.Neg(operand=a)
-    if isinstance(e, ir.Compare | ir.BoolOp):
-        a, b = fold(e.left), fold(e.right)
+
+    def visit_cmp(self, e) -> ir.Expr:
+        a, b = self.visit(e.left), self.visit(e.right)
         if _is_num(a) and _is_num(b):
             return num(evaluate(e.model_copy(update={"left": a, "right": b}), {}))
         return e.model_copy(update={"left": a, "right": b, "loc": None})
-    if isinstance(e, ir.Not):
-        a = fold(e.operand)
+
+    visit_bool = visit_cmp
+
+    def visit_not(self, e: ir.Not) -> ir.Expr:
+        a = self.visit(e.operand)
         if _is_num(a):
             return num(0.0 if a.value else 1.0)
         return ir.Not(operand=a)
-    if isinstance(e, ir.Call):
-        args = tuple(fold(a) for a in e.args)
+
+    def visit_call(self, e: ir.Call) -> ir.Expr:
+        args = tuple(self.visit(a) for a in e.args)
         if e.func == "where" and len(args) == 3 and _is_num(args[0]):
             return args[1] if args[0].value != 0 else args[2]
         if all(_is_num(a) for a in args):
@@ -142,49 +148,58 @@ def fold(e: ir.Expr) -> ir.Expr:
             except (EvalError, ValueError, OverflowError, ZeroDivisionError):
                 pass
         return ir.Call(func=e.func, args=args)
-    if isinstance(e, ir.Num):
+
+    def visit_num(self, e: ir.Num) -> ir.Expr:
         return num(e.value)
-    if isinstance(e, ir.Name):
+
+    def visit_name(self, e: ir.Name) -> ir.Expr:
         return ir.Name(id=e.id)
-    return e
+
+    def leaf(self, e: ir.Expr) -> ir.Expr:
+        return e
+
+    visit_attr = visit_str = visit_list = leaf
 
 
-def substitute(e: ir.Expr, mapping: dict[str, ir.Expr]) -> ir.Expr:
-    if isinstance(e, ir.Name):
-        return mapping.get(e.id, e)
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        return e.model_copy(update={"left": substitute(e.left, mapping),
-                                    "right": substitute(e.right, mapping)})
-    if isinstance(e, ir.Neg | ir.Not):
-        return e.model_copy(update={"operand": substitute(e.operand, mapping)})
-    if isinstance(e, ir.Call):
-        return e.model_copy(update={"args": tuple(substitute(a, mapping) for a in e.args)})
-    return e
+def fold(e: ir.Expr) -> ir.Expr:
+    """Fold numeric subtrees and drop operations that do not change a value
+    (``x*1``, ``1*x``, ``x+0``, ``0+x``, ``x-0``, ``x/1``, ``x**1``, ``--x``)."""
+    return _Fold().visit(e)
 
 
 def prepare(e: ir.Expr, consts: dict[str, float]) -> ir.Expr:
     return fold(substitute(e, {k: num(v) for k, v in consts.items()}))
 
 
+class _Key(ExprVisitor[str]):
+    def visit_num(self, e: ir.Num) -> str:
+        return repr(e.value)
+
+    def visit_name(self, e: ir.Name) -> str:
+        return e.id
+
+    def visit_bin(self, e) -> str:
+        return f"({self.visit(e.left)}{e.op}{self.visit(e.right)})"
+
+    visit_cmp = visit_bool = visit_bin
+
+    def visit_neg(self, e: ir.Neg) -> str:
+        return f"(-{self.visit(e.operand)})"
+
+    def visit_not(self, e: ir.Not) -> str:
+        return f"(!{self.visit(e.operand)})"
+
+    def visit_call(self, e: ir.Call) -> str:
+        return f"{e.func}({','.join(self.visit(a) for a in e.args)})"
+
+
 def key_of(e: ir.Expr) -> str:
     """A structural key (no locations) for de-duplication."""
-    if isinstance(e, ir.Num):
-        return repr(e.value)
-    if isinstance(e, ir.Name):
-        return e.id
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        return f"({key_of(e.left)}{e.op}{key_of(e.right)})"
-    if isinstance(e, ir.Neg):
-        return f"(-{key_of(e.operand)})"
-    if isinstance(e, ir.Not):
-        return f"(!{key_of(e.operand)})"
-    if isinstance(e, ir.Call):
-        return f"{e.func}({','.join(key_of(a) for a in e.args)})"
-    raise TypeError(type(e).__name__)
+    return _Key().visit(e)
 
 
 # ------------------------------------------------------------------ hoisting
-class Hoister:
+class Hoister(ExprTransformer):
     """Replace maximal subtrees free of ``dyn`` names by named tensors.
 
     A subtree that reads a per-step tensor (``step``) becomes a new per-step
@@ -212,6 +227,9 @@ class Hoister:
         (self.step if kind == "step" else self.static if kind == "static" else self.dyn).add(name)
 
     def __call__(self, e: ir.Expr) -> ir.Expr:
+        return self.visit(e)
+
+    def visit(self, e: ir.Expr, *args) -> ir.Expr:
         k = self.kind(e)
         if k in ("step", "static"):
             if isinstance(e, ir.Name):
@@ -225,13 +243,7 @@ class Hoister:
             return ir.Name(id=self._seen[key])
         if k == "num":
             return e
-        if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-            return e.model_copy(update={"left": self(e.left), "right": self(e.right)})
-        if isinstance(e, ir.Neg | ir.Not):
-            return e.model_copy(update={"operand": self(e.operand)})
-        if isinstance(e, ir.Call):
-            return e.model_copy(update={"args": tuple(self(a) for a in e.args)})
-        return e
+        return super().visit(e)
 
 
 # ------------------------------------------------------------------ printing
@@ -240,18 +252,15 @@ class TorchPrinter(Printer):
 
     ``names`` maps every identifier to its code; ``ref`` is code for a
     tensor of the right dtype/device (used where a bare number must become a
-    tensor, e.g. both branches of ``where`` numeric).
+    tensor); ``dtype`` code of the float dtype (default ``ref.dtype``).  Functions print as the
+    table says (``FUNCTIONS[f].torch_code``).
     """
 
-    FUNCS: ClassVar[dict[str, str]] = {"exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "abs": "torch.abs",
-             "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu",
-             "sin": "torch.sin", "cos": "torch.cos", "min": "torch.minimum",
-             "max": "torch.maximum", "clip": "torch.clamp", "where": "torch.where"}
-
-    def __init__(self, names: dict[str, str], ref: str):
+    def __init__(self, names: dict[str, str], ref: str, dtype: str | None = None):
         super().__init__()
         self.names = names
         self.ref = ref
+        self.dtype = dtype or f"{ref}.dtype"  # code of the float dtype
         self.uses_math = False
 
     def number(self, v: float) -> str:
@@ -286,34 +295,76 @@ class TorchPrinter(Printer):
             return f"torch.logical_not({self.boolean(e.operand)})"
         return f"({self.tensor(e)} != 0)"
 
-    def p(self, e: ir.Expr) -> tuple[str, int]:
-        if isinstance(e, ir.Compare | ir.BoolOp | ir.Not):
-            return f"{self.boolean(e)}.to({self.ref}.dtype)", 9
-        if isinstance(e, ir.Call):
-            args = list(e.args)
-            if e.func == "where":
-                cond = self.boolean(args[0])
-                a, b = args[1], args[2]
-                if isinstance(a, ir.Num) and isinstance(b, ir.Num):
-                    cf = f"{cond}.to({self.ref}.dtype)"
-                    return (f"({self.number(a.value)} * {cf} + {self.number(b.value)} * "
-                            f"(1.0 - {cf}))"), 9
-                return f"torch.where({cond}, {self.p(a)[0]}, {self.p(b)[0]})", 9
-            if e.func in ("min", "max"):
-                a, b = args
-                if isinstance(b, ir.Num) or isinstance(a, ir.Num):
-                    x, c = (a, b) if isinstance(b, ir.Num) else (b, a)
-                    kw = "max" if e.func == "min" else "min"
-                    return f"torch.clamp({self.p(x)[0]}, {kw}={self.number(c.value)})", 9
-                return f"{self.FUNCS[e.func]}({self.p(a)[0]}, {self.p(b)[0]})", 9
-            if e.func == "clip":
-                x, lo, hi = args
-                if isinstance(lo, ir.Num) and isinstance(hi, ir.Num):
-                    return (f"torch.clamp({self.tensor(x)}, {self.number(lo.value)}, "
-                            f"{self.number(hi.value)})"), 9
-                return f"torch.clamp({self.tensor(x)}, {self.tensor(lo)}, {self.tensor(hi)})", 9
-            return f"{self.FUNCS[e.func]}({', '.join(self.tensor(a) for a in args)})", 9
-        return super().p(e)
+    def visit_cmp(self, e: ir.Expr) -> tuple[str, int]:
+        return f"{self.boolean(e)}.to({self.dtype})", 9
+
+    visit_bool = visit_not = visit_cmp
+
+    def arg(self, e: ir.Expr) -> CodeArg:
+        return CodeArg(e.value if isinstance(e, ir.Num) else None,
+                       text=lambda: self.p(e)[0], tensor=lambda: self.tensor(e),
+                       cond=lambda: self.boolean(e))
+
+    def visit_call(self, e: ir.Call) -> tuple[str, int]:
+        row = FUNCTIONS.get(e.func)
+        if row is None:
+            raise TypeError(f"unknown function {e.func!r}")
+        if callable(row.torch_code):
+            return row.torch_code([self.arg(a) for a in e.args], self.dtype), 9
+        return f"{row.torch_code}({', '.join(self.tensor(a) for a in e.args)})", 9
+
+
+def function_helpers(code: str) -> list[str]:
+    """The sources of the function helpers that ``code`` calls."""
+    return [f.torch_helper.strip() for f in FUNCTIONS.values()
+            if f.torch_helper and re.search(rf"(?<![\w.]){f.torch_code}\(", code)]
+
+
+# ------------------------------------------------------------------ surrogates
+
+
+def surrogate_code(s: ir.LSurrogate, x: str, dt: str) -> tuple[list[str], str]:
+    """Lines computing dS/dx of surrogate ``s`` at the tensor ``x`` (the
+    table's derivative, printed); returns (lines, expression).  ``dt``: code
+    of the float dtype."""
+    e = SURROGATES[s.name].dsdx(ir.Name(id="x"), s.args)
+    if isinstance(e, ir.Num):
+        return [], f"torch.ones_like({x})" if e.value == 1.0 else \
+            f"torch.full_like({x}, {number(e.value)})"
+    P = TorchPrinter({"x": x}, x, dt)
+    lines: list[str] = []
+    while True:  # a call used twice is computed once (sig = torch.sigmoid(k * x))
+        seen: dict[str, int] = {}
+        for c in _calls(e):
+            seen[key_of(c)] = seen.get(key_of(c), 0) + 1
+        twice = next((c for c in _calls(e) if seen[key_of(c)] > 1), None)
+        if twice is None:
+            return lines, P(e)
+        local = "sig" if not lines else f"sig{len(lines)}"
+        lines.append(f"{local} = {P(twice)}")
+        P.names[local] = local
+        e = _Replace(key_of(twice), ir.Name(id=local)).visit(e)
+
+
+def _calls(e: ir.Expr) -> list[ir.Call]:
+    """The calls of ``e``, outermost first."""
+    out = [e] if isinstance(e, ir.Call) else []
+    for c in children(e):
+        out += _calls(c)
+    return out
+
+
+class _Replace(ExprTransformer):
+    def __init__(self, key: str, by: ir.Expr):
+        self.key, self.by = key, by
+
+    def visit(self, e: ir.Expr, *args) -> ir.Expr:
+        return self.by if key_of(e) == self.key else super().visit(e)
+
+
+def surrogate_doc(s: ir.LSurrogate) -> str:
+    args = ", ".join(f"{k}={number(v)}" for k, v in sorted(s.args.items()))
+    return f"{s.name}({args})"
 
 
 def statement_text(target: str, op: str, value: ir.Expr) -> str:

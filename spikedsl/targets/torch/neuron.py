@@ -20,11 +20,12 @@ Two forms of the lowered step (docs/semantics.md, steps 2b-2f):
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.exprs import names
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.visitor import children
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
@@ -36,39 +37,9 @@ from spikedsl.targets.torch.expr import (
     prune,
     spk,
     statement_text,
+    surrogate_code,
+    surrogate_doc,
 )
-
-# ------------------------------------------------------------------ surrogates
-
-
-def surrogate_code(s: ir.LSurrogate, x: str, dt: str) -> tuple[list[str], str]:
-    """Lines computing dS/dx of surrogate ``s`` at ``x``; returns (lines, expression)."""
-    a = s.args
-    if s.name == "sigmoid":
-        k = float(a.get("slope", 5.0))
-        return [f"sig = torch.sigmoid({number(k)} * {x})"], f"{number(k)} * sig * (1.0 - sig)"
-    if s.name == "fast_sigmoid":
-        k = float(a.get("slope", 25.0))
-        return [], f"1.0 / (1.0 + {number(k)} * torch.abs({x})) ** 2"
-    if s.name == "atan":
-        al = float(a.get("alpha", 2.0))
-        return [], f"{number(al / 2)} / (1.0 + ({number(math.pi / 2 * al)} * {x}) ** 2)"
-    if s.name == "rectangular":
-        w = float(a.get("width", 0.5))
-        h = float(a["scale"]) if a.get("scale") else 1.0 / (2.0 * w)
-        return [], f"(torch.abs({x}) < {number(w)}).to({dt}) * {number(h)}"
-    if s.name == "triangle":
-        w = float(a.get("width", 1.0))
-        return [], f"torch.clamp(1.0 - torch.abs({x}) / {number(w)}, min=0.0) / {number(w)}"
-    if s.name == "ste":
-        return [], f"torch.ones_like({x})"
-    raise ValueError(f"unknown surrogate {s.name}")
-
-
-def surrogate_doc(s: ir.LSurrogate) -> str:
-    args = ", ".join(f"{k}={number(v)}" for k, v in sorted(s.args.items()))
-    return f"{s.name}({args})"
-
 
 # ------------------------------------------------------------------ the plan
 
@@ -143,7 +114,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         used |= names(e)
     step_names = [n for n in inputs if n in used]
     step_names += [n for k, n, _ in H.items if k == "step" and n in used]
-    static_names = [n for n in tensor_params if n in used]
+    static_names = [n for n in sorted(tensor_params) if n in used]
     static_names += [n for k, n, _ in H.items if k == "static" and n in used]
     # the hoisted tensors the loop reads and, transitively, those they read: a
     # hoisted temporary may feed only another hoisted subexpression (items only
@@ -163,13 +134,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
 def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
     if isinstance(e, ir.Name):
         return sizes.get(e.id, 1)
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
-        return 1 + _size(e.left, sizes) + _size(e.right, sizes)
-    if isinstance(e, ir.Neg | ir.Not):
-        return 1 + _size(e.operand, sizes)
-    if isinstance(e, ir.Call):
-        return 1 + sum(_size(a, sizes) for a in e.args)
-    return 1
+    return 1 + sum(_size(a, sizes) for a in children(e))
 
 
 MAX_ANALYTIC_SIZE = 400
@@ -326,10 +291,9 @@ def _emit_into(P: TorchPrinter, e: ir.Expr, out: str) -> str:
             else:
                 return f"{out}.copy_({P(e)})"
         return f"{fn}({P(a)}, {P(b)}, out={out})"
-    if isinstance(e, ir.Call) and len(e.args) == 1 and e.func in (
-            "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "sin", "cos") and not isinstance(
-            e.args[0], ir.Num):
-        return f"{TorchPrinter.FUNCS[e.func]}({P(e.args[0])}, out={out})"
+    if isinstance(e, ir.Call) and len(e.args) == 1 and FUNCTIONS[e.func].torch_out and \
+            not isinstance(e.args[0], ir.Num):
+        return f"{FUNCTIONS[e.func].torch_code}({P(e.args[0])}, out={out})"
     return f"{out}.copy_({P.tensor(e)})"
 
 

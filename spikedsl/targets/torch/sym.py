@@ -12,6 +12,9 @@ from __future__ import annotations
 import sympy as sp
 
 from spikedsl import ir
+from spikedsl.ir.exprs import _native_of
+from spikedsl.ir.functions import FUNCTIONS, CodeArg
+from spikedsl.ir.visitor import OPERATORS, ExprVisitor
 from spikedsl.targets.torch.expr import number
 
 
@@ -75,78 +78,28 @@ _CMP = {">=": ind_ge, ">": ind_gt, "<=": ind_le, "<": ind_lt, "==": ind_eq, "!="
 _CMP_OP = {ind_ge: ">=", ind_gt: ">", ind_le: "<=", ind_lt: "<", ind_eq: "==", ind_ne: "!="}
 
 
-class sigmoid(sp.Function):
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        s = sigmoid(self.args[0])
-        return s * (1 - s)
+# ------------------------------------------------------------------ functions
+_CLASSES: dict[str, type] = {}
 
 
-class relu(sp.Function):
-    nargs = 1
+def function_class(name: str) -> type:
+    """The SymPy function of the table's (non-native) function ``name``; its
+    derivative is the table's ``grad`` (torch's autograd formula)."""
+    if name not in _CLASSES:
+        row = FUNCTIONS[name]
 
-    def fdiff(self, argindex=1):  # torch: grad * (result > 0)
-        return ind_gt(self.args[0], 0)
+        def fdiff(self, argindex=1):
+            args = self.args
+            holes = tuple(ir.Name(id=f"_a{k}") for k in range(len(args)))
+            const = tuple(_numeric(a) for a in args)
+            d = row.grad(holes, argindex - 1, const)
+            return _ExactBuilder()(d, {f"_a{k}": a for k, a in enumerate(args)})
 
-
-class where(sp.Function):
-    nargs = 3
-
-    def fdiff(self, argindex=1):
-        c = self.args[0]
-        if argindex == 1:
-            return sp.S.Zero
-        return where(c, 1, 0) if argindex == 2 else where(c, 0, 1)
-
-
-class vmin(sp.Function):
-    """torch.minimum (tensors) or torch.clamp(x, max=c) (one side a number)."""
-
-    nargs = 2
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        x, o = (a, b) if argindex == 1 else (b, a)
-        if _numeric(o):
-            return ind_le(x, o)
-        if _numeric(x):
-            return sp.S.Zero
-        return ind_lt(x, o) + ind_eq(x, o) / 2
+        _CLASSES[name] = type(name, (sp.Function,), {"nargs": row.arity, "fdiff": fdiff})
+    return _CLASSES[name]
 
 
-class vmax(sp.Function):
-    nargs = 2
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        x, o = (a, b) if argindex == 1 else (b, a)
-        if _numeric(o):
-            return ind_ge(x, o)
-        if _numeric(x):
-            return sp.S.Zero
-        return ind_gt(x, o) + ind_eq(x, o) / 2
-
-
-class clamp(sp.Function):
-    """torch.clamp(x, lo, hi)."""
-
-    nargs = 3
-
-    def fdiff(self, argindex=1):
-        x, lo, hi = self.args
-        if argindex == 1:
-            return ind_ge(x, lo) * ind_le(x, hi)
-        if argindex == 2:
-            return sp.S.Zero if _numeric(lo) else ind_lt(x, lo)
-        return sp.S.Zero if _numeric(hi) else ind_gt(x, hi)
-
-
-_UNARY = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "abs": sp.Abs, "tanh": sp.tanh,
-          "sin": sp.sin, "cos": sp.cos, "sigmoid": sigmoid, "relu": relu}
-
-
-class SymBuilder:
+class SymBuilder(ExprVisitor):
     """IR expression -> SymPy, with names looked up in ``env``."""
 
     def __init__(self):
@@ -164,42 +117,48 @@ class SymBuilder:
         return self.nums[v]
 
     def __call__(self, e: ir.Expr, env: dict):
-        if isinstance(e, ir.Num):
-            return self.number(e.value)
-        if isinstance(e, ir.Name):
-            return env[e.id]
-        if isinstance(e, ir.Neg):
-            return -self(e.operand, env)
-        if isinstance(e, ir.BinOp):
-            a, b = self(e.left, env), self(e.right, env)
-            if e.op == "+":
-                return a + b
-            if e.op == "-":
-                return a - b
-            if e.op == "*":
-                return a * b
-            if e.op == "/":
-                return a / b
-            return a**b
-        if isinstance(e, ir.Compare):
-            return _CMP[e.op](self(e.left, env), self(e.right, env))
-        if isinstance(e, ir.BoolOp):
-            return (land if e.op == "and" else lor)(self(e.left, env), self(e.right, env))
-        if isinstance(e, ir.Not):
-            return lnot(self(e.operand, env))
-        if isinstance(e, ir.Call):
-            args = [self(a, env) for a in e.args]
-            if e.func in _UNARY:
-                return _UNARY[e.func](args[0])
-            if e.func == "min":
-                return vmin(*args)
-            if e.func == "max":
-                return vmax(*args)
-            if e.func == "clip":
-                return clamp(*args)
-            if e.func == "where":
-                return where(*args)
+        return self.visit(e, env)
+
+    def visit_num(self, e: ir.Num, env):
+        return self.number(e.value)
+
+    def visit_name(self, e: ir.Name, env):
+        return env[e.id]
+
+    def visit_neg(self, e: ir.Neg, env):
+        return -self.visit(e.operand, env)
+
+    def visit_bin(self, e: ir.BinOp, env):
+        return OPERATORS[e.op](self.visit(e.left, env), self.visit(e.right, env))
+
+    def visit_cmp(self, e: ir.Compare, env):
+        return _CMP[e.op](self.visit(e.left, env), self.visit(e.right, env))
+
+    def visit_bool(self, e: ir.BoolOp, env):
+        return (land if e.op == "and" else lor)(self.visit(e.left, env), self.visit(e.right, env))
+
+    def visit_not(self, e: ir.Not, env):
+        return lnot(self.visit(e.operand, env))
+
+    def visit_call(self, e: ir.Call, env):
+        row = FUNCTIONS.get(e.func)
+        if row is None:
+            raise TypeError(f"cannot convert a call of {e.func!r}")
+        args = [self.visit(a, env) for a in e.args]
+        if row.native:
+            return row.sympy(*args)
+        return function_class(e.func)(*args)
+
+    def unsupported(self, e, *args):
         raise TypeError(f"cannot convert {type(e).__name__}")
+
+
+class _ExactBuilder(SymBuilder):
+    """For derivatives: numbers become exact rationals (no NumSym table)."""
+
+    def number(self, v: float):
+        v = float(v)
+        return sp.Integer(int(v)) if v == int(v) and abs(v) < 2**31 else sp.Rational(v)
 
 
 _CSE: dict = {}
@@ -309,42 +268,30 @@ class SymTorchPrinter:
                 xs, xp = self.p(x)
                 xs = xs if xp >= 5 else f"({xs})"
             return f"{bs if bp >= 5 else f'({bs})'} ** {xs}", 4
-        if isinstance(e, sp.exp):
-            return f"torch.exp({self(e.args[0])})", 5
-        if isinstance(e, sp.log):
-            return f"torch.log({self(e.args[0])})", 5
-        if isinstance(e, sp.Abs):
-            return f"torch.abs({self(e.args[0])})", 5
         if isinstance(e, sp.sign):
             return f"torch.sign({self(e.args[0])})", 5
-        if isinstance(e, sp.tanh | sp.sin | sp.cos):
-            return f"torch.{type(e).__name__}({self(e.args[0])})", 5
-        if isinstance(e, sigmoid | relu):
-            return f"torch.{type(e).__name__}({self(e.args[0])})", 5
         if isinstance(e, _Ind):
             return f"{self.boolean(e)}.to({self.dt})", 5
-        if isinstance(e, where):
-            c, a, b = e.args
-            if a == 1 and b == 0:
-                return f"{self.boolean(c)}.to({self.dt})", 5
-            if a == 0 and b == 1:
-                return f"torch.logical_not({self.boolean(c)}).to({self.dt})", 5
-            if _numeric(a) and _numeric(b):
-                cf = f"{self.boolean(c)}.to({self.dt})"
-                return f"({self(a)} * {cf} + {self(b)} * (1.0 - {cf}))", 5
-            return f"torch.where({self.boolean(c)}, {self(a)}, {self(b)})", 5
-        if isinstance(e, vmin | vmax):
-            a, b = e.args
-            if _numeric(a) or _numeric(b):
-                x, c = (a, b) if _numeric(b) else (b, a)
-                kw = "max" if isinstance(e, vmin) else "min"
-                return f"torch.clamp({self(x)}, {kw}={self(c)})", 5
-            fn = "torch.minimum" if isinstance(e, vmin) else "torch.maximum"
-            return f"{fn}({self(a)}, {self(b)})", 5
-        if isinstance(e, clamp):
-            x, lo, hi = e.args
-            return f"torch.clamp({self(x)}, {self(lo)}, {self(hi)})", 5
+        fname = type(e).__name__ if _CLASSES.get(type(e).__name__) is type(e) else \
+            _native_of(e)
+        if fname is not None:
+            row = FUNCTIONS[fname]
+            if callable(row.torch_code):
+                return row.torch_code([self.arg(a) for a in e.args], self.dt), 5
+            return f"{row.torch_code}({', '.join(self.arg(a).tensor for a in e.args)})", 5
         raise TypeError(f"cannot print {e!r}")
+
+    def arg(self, a) -> CodeArg:
+        if isinstance(a, NumSym):
+            v = self.values[a.name]
+        elif getattr(a, "is_Number", False):
+            v = float(a)
+        else:
+            v = None
+        return CodeArg(v, text=lambda: self(a),
+                       tensor=lambda: self(a) if v is None else
+                       f"torch.as_tensor({self(a)}, dtype={self.dt})",
+                       cond=lambda: self.boolean(a))
 
     def boolean(self, e) -> str:
         if type(e) in _CMP_OP:
