@@ -176,15 +176,16 @@ def _record_net(net: ir.LNetwork, record) -> ir.LNetwork:
     return net.model_copy(update={"outputs": tuple(outs)})
 
 
-def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str] | None = None,
+def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=None, record: list[str] | None = None,
         fast: bool = True, seed: int = 0, device=None) -> dict:
     """One forward pass without gradients; numpy in, numpy out.
 
     ``inputs``: a dict input name -> array (or one array for a single input),
     ``[T, B, ...]`` (already encoded) or ``[B, ...]`` (encoded here like
     :func:`spikedsl.runtime.reference.encode` does, so every target sees the same
-    spikes).  ``record``: traces to return besides the outputs (``"h"``,
-    ``"h.v"``, ``"h.v_pre"``), each ``[T, B, ...]``.
+    spikes); ``{}`` or None for a network without inputs, which runs for
+    ``net.steps`` steps with batch 1.  ``record``: traces to return besides
+    the outputs (``"h"``, ``"h.v"``, ``"h.v_pre"``), each ``[T, B, ...]``.
     """
     import numpy as np
     import torch
@@ -196,6 +197,8 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
               device="cpu" if device is None else str(device))
     m.eval()
     m.record_plastic = any(k in plastic for k in record or ())
+    if inputs is None:
+        inputs = {}
     if not isinstance(inputs, Mapping):
         if len(net.inputs) != 1:
             raise ValueError(f"network '{net.name}' has {len(net.inputs)} inputs; pass a dict")

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from spikedsl import ir
 from spikedsl.ir.exprs import names
-from spikedsl.targets.torch.expr import TorchPrinter, fold, surrogate_code, surrogate_doc
-from spikedsl.targets.torch.neuron import NeuronPlan, split_spike
+from spikedsl.targets.torch.expr import TorchPrinter, fold, spk, surrogate_code, surrogate_doc
+from spikedsl.targets.torch.neuron import NeuronPlan, combine, is_ordering, split_spike
 
 if TYPE_CHECKING:
     from spikedsl.targets.torch.scan import ScanGen
@@ -48,29 +48,68 @@ class Derivation:
         self.gz = sym("gz")
         self.GQ = {s: sym(f"GQ:{s}") for s in plan.states}
         self.GX = sym("GX")
+        nr = self.nr
         env = {}
         env.update(self.P)
         env.update(self.X)
-        if R > 0:
-            for i in plan.inputs:
-                if i in env:
-                    env[i] = self.nr * env[i]
         env.update(self.s)
+        # jumps in order; a jump of a clamped state is lost while refractory
+        for j in plan.jumps:
+            e = b(j.value, env)
+            if j.target in plan.held:
+                e = nr * e + (1 - nr) * self.s[j.target]
+            env[j.target] = e
         for t in plan.temps:
             env[t.target] = b(t.value, env)
+        alt = {}
+        if R > 0 and plan.refr_updates:  # the unclamped states' step while refractory
+            renv = dict(env)
+            for t in plan.refr_temps:
+                renv[t.target] = b(t.value, renv)
+            alt = {s: b(e, renv) for s, e in plan.refr_updates.items()}
         pre = {}
         for s in plan.states:
             if s in plan.updates:
                 e = b(plan.updates[s], env)
+                if s in alt:
+                    e = nr * e + (1 - nr) * alt[s]
                 if s in plan.held:
-                    e = self.nr * e + (1 - self.nr) * self.s[s]
+                    e = nr * e + (1 - nr) * self.s[s]
                 pre[s] = e
             else:
-                pre[s] = self.s[s]
+                pre[s] = env[s]
         self.pre = pre
         qenv = dict(env)
         qenv.update(self.q)
-        self.x = b(plan.spike, qenv) if plan.spike is not None else sp.S.Zero
+        # the spike: z = f(H_k(x_k), guards); dz/dx_k = sgn_k * df/dH_k
+        self.xs: list = []  # surrogate arguments x_k (SymPy, over q, X, P)
+        self.leaf_ir: list[ir.Expr] = []  # their ordering leaves (IR, for printing)
+        self.sgns: list = []  # surrogate derivatives (times "not refractory")
+        self.Hs: list = []  # the 0/1 values H_k(x_k) of the forward
+        self.guards: list[tuple[object, ir.Expr]] = []  # (0/1 symbol, IR guard)
+        self.GXs: list = []  # dL/dx_k
+        self.w: list = []  # df/dH_k
+        if plan.spike is not None:
+            self.xs, self.sgns, self.GXs, self.w = [b(plan.spike, qenv)], [self.sgn], \
+                [self.GX], [sp.S.One]
+        elif plan.cond is not None:
+            def leaf(i, e):
+                if is_ordering(e):
+                    k = len(self.xs)
+                    self.xs.append(b(e.left, qenv))
+                    self.leaf_ir.append(e)
+                    self.sgns.append(sym(f"sgn:{k}"))
+                    self.Hs.append(sym(f"H:{k}"))
+                    self.GXs.append(sym(f"GX:{k}"))
+                    return self.Hs[-1]
+                if isinstance(e, ir.Num):
+                    return sp.Integer(1 if e.value else 0)
+                g = sym(f"G:{len(self.guards)}")
+                self.guards.append((g, e))
+                return g
+
+            f = combine(plan.cond, leaf, lambda a, c: a * c, lambda a, c: a + c - a * c)
+            self.w = [sp.diff(f, H) for H in self.Hs]
         cur = dict(self.q)
         for st in plan.resets:
             e2 = dict(qenv)
@@ -87,9 +126,10 @@ class Derivation:
 
     def struct_key(self) -> str:
         """Equal for neurons whose equations differ only in (non-integer) values."""
-        return repr((sorted((k, str(v)) for k, v in self.pre.items()), str(self.x),
+        return repr((sorted((k, str(v)) for k, v in self.pre.items()), [str(x) for x in self.xs],
+                     [str(w) for w in self.w],
                      sorted((k, str(v)) for k, v in self.post.items()), self.n.reset_detach,
-                     self.plan.spike is not None, self.plan.states))
+                     self.plan.spiking, self.plan.states))
 
     def equations(self):
         key = self.struct_key()
@@ -102,22 +142,21 @@ class Derivation:
         states = self.plan.states
         u = self.u
         detach = self.n.reset_detach
-        spiking = self.plan.spike is not None
+        spiking = self.plan.spiking
+        GX = []  # dL/dx_k, one per surrogate argument
         if spiking:
             gzt = self.gz + (0 if detach else sum((sp.diff(self.post[l], self.z) * u[l]
                                                   for l in states), sp.S.Zero))
-            GX = self.sgn * gzt
-        else:
-            GX = sp.S.Zero
+            GX = [sg * w * gzt for sg, w in zip(self.sgns, self.w)]
         GQ = {}
         for i in states:
             e = self.gpre[i] + sum((sp.diff(self.post[l], self.q[i]) * u[l] for l in states),
                                    sp.S.Zero)
-            if spiking:
-                e += sp.diff(self.x, self.q[i]) * self.GX
+            for x, g in zip(self.xs, self.GXs):
+                e += sp.diff(x, self.q[i]) * g
             GQ[i] = e
         # adjoint of the old states, fully substituted (for M and c)
-        full_GQ = {i: GQ[i].subs(self.GX, GX) for i in states}
+        full_GQ = {i: GQ[i].subs(dict(zip(self.GXs, GX))) for i in states}
         gs = {j: sum((sp.diff(self.pre[i], self.s[j]) * full_GQ[i] for i in states), sp.S.Zero)
               for j in states}
         M = {(j, l): sp.factor_terms(sp.diff(gs[j], u[l])) for j in states for l in states}
@@ -126,8 +165,8 @@ class Derivation:
         def grad(v):
             e = sum((sp.diff(self.pre[i], v) * self.GQ[i] for i in states), sp.S.Zero)
             e += sum((sp.diff(self.post[l], v) * u[l] for l in states), sp.S.Zero)
-            if spiking:
-                e += sp.diff(self.x, v) * self.GX
+            for x, g in zip(self.xs, self.GXs):
+                e += sp.diff(x, v) * g
             return e
 
         gX = {k: grad(v) for k, v in self.X.items()}
@@ -146,7 +185,7 @@ class Derivation:
         plan, n = self.plan, self.n
         states = plan.states
         R = plan.R
-        spiking = plan.spike is not None
+        spiking = plan.spiking
         chunked = not gen.compiled
         GX, GQ, M, c, gX, gP = self.equations()
         nm = gen.nm
@@ -157,7 +196,7 @@ class Derivation:
         need_S = self.need_S(Q)
         if Q:
             like = Q[next(s_ for s_ in states if s_ in Q)]
-        elif plan.spike is not None:
+        elif spiking:
             like = "Z"
         else:
             like = f"{S[states[0]]}[1:]"
@@ -179,7 +218,7 @@ class Derivation:
         for s_ in states:
             if s_ in Q:
                 src_q[s_] = sl(Q[s_])
-            elif s_ in plan.updates:
+            elif s_ in plan.updates or any(j.target == s_ for j in plan.jumps):
                 src_q[s_] = sl(S[s_], 1) if chunked else f"{S[s_]}[1:]"
             else:
                 src_q[s_] = src_s[s_]
@@ -207,10 +246,15 @@ class Derivation:
         for k in plan.static_names:
             N[self.P[k]] = A[f"static:{k}"]
         N[self.z] = "z"
-        N[self.sgn] = "sgn"
         N[self.nr] = "nr"
         N[self.gz] = "gz"
-        N[self.GX] = "GX"
+        if plan.spike is not None:
+            N[self.sgn] = "sgn"
+            N[self.GX] = "GX"
+        for k, (sg, H, g) in enumerate(zip(self.sgns, self.Hs, self.GXs)):
+            N[sg], N[H], N[g] = nm.fresh(f"sgn{k}"), nm.fresh(f"h{k}"), nm.fresh(f"GX{k}")
+        for k, (g, _e) in enumerate(self.guards):
+            N[g] = nm.fresh(f"guard{k}")
         pr = SymTorchPrinter(N, "ftype", self.b.values)
         if chunked:
             # views used by the printed expressions are bound once per chunk
@@ -226,17 +270,26 @@ class Derivation:
             env = {s_: N[self.q[s_]] for s_ in states}
             for k in plan.step_names:
                 env[k] = N[self.X[k]]
-                if R > 0 and k in plan.inputs:
-                    env[k] = f"{N[self.X[k]]}.masked_fill({ref_c}, 0.0)"
             for k in plan.static_names:
                 env[k] = A[f"static:{k}"]
-            P = TorchPrinter(env, "z")
-            lhs, rhs = split_spike(plan.spike)
-            body.append(f"x = {P.tensor(fold(ir.BinOp(op='-', left=lhs, right=rhs)))}")
-            sl_lines, se = surrogate_code(n.surrogate, "x", "ftype")
-            body += sl_lines
-            body.append(f"sgn = {se}" + (" * nr" if R > 0 else "") +
-                        f"  # surrogate {surrogate_doc(n.surrogate)}")
+            P = TorchPrinter(env, "z", "ftype")
+            if plan.spike is not None:
+                lhs, rhs = split_spike(plan.spike)
+                body.append(f"x = {P.tensor(fold(ir.BinOp(op='-', left=lhs, right=rhs)))}")
+                sl_lines, se = surrogate_code(n.surrogate, "x", "ftype")
+                body += sl_lines
+                body.append(f"sgn = {se}" + (" * nr" if R > 0 else "") +
+                            f"  # surrogate {surrogate_doc(n.surrogate)}")
+            for k, e in enumerate(self.leaf_ir):  # compound: every ordering leaf
+                xk = nm.fresh(f"x{k}")
+                body.append(f"{xk} = {P.tensor(e.left)}  # {spk(e)}")
+                body.append(f"{N[self.Hs[k]]} = ({xk} {e.op} 0).to(ftype)")
+                sl_lines, se = surrogate_code(n.surrogate, xk, "ftype")
+                body += sl_lines
+                body.append(f"{N[self.sgns[k]]} = {se}" + (" * nr" if R > 0 else "") +
+                            f"  # surrogate {surrogate_doc(n.surrogate)}")
+            for g, e in self.guards:
+                body.append(f"{N[g]} = {P.boolean(e)}.to(ftype)  # guard {spk(e)}")
             gZ = grads["z"]
             body.append(f"gz = {sl(gZ)} if {gZ} is not None else torch.zeros_like(z)")
             gen._uses_math = gen._uses_math or P.uses_math
@@ -252,7 +305,8 @@ class Derivation:
             zero[self.gz] = 0
         per_step = set(self.s.values()) | set(self.q.values()) | set(self.X.values()) | {
             self.z, self.sgn, self.nr, self.gz, self.GX} | set(self.gpre.values()) | set(
-            self.GQ.values()) | set(self.u.values())
+            self.GQ.values()) | set(self.u.values()) | set(self.sgns) | set(self.Hs) | set(
+            self.GXs) | {g for g, _ in self.guards}
 
         def kind(e) -> str:
             fs = e.free_symbols
@@ -373,12 +427,12 @@ class Derivation:
         if wanted:
             needs = " or ".join(f"needs[{gen_arg_index(A, k)}]" for k, _ in wanted)
             body.append(f"if {needs}:")
-            base = ([GX.subs(zero)] if spiking else []) + [GQ[s_].subs(zero) for s_ in states]
+            base = [g.subs(zero) for g in GX] + [GQ[s_].subs(zero) for s_ in states]
             lines2, printed2 = cse_lines(base, N, pr, "y", nm)
             b2 = list(lines2)
-            if spiking:
-                b2.append(f"GX = {printed2[0]}")
-            for s_, code in zip(states, printed2[1 if spiking else 0:]):
+            for g, code in zip(self.GXs, printed2):
+                b2.append(f"{N[g]} = {code}")
+            for s_, code in zip(states, printed2[len(GX):]):
                 b2.append(f"{N[self.GQ[s_]]} = {code}")
             body += ["    " + b_ for b_ in b2]
             for k, e in wanted:
@@ -452,23 +506,28 @@ class Derivation:
         """Symbols the backward reads."""
         GX, GQ, M, c, gX, gP = self.equations()
         used = set()
-        for e in [GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
+        for e in [*GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
             used |= {str(f) for f in e.free_symbols}
-        plan = self.plan
-        if plan.spike is not None:
-            used |= {f"X:{k}" for k in names(plan.spike) if k in self.X}
-            used |= {f"P:{k}" for k in names(plan.spike) if k in self.P}
+        spike = self._spike_names()
+        used |= {f"X:{k}" for k in spike if k in self.X}
+        used |= {f"P:{k}" for k in spike if k in self.P}
         return used
+
+    def _spike_names(self) -> set[str]:
+        """Names the spike condition reads (the backward recomputes it)."""
+        plan = self.plan
+        return names(plan.spike if plan.spike is not None else plan.cond) if plan.spiking \
+            else set()
 
     def need_S(self, Q) -> set[str]:
         """States whose post-reset trajectory the backward reads."""
         plan = self.plan
         states = plan.states
         used = self._used()
-        spike_states = names(plan.spike) & set(states) if plan.spike is not None else set()
+        spike_states = self._spike_names() & set(states)
         out = {s_ for s_ in states if f"s:{s_}" in used or (
             s_ not in Q and (f"q:{s_}" in used or s_ in spike_states))}
-        if not Q and plan.spike is None:
+        if not Q and not plan.spiking:
             out.add(states[0])
         return out
 
@@ -478,7 +537,7 @@ class Derivation:
         plan = self.plan
         out = [(f"S:{s}", S[s]) for s in plan.states if s in need_S]
         out += [(f"Q:{s}", Q[s]) for s in plan.states if s in Q]
-        if plan.spike is not None:
+        if plan.spiking:
             out.append(("Z", "Z"))
         if plan.R > 0:
             out.append(("Ref", "Ref"))
@@ -506,7 +565,11 @@ def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.temps],
                       {k: v.model_dump(mode="json") for k, v in plan.updates.items()},
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.resets],
-                      plan.spike.model_dump(mode="json") if plan.spike is not None else None],
+                      [[t.target, t.value.model_dump(mode="json")] for t in
+                       plan.jumps + plan.refr_temps],
+                      {k: v.model_dump(mode="json") for k, v in plan.refr_updates.items()},
+                      [x.model_dump(mode="json") if x is not None else None
+                       for x in (plan.spike, plan.cond)]],
                      sort_keys=True, default=str)
     if key not in _DERIVE_CACHE:
         _DERIVE_CACHE[key] = Derivation(neuron, plan)

@@ -27,6 +27,7 @@ from spikedsl.targets.torch.expr import (
     Namer,
     TorchPrinter,
     fold,
+    number,
     prepare,
     spk,
     statement_text,
@@ -61,14 +62,72 @@ class NeuronPlan:
     hoisted: list[tuple[str, str, ir.Expr]]
     temps: list[Stmt]  # per-step temporaries
     updates: dict[str, ir.Expr]
-    spike: ir.Expr | None
+    spike: ir.Expr | None  # the surrogate argument of a single comparison
     resets: list[Stmt]
     inits: dict[str, ir.Expr]
     step_names: list[str]  # per-step tensors read by the loop (inputs / hoisted)
     static_names: list[str]  # static tensors read by the loop
-    held: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)  # clamped while refractory (R > 0)
+    jumps: list[Stmt] = field(default_factory=list)  # in order, at the start of the step
+    # the step of the unclamped states while refractory (only where it differs)
+    refr_temps: list[Stmt] = field(default_factory=list)
+    refr_updates: dict[str, ir.Expr] = field(default_factory=dict)
+    cond: ir.Expr | None = None  # a compound spike condition (and/or of leaves)
+
+    @property
+    def spiking(self) -> bool:
+        return self.spike is not None or self.cond is not None
 
 
+# ------------------------------------------------------------------ compound spikes
+def is_ordering(e: ir.Expr) -> bool:
+    """A leaf ``x >= 0`` / ``x > 0`` of a compound condition (surrogate argument x);
+    every other leaf is a guard (a 0/1 value without gradient)."""
+    return isinstance(e, ir.Compare) and e.op in (">=", ">") and isinstance(
+        e.right, ir.Num) and e.right.value == 0.0
+
+
+def cond_leaves(cond: ir.Expr) -> list[ir.Expr]:
+    """The leaves of a condition tree, left to right."""
+    if isinstance(cond, ir.BoolOp):
+        return cond_leaves(cond.left) + cond_leaves(cond.right)
+    return [cond]
+
+
+def combine(cond: ir.Expr, leaf, and_, or_):
+    """Fold a condition tree: ``leaf(i, e)`` gives the value of the i-th leaf,
+    ``and_(a, b)`` / ``or_(a, b)`` combine (H_a·H_b and H_a + H_b − H_a·H_b,
+    the product rule of the surrogate gradient)."""
+    count = [0]
+
+    def go(e):
+        if isinstance(e, ir.BoolOp):
+            a, b = go(e.left), go(e.right)
+            return and_(a, b) if e.op == "and" else or_(a, b)
+        i = count[0]
+        count[0] += 1
+        return leaf(i, e)
+
+    return go(cond)
+
+
+def _prep_cond(e: ir.Expr, consts: dict[str, float], H: Hoister) -> ir.Expr:
+    """Constants substituted and hoisting inside the leaves: the surrogate
+    argument of an ordering leaf is hoisted, never the comparison (which would
+    lose its gradient); a leaf that folds to a number becomes 0 or 1."""
+    if isinstance(e, ir.BoolOp):
+        return ir.BoolOp(op=e.op, left=_prep_cond(e.left, consts, H),
+                         right=_prep_cond(e.right, consts, H))
+    if is_ordering(e):
+        x = prepare(e.left, consts)
+        if isinstance(x, ir.Num):
+            hit = x.value >= 0 if e.op == ">=" else x.value > 0
+            return ir.Num(value=1.0 if hit else 0.0)
+        return ir.Compare(op=e.op, left=H(x), right=ir.Num(value=0.0))
+    return H(prepare(e, consts))
+
+
+# ------------------------------------------------------------------ making a plan
 def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
               mode: str) -> NeuronPlan:
     """``mode``: ``"scan"`` (inputs are known for all steps: input-only
@@ -79,34 +138,48 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
             consts[p.name] = float(p.value)
     states = list(neuron.state_names)
     inputs = list(neuron.inputs)
-    per_step_inputs = mode == "scan" and R == 0
+    per_step_inputs = mode == "scan"  # inputs are never masked: hoist them in a scan
     dyn = set(states) | (set() if per_step_inputs else set(inputs))
     step = set(inputs) if per_step_inputs else set()
     H = Hoister(dyn, step, set(tensor_params), prefix="%k")
-    temps: list[Stmt] = []
-    for t in neuron.temps:
-        e = prepare(t.value, consts)
-        if isinstance(e, ir.Num):
-            consts[t.target] = e.value
-            continue
-        kind = H.kind(e)
-        if kind in ("step", "static"):
-            H.items.append((kind, t.target, e))
-            H.add(t.target, kind)
-            continue
-        temps.append(Stmt(t.target, "=", H(e)))
-        H.dyn.add(t.target)
-    def prep(e: ir.Expr) -> ir.Expr:
-        return H(prepare(e, consts))
 
+    def prep(e: ir.Expr, c: dict[str, float] = consts) -> ir.Expr:
+        return H(prepare(e, c))
+
+    def lower_temps(src, c: dict[str, float]) -> list[Stmt]:
+        out: list[Stmt] = []
+        for t in src:
+            e = prepare(t.value, c)
+            if isinstance(e, ir.Num):
+                c[t.target] = e.value
+                continue
+            kind = H.kind(e)
+            if kind in ("step", "static"):
+                H.items.append((kind, t.target, e))
+                H.add(t.target, kind)
+                continue
+            out.append(Stmt(t.target, "=", H(e)))
+            H.dyn.add(t.target)
+        return out
+
+    jumps = [Stmt(j.target, "=", prep(j.value)) for j in neuron.jumps]
+    temps = lower_temps(neuron.temps, consts)
     updates = {u.target: prep(u.value) for u in neuron.updates}
+    refr_temps: list[Stmt] = []
+    refr_updates: dict[str, ir.Expr] = {}
+    if R > 0 and neuron.refr_updates:
+        rconsts = dict(consts)  # the refractory temporaries are local to that step
+        refr_temps = lower_temps(neuron.refr_temps, rconsts)
+        refr_updates = {u.target: prep(u.value, rconsts) for u in neuron.refr_updates}
     spike = prep(neuron.spike_x) if neuron.spiking and neuron.spike_x is not None else None
-    resets = [Stmt(a.target, a.op, prep(a.value)) for a in neuron.reset] if spike is not None \
-        else []
+    cond = _prep_cond(neuron.spike_cond, consts, H) if neuron.spiking and \
+        neuron.spike_cond is not None else None
+    resets = [Stmt(a.target, a.op, prep(a.value)) for a in neuron.reset] if (
+        spike is not None or cond is not None) else []
     inits = {s.name: prepare(s.init, consts) for s in neuron.states}
     used: set[str] = set()
-    for e in [s.value for s in temps] + list(updates.values()) + [s.value for s in resets] + (
-            [spike] if spike is not None else []):
+    for e in ([s.value for s in jumps + temps + refr_temps + resets] + list(updates.values())
+              + list(refr_updates.values()) + [x for x in (spike, cond) if x is not None]):
         used |= names(e)
     step_names = [n for n in inputs if n in used]
     step_names += [n for k, n, _ in H.items if k == "step" and n in used]
@@ -120,11 +193,12 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         if hname in needed:
             needed |= names(e)
     hoisted = [item for item in H.items if item[1] in needed]
-    held = {a.target for a in neuron.reset} if R > 0 else set()
+    held = set(neuron.clamp) if R > 0 else set()
     return NeuronPlan(neuron=neuron, R=R, states=states, inputs=inputs,
                       tensor_params=sorted(tensor_params), hoisted=hoisted, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
-                      step_names=step_names, static_names=static_names, held=held)
+                      step_names=step_names, static_names=static_names, held=held,
+                      jumps=jumps, refr_temps=refr_temps, refr_updates=refr_updates, cond=cond)
 
 
 def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
@@ -140,11 +214,15 @@ def analytic_size(plan: NeuronPlan) -> int:
     """Size of the step with the temporaries written out (what SymPy would
     differentiate); above MAX_ANALYTIC_SIZE the layer keeps plain autograd."""
     sizes: dict[str, int] = {}
-    for t in plan.temps:
+    for j in plan.jumps:  # a jumped state is the jump's value wherever the step reads it
+        sizes[j.target] = sizes.get(j.target, 1) + _size(j.value, sizes)
+    for t in plan.temps + plan.refr_temps:
         sizes[t.target] = _size(t.value, sizes)
-    total = sum(_size(e, sizes) for e in plan.updates.values()) * max(1, len(plan.states))
-    if plan.spike is not None:
-        total += _size(plan.spike, sizes)
+    steps = list(plan.updates.values()) + list(plan.refr_updates.values())
+    total = sum(_size(e, sizes) for e in steps) * max(1, len(plan.states))
+    for x in (plan.spike, plan.cond):
+        if x is not None:
+            total += _size(x, sizes)
     total += sum(_size(r.value, sizes) for r in plan.resets)
     return total
 
@@ -166,48 +244,80 @@ def reset_order(resets: list[Stmt]) -> dict[int, bool]:
 # ------------------------------------------------------------------ step code (autograd)
 
 
+def full_like(code: str, e: ir.Expr, like: str, dyn: set[str]) -> str:
+    """``code`` (the value of ``e``) with the shape of the state ``like`` when
+    ``e`` reads nothing per neuron and step (a number or static tensors)."""
+    if isinstance(e, ir.Num):
+        return f"torch.full_like({like}, {number(e.value)})"
+    if not names(e) & dyn:
+        return f"({code}) + torch.zeros_like({like})"
+    return code
+
+
 def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str, str],
-              pre_vars: dict[str, str], z_var: str, ref_var: str | None, spike_fn: str,
+              pre_vars: dict[str, str], z_var: str, ref_var: str | None, spike_fn,
               namer: Namer, ref_tensor: str, R: int) -> list[str]:
-    """One step with autograd.  ``names_`` maps inputs (current step values),
-    static tensors and hoisted names to code; ``state_vars`` are the locals
-    holding the states (updated in place of the names); ``pre_vars`` receive
-    the pre-reset values."""
+    """One step with autograd (docs/semantics.md, 2b-2g).  ``names_`` maps
+    inputs (current step values), static tensors and hoisted names to code;
+    ``state_vars`` are the locals holding the states (updated in place of the
+    names); ``pre_vars`` receive the pre-reset values; ``spike_fn(op)`` names
+    the surrogate spike function of a comparison ``x >= 0`` / ``x > 0``."""
     n = plan.neuron
     lines: list[str] = []
     env = dict(names_)
     env.update(state_vars)
+    dyn = set(plan.states) | set(plan.inputs) | set(plan.step_names) | {
+        t.target for t in plan.temps}
+    now = f"{ref_var}_now"
     if R > 0:
-        lines.append(f"{ref_var}_now = {ref_var} > 0")
-        for i in plan.inputs:
-            if i in env:
-                masked = namer.fresh(f"{env[i]}_in")
-                lines.append(f"{masked} = {env[i]}.masked_fill({ref_var}_now, 0.0)")
-                env[i] = masked
+        lines.append(f"{now} = {ref_var} > 0")
     P = TorchPrinter(env, ref_tensor)
+    # jumps, in order, each reading what the previous ones left; lost on a
+    # clamped state while refractory
+    for j in plan.jumps:
+        local = namer.fresh(f"{state_vars[j.target]}_j")
+        code = full_like(P(j.value), j.value, env[j.target], dyn)
+        if j.target in plan.held:
+            code = f"torch.where({now}, {env[j.target]}, {code})"
+        lines.append(f"{local} = {code}  # jump {statement_text(j.target, '=', j.value)}")
+        env[j.target] = local
     for t in plan.temps:
         local = namer.fresh(t.target)
         lines.append(f"{local} = {P(t.value)}")
         env[t.target] = local
+    alt: dict[str, str] = {}
+    if R > 0 and plan.refr_updates:  # the step of the unclamped states while refractory
+        renv = dict(env)
+        Pr = TorchPrinter(renv, ref_tensor)
+        for t in plan.refr_temps:
+            local = namer.fresh(t.target)
+            lines.append(f"{local} = {Pr(t.value)}")
+            renv[t.target] = local
+        alt = {s: Pr(e) for s, e in plan.refr_updates.items()}
     new: dict[str, str] = {}
     for s in plan.states:
         if s in plan.updates:
-            code = P(plan.updates[s])
+            code = full_like(P(plan.updates[s]), plan.updates[s], state_vars[s], dyn)
+            if s in alt:
+                code = f"torch.where({now}, {alt[s]}, {code})"
             if s in plan.held:
-                code = f"torch.where({ref_var}_now, {state_vars[s]}, {code})"
+                code = f"torch.where({now}, {env[s]}, {code})"
             lines.append(f"{pre_vars[s]} = {code}  # {statement_text(s, '=', n_update(n, s))}")
         else:
-            lines.append(f"{pre_vars[s]} = {state_vars[s]}")
+            lines.append(f"{pre_vars[s]} = {env[s]}")
         new[s] = pre_vars[s]
     env.update(new)
-    if plan.spike is not None:
-        lhs, rhs = split_spike(plan.spike)
-        x = ir.BinOp(op="-", left=lhs, right=rhs) if not (
-            isinstance(rhs, ir.Num) and rhs.value == 0.0) else lhs
-        lines.append(f"{z_var} = {spike_fn}.apply({P(fold(x))})  # spike {spk(lhs)} "
-                     f"{n.spike_op} {spk(rhs)}")
+    if plan.spiking:
+        if plan.spike is not None:
+            lhs, rhs = split_spike(plan.spike)
+            x = ir.BinOp(op="-", left=lhs, right=rhs) if not (
+                isinstance(rhs, ir.Num) and rhs.value == 0.0) else lhs
+            lines.append(f"{z_var} = {spike_fn(n.spike_op)}.apply({P(fold(x))})  # spike "
+                         f"{spk(lhs)} {n.spike_op} {spk(rhs)}")
+        else:
+            lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
         if R > 0:
-            lines.append(f"{z_var} = {z_var}.masked_fill({ref_var}_now, 0.0)")
+            lines.append(f"{z_var} = {z_var}.masked_fill({now}, 0.0)")
         zr = z_var
         if plan.resets and n.reset_detach:
             zr = namer.fresh(f"{z_var}_d")
@@ -240,6 +350,34 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")
+    return lines
+
+
+def cond_code(cond: ir.Expr, P: TorchPrinter, spike_fn, namer: Namer, z_var: str,
+              like: str) -> list[str]:
+    """``z = H(cond)`` of a compound condition with autograd: each ordering
+    leaf through the surrogate spike function, guards as 0/1 constants,
+    ``a and b`` = a·b, ``a or b`` = a + b − a·b (exact on 0/1 values)."""
+    lines: list[str] = []
+
+    def local(code: str, hint: str) -> str:
+        v = namer.fresh(hint)
+        lines.append(f"{v} = {code}")
+        return v
+
+    def leaf(i: int, e: ir.Expr) -> str:
+        if is_ordering(e):
+            return local(f"{spike_fn(e.op)}.apply({P.tensor(e.left)})  # {spk(e)}",
+                         f"{z_var}_{i}")
+        if isinstance(e, ir.Num):
+            return number(1.0 if e.value else 0.0)
+        return local(f"{P.boolean(e)}.to({P.dtype})  # guard {spk(e)}", f"{z_var}_{i}")
+
+    z = combine(cond, leaf, lambda a, b: local(f"{a} * {b}", f"{z_var}_and"),
+                lambda a, b: local(f"{a} + {b} - {a} * {b}", f"{z_var}_or"))
+    if z.replace(".", "", 1).isdigit():  # no leaf reads the step
+        z = f"torch.full_like({like}, {z})"
+    lines.append(f"{z_var} = {z}  # spike {spk(cond)}")
     return lines
 
 

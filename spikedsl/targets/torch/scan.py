@@ -30,7 +30,13 @@ from spikedsl.targets.torch.expr import (
     statement_text,
     surrogate_doc,
 )
-from spikedsl.targets.torch.neuron import NeuronPlan, n_update, reset_order, split_spike
+from spikedsl.targets.torch.neuron import (
+    NeuronPlan,
+    full_like,
+    n_update,
+    reset_order,
+    split_spike,
+)
 
 __all__ = ["ScanCode", "ScanGen"]
 
@@ -92,7 +98,7 @@ class ScanGen:
     def generate(self) -> ScanCode:
         plan, n = self.plan, self.n
         R = plan.R
-        spiking = plan.spike is not None
+        spiking = plan.spiking
         reset_states = [s for s in plan.states if any(r.target == s for r in plan.resets)]
         nm = Namer(["T", "t", "ftype", "DT", "STEPS", "INPUTS", "OUTPUTS", "ENCODERS", "Zb",
                     "Z", "Ref", "r", "ref", "zb", "sg", "sig", "sgn", "nr", "x", "z", "gz", "GX",
@@ -138,17 +144,24 @@ class ScanGen:
         fwd.append(f"return {', '.join(out_names + extra)}")
         grads = [d.grad_names[k] for _, k in outs]
         doc = [f"Neuron {n.name}, all T steps in one call (fused scan, analytic backward)."]
+        for j in n.jumps:
+            doc.append(f"    jump {statement_text(j.target, '=', j.value)}")
         for u in n.updates:
             doc.append(f"    {statement_text(u.target, '=', u.value)}")
         if spiking:
-            lhs, rhs = split_spike(n.spike_x)
-            doc.append(f"    spike {spk(lhs)} {n.spike_op} {spk(rhs)}, surrogate "
-                       f"{surrogate_doc(n.surrogate)}")
+            if n.spike_cond is not None:
+                text = spk(n.spike_cond)
+            else:
+                lhs, rhs = split_spike(n.spike_x)
+                text = f"{spk(lhs)} {n.spike_op} {spk(rhs)}"
+            doc.append(f"    spike {text}, surrogate {surrogate_doc(n.surrogate)}")
         for a in n.reset:
             doc.append(f"    reset{' detach' if n.reset_detach else ''} "
                        f"{statement_text(a.target, a.op, a.value)}")
         if R > 0:
-            doc.append(f"    refractory {R} steps")
+            doc.append(f"    refractory {R} steps, clamp {', '.join(sorted(plan.held)) or 'none'}")
+            for u in n.refr_updates:
+                doc.append(f"    while refractory: {statement_text(u.target, '=', u.value)}")
         fname = "_" + self.cls.lstrip("_").lower()
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
@@ -167,7 +180,7 @@ class ScanGen:
         R = plan.R
         L: list[str] = []
         ref_t = init0
-        spiking = plan.spike is not None
+        spiking = plan.spiking
         lst = {}
         if func:
             for s in plan.states:
@@ -213,45 +226,63 @@ class ScanGen:
         for k in plan.static_names:
             env[k] = A[f"static:{k}"]
         env.update(local)
+        dyn = set(plan.states) | set(plan.step_names) | {t.target for t in plan.temps}
         if R > 0:
             if func:
                 B.append("ref = r > 0.0")
                 B.append(f"{lst['Ref']}.append(ref)")
             else:
                 B.append("ref = torch.gt(r, 0.0, out=Ref[t])")
-            for i in plan.inputs:
-                if i in env:
-                    v = self.nm.fresh(f"{i}_in")
-                    B.append(f"{v} = {env[i]}.masked_fill(ref, 0.0)")
-                    env[i] = v
         P = TorchPrinter(env, ref_t)
+        # jumps in order, each reading what the previous ones left; lost on a
+        # clamped state while refractory
+        for j in plan.jumps:
+            v = self.nm.fresh(f"{j.target}_j")
+            code = full_like(P(j.value), j.value, env[j.target], dyn)
+            if j.target in plan.held:
+                code = f"torch.where(ref, {env[j.target]}, {code})"
+            B.append(f"{v} = {code}  # jump {statement_text(j.target, '=', j.value)}")
+            env[j.target] = v
         for t in plan.temps:
             v = self.nm.fresh(t.target)
             B.append(f"{v} = {P(t.value)}")
             env[t.target] = v
+        alt: dict[str, str] = {}
+        if R > 0 and plan.refr_updates:  # the unclamped states' step while refractory
+            renv = dict(env)
+            Pr = TorchPrinter(renv, ref_t)
+            for t in plan.refr_temps:
+                v = self.nm.fresh(t.target)
+                B.append(f"{v} = {Pr(t.value)}")
+                renv[t.target] = v
+            for s, e in plan.refr_updates.items():
+                alt[s] = self.nm.fresh(f"{s}_refr")
+                B.append(f"{alt[s]} = {Pr.tensor(e)}")
+            self._uses_math = self._uses_math or Pr.uses_math
         penv = dict(env)
         post: dict[str, str] = {}
         for s in plan.states:
             if s not in plan.updates:
-                penv[s] = local[s]
+                penv[s] = env[s]  # the state, or its value after the jumps
                 if s not in Q:
-                    post[s] = local[s]
+                    post[s] = env[s]
                 continue
             B.append(f"# {statement_text(s, '=', n_update(n, s))}")
             q = self.nm.fresh(f"q_{s}")
+            keep = env[s] if s in plan.held else alt.get(s)  # the value while refractory
             if func:
-                code = P(plan.updates[s])
-                if s in plan.held:
-                    code = f"torch.where(ref, {local[s]}, {code})"
+                code = full_like(P(plan.updates[s]), plan.updates[s], local[s], dyn)
+                if keep is not None:
+                    code = f"torch.where(ref, {keep}, {code})"
                 B.append(f"{q} = {code}")
                 if s in Q:
                     B.append(f"{lst[f'Q:{s}']}.append({q})")
             else:
                 tgt = f"{Q[s]}[t]" if s in Q else slot(s)
-                if s in plan.held:
+                if keep is not None:
                     u = self.nm.fresh(f"{s}_u")
-                    B.append(f"{u} = {P(plan.updates[s])}")
-                    B.append(f"torch.where(ref, {local[s]}, {u}, out={tgt})")
+                    B.append(f"{u} = {P.tensor(plan.updates[s])}")
+                    B.append(f"torch.where(ref, {keep}, {u}, out={tgt})")
                 else:
                     B.append(_emit_into(P, plan.updates[s], tgt))
                 B.append(f"{q} = {tgt}")
@@ -260,21 +291,30 @@ class ScanGen:
                 post[s] = q
         P2 = TorchPrinter(penv, ref_t)
         if spiking:
-            lhs, rhs = split_spike(plan.spike)
-            fn = "torch.ge" if n.spike_op == ">=" else "torch.gt"
-            if isinstance(lhs, ir.Num) and not isinstance(rhs, ir.Num):
-                fn = "torch.le" if n.spike_op == ">=" else "torch.lt"
-                lhs, rhs = rhs, lhs
-            B.append(f"# spike {spk(lhs)} {n.spike_op} {spk(rhs)}")
+            if plan.spike is not None:
+                lhs, rhs = split_spike(plan.spike)
+                fn = "torch.ge" if n.spike_op == ">=" else "torch.gt"
+                if isinstance(lhs, ir.Num) and not isinstance(rhs, ir.Num):
+                    fn = "torch.le" if n.spike_op == ">=" else "torch.lt"
+                    lhs, rhs = rhs, lhs
+                B.append(f"# spike {spk(lhs)} {n.spike_op} {spk(rhs)}")
+                if func:
+                    B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}).to({init0}.dtype)")
+                else:
+                    B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Z[t])")
+            else:
+                B.append(f"# spike {spk(n.spike_cond)}")
+                if func:
+                    B.append(f"z = {P2.boolean(plan.cond)}.to({init0}.dtype)")
+                else:
+                    B.append("z = Z[t]")
+                    B.append(f"z.copy_({P2.boolean(plan.cond)})")
             if func:
-                B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}).to({init0}.dtype)")
                 if R > 0:
                     B.append("z = z.masked_fill(ref, 0.0)")
                 B.append(f"{lst['Z']}.append(z)")
-            else:
-                B.append(f"z = {fn}({P2.tensor(lhs)}, {P2(rhs)}, out=Z[t])")
-                if R > 0:
-                    B.append("z.masked_fill_(ref, 0.0)")
+            elif R > 0:
+                B.append("z.masked_fill_(ref, 0.0)")
             # reset, exactly as s - z * (s - e), s + z * e, s - z * e (z is 0 or 1)
             cur = dict(penv)
             last = reset_order(plan.resets)
@@ -311,7 +351,9 @@ class ScanGen:
                 if s not in F:
                     B.append(f"{lst[f'S:{s}']}.append({local[s]})")
             elif s not in plan.updates and s not in Q:
-                B.append(f"{slot(s)} = {local[s]}")
+                B.append(f"{slot(s)} = {post[s]}")
+                if post[s] != local[s]:
+                    B.append(f"{local[s]} = {slot(s)}")
             else:
                 B.append(f"{local[s]} = {slot(s)}")
         self._uses_math = self._uses_math or P.uses_math or P2.uses_math

@@ -168,11 +168,11 @@ class StepMixin:
         if R > 0:
             ref_var = self.nm(f"refr:{name}", f"{name}_r")
             pre.append(f"{ref_var} = self._initial({name + ':refractory'!r}, 0.0, {shape})")
-        fn = self.spike_fn(n.surrogate, n.spike_op) if plan.spike is not None else ""
         code = step_code(plan, names_=env, state_vars=state_vars, pre_vars=pre_vars,
-                         z_var=self.cur(name), ref_var=ref_var, spike_fn=fn, namer=self.nm,
+                         z_var=self.cur(name), ref_var=ref_var,
+                         spike_fn=lambda op: self.spike_fn(n.surrogate, op), namer=self.nm,
                          ref_tensor="self._like", R=R)
-        if plan.spike is None:
+        if not plan.spiking:
             code.append(f"{self.cur(name)} = self._like.new_zeros({shape})")
         lines += code
         if rules:
