@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
+from spikedsl.ir.exprs import SpkPrinter
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.targets.nir.match import Analysis, fmt
 
@@ -84,6 +85,13 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
     import sympy as sp
 
     n = an.neuron
+    if n.jumps:
+        text = "; ".join(f"jump {j.target} = {SpkPrinter()(j.value)}" for j in n.jumps)
+        raise an.refuse(f"it has jumps ({text}); the Norse target maps whole steps to Norse's "
+                        "cells and does not match jumps (use the torch target)")
+    if n.spike_cond is not None:
+        raise an.refuse(f"its spike condition '{SpkPrinter()(n.spike_cond)}' joins "
+                        "comparisons with and/or; Norse's cells spike on one threshold")
     if n.refractory > 0:
         raise an.refuse("it has a refractory period; Norse's LIFRefracCell holds the "
                         "membrane differently (docs/norse.md)")
