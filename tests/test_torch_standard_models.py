@@ -501,7 +501,7 @@ def test_jump_and_refractory_gradients_equal_finite_differences(param):
         return L.item(), out["j"]
 
     g, z0 = loss(grad=True)
-    value = float(dict(build(net, dtype=F64, weights=w).named_parameters())[param][idx])
+    value = dict(build(net, dtype=F64, weights=w).named_parameters())[param][idx].item()
     h = abs(value) * 1e-6
     assert z0.sum() >= 3
     assert torch.equal(loss(h)[1], z0) and torch.equal(loss(-h)[1], z0)

@@ -257,7 +257,7 @@ def full_like(code: str, e: ir.Expr, like: str, dyn: set[str]) -> str:
 def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str, str],
               pre_vars: dict[str, str], z_var: str, ref_var: str | None, spike_fn,
               namer: Namer, ref_tensor: str, R: int) -> list[str]:
-    """One step with autograd (docs/semantics.md, 2b-2g).  ``names_`` maps
+    """One neuron step with autograd (docs/semantics.md).  ``names_`` maps
     inputs (current step values), static tensors and hoisted names to code;
     ``state_vars`` are the locals holding the states (updated in place of the
     names); ``pre_vars`` receive the pre-reset values; ``spike_fn(op)`` names
