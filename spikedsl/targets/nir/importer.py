@@ -1020,9 +1020,13 @@ def _semantics(n: Node, kind: str, P: dict, convention: str, dt: float, shp, not
     init: dict[str, np.ndarray] = {}
     if convention == "spikedsl":
         d = _meta_str(n.meta, "discretization")
-        if d in ("exact", "euler", "semi_implicit") and kind != "Threshold" and not (
-                kind in ("IF", "I") and d != "euler"):
+        if d in ("exact", "euler", "semi_implicit", "exponential_euler") and \
+                kind != "Threshold" and not (kind in ("IF", "I") and d != "euler") and not (
+                d == "exponential_euler" and kind not in ("CubaLIF", "CubaLI")):
             disc = d
+            if (kind in ("CubaLIF", "CubaLI") and d != "semi_implicit"
+                    and _meta_str(n.meta, "input") == "dirac"):
+                disc = f"{d}_dirac"
         if op is not None and _meta_str(n.meta, "spike_op") == ">=":
             thr = _meta_num(n.meta, "v_threshold")
             if thr is not None:
@@ -1094,6 +1098,11 @@ def _neuron_text(dname: str, kind: str, disc: str, op: str | None, init_states: 
         lines.append(f"    dv/dt = (v_leak - v + r * I) / tau   method {disc}")
     elif kind in ("IF", "I"):
         lines.append("    dv/dt = r * I   method euler")
+    elif disc.endswith("_dirac"):
+        # a Dirac impulse of area I*dt per step: the current jumps by w_in*I*dt/tau_syn
+        lines.append("    jump syn += w_in * dt / tau_syn * I")
+        lines.append(f"    dsyn/dt = -syn / tau_syn   method {disc[:-6]}")
+        lines.append(f"    dv/dt = (v_leak - v + r * syn) / tau_mem   method {disc[:-6]}")
     elif disc == "semi_implicit":
         lines.append("    update syn = syn + dt / tau_syn * (w_in * I - syn)")
         lines.append("    update v = v + dt / tau_mem * (v_leak - v + r * (syn + dt / tau_syn * "

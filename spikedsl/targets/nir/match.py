@@ -421,6 +421,13 @@ class NirNeuron:
     threshold: np.ndarray | None  # the threshold as written (before nextafter for >=)
     init: dict[str, np.ndarray]
     notes: list[str]
+    dirac: bool = False  # CubaLIF/CubaLI driven by a Dirac impulse per step (a jump)
+
+
+def _stays_zero(an: Analysis, x: str) -> bool:
+    return (x != an.v and np.all(an.init[x] == 0) and np.all(an.Bn[x] == 0)
+            and np.all(an.cn[x] == 0) and not any(a.target == x for a in an.neuron.reset)
+            and all(np.all(an.An[(x, y)] == 0) for y in an.states if y != x))
 
 
 def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
@@ -428,11 +435,19 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
     n = an.neuron
     notes: list[str] = []
     if n.refractory > 0:
-        raise an.refuse("it has a refractory period; NIR neurons have none "
+        held = ", ".join(f"'{c}'" for c in n.clamp) or "no state"
+        raise an.refuse(f"it has a refractory period (holding {held} for "
+                        f"{n.refractory_steps} steps after a spike); NIR neurons have none "
                         "(allow_approx drops it)")
     method = n.method
-    S = an.states
+    # a state that starts at 0 and that nothing drives stays 0 (NEST's inhibitory
+    # current when only excitatory spikes arrive): it is left out
+    S = [x for x in an.states if not _stays_zero(an, x)] or list(an.states)
+    for x in an.states:
+        if x not in S:
+            notes.append(f"{n.name}: the state '{x}' stays 0 (nothing drives it): left out")
     spiking = n.spiking and an.v is not None
+    dirac = False
     if spiking and an.v_reset is None:
         raise an.refuse(f"its reset '{an.reset_text}' is not a reset to a fixed value "
                         "(subtractive reset cannot be expressed; allow_approx resets to 0)")
@@ -449,12 +464,13 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
         else:
             if np.any(a == 1):
                 raise an.refuse("some neurons of the layer leak and others do not")
-            if method in ("exact", "rk2", "rk4"):
+            if method in ("exact", "exponential_euler", "rk2", "rk4"):
+                # (exponential Euler steps a linear one-state equation exactly)
                 if not (np.all(a > 0) and np.all(a < 1)):
                     raise an.refuse(f"the decay factor of '{v}' ({fmt(sa)}) is not in (0, 1)")
                 tau = -dt_s / np.log(a)
                 disc = "exact"
-                if method != "exact":
+                if method in ("rk2", "rk4"):
                     notes.append(f"{n.name}: the {method} step is written as the LIF whose exact "
                                  "step equals it")
             else:
@@ -493,32 +509,57 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
             raise an.refuse(f"the membrane '{v}' does not read the current '{s}'")
         if not (np.all(a_s < 1) and np.all(a_m < 1)):
             raise an.refuse("a decay factor is not below 1 (NIR's CubaLIF leaks both states)")
-        if method == "exact":
+        family = {"exact": "exact", "euler": "euler", "update": "euler",
+                  "exponential_euler": "exponential_euler"}.get(method)
+        if family is None:
+            raise an.refuse(f"its {method} step of a two-state system is neither the exact, "
+                            "an exponential Euler nor an Euler step of NIR's CubaLIF")
+        if family == "euler":
+            tau_s, tau_m = dt_s / (1 - a_s), dt_s / (1 - a_m)
+        else:
             if not (np.all(a_s > 0) and np.all(a_m > 0)):
                 raise an.refuse("a decay factor is not positive")
-            tau_s = -dt_s / np.log(a_s)
-            tau_m = -dt_s / np.log(a_m)
-            w_in = Bs / (1 - a_s)
-            v_leak = cv / (1 - a_m)
+            tau_s, tau_m = -dt_s / np.log(a_s), -dt_s / np.log(a_m)
+        v_leak = cv / (1 - a_m)
+        if family == "exact":
+            # v' = a_m v + g r s + ...: g couples the current into the membrane over a step
             same = np.isclose(tau_s, tau_m, rtol=1e-12)
             with np.errstate(all="ignore"):
                 g = np.where(same, dt_s / tau_m * a_m,
                              tau_s * (a_s - a_m) / np.where(same, 1.0, tau_s - tau_m))
-            r = Avs / g
-            bv = r * w_in * (1 - a_m) - w_in * Avs
-            if not close(bv, Bv):
-                raise an.refuse(f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, not "
-                                "as in the exact step of NIR's CubaLIF")
-            disc = "exact"
-        elif method in ("euler", "update"):
-            tau_s = dt_s / (1 - a_s)
-            tau_m = dt_s / (1 - a_m)
+        else:
+            g = 1 - a_m  # v reads the current of the start of the step
+        r = Avs / g
+        disc = family
+        jumped = any(j.target == s for j in n.jumps)
+        if jumped:
+            # a jump of the current at the start of the step: NIR's CubaLIF driven by a
+            # Dirac impulse of area I*dt per step, which moves the current by
+            # w_in*I*dt/tau_syn; the step then runs without input
+            if not np.all(a_s != 0):
+                raise an.refuse(f"the current '{s}' decays to 0 within one step")
+            k = Bs / a_s  # the jump per unit of input
+            if not close(Bv, Avs * k):
+                raise an.refuse(
+                    f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, not only "
+                    f"through the jump of '{s}' (NIR's CubaLIF with Dirac input)")
+            w_in = k * tau_s / dt_s
+            dirac = True
+        else:
+            # the input held over the step: tau_syn ds/dt = -s + w_in I
             w_in = Bs / (1 - a_s)
-            v_leak = cv / (1 - a_m)
-            if an.is_zero(an.B[v], Bv):
-                r = Avs / (1 - a_m)  # explicit Euler: v reads the old current
-                disc = "euler"
-            else:
+            dirac = False
+            if family == "exact":
+                bv = r * w_in * (1 - a_m) - w_in * Avs
+                if not close(bv, Bv):
+                    raise an.refuse(f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, "
+                                    "not as in the exact step of NIR's CubaLIF")
+            elif family == "exponential_euler":
+                if not an.is_zero(an.B[v], Bv):
+                    raise an.refuse(
+                        f"the input reaches '{v}' with coefficient {fmt(an.B[v])}; in the "
+                        "exponential Euler step of NIR's CubaLIF only the current does")
+            elif not an.is_zero(an.B[v], Bv):
                 # semi-implicit Euler (snnTorch Synaptic): v reads the new current
                 r = Bv / ((1 - a_m) * Bs)
                 if not close(Avs, (1 - a_m) * r * a_s):
@@ -527,9 +568,6 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
                         f"input with {fmt(an.B[v])}; that is neither the explicit nor the "
                         "semi-implicit Euler step of NIR's CubaLIF")
                 disc = "semi_implicit"
-        else:
-            raise an.refuse(f"its {method} step of a two-state system is neither the exact nor "
-                            "an Euler step of NIR's CubaLIF")
         params = {"tau_syn": tau_s, "tau_mem": tau_m, "r": r, "v_leak": v_leak, "w_in": w_in}
         kind = "CubaLIF" if spiking else "CubaLI"
         syn = s
@@ -558,4 +596,4 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
         init["i"] = an.init[syn]
     return NirNeuron(kind=kind, params=params, discretization=disc, v=v, syn=syn,
                      spike_op=n.spike_op if spiking else None, threshold=thr, init=init,
-                     notes=notes)
+                     notes=notes, dirac=dirac)
