@@ -98,6 +98,18 @@ def test_iaf_psc_exp_subthreshold_and_psp():
     assert max(grid) < V_TH
 
 
+def test_iaf_psc_exp_strong_spike_without_refractory_period():
+    w, t0 = 3000.0, 5.0
+    k = w / C_M * TAU_M * TAU_S / (TAU_M - TAU_S)  # 30 mV
+    v = [E_L + k * (math.exp(-DT * j / TAU_M) - math.exp(-DT * j / TAU_S)) for j in range(1, 60)]
+    first = next(j for j, x in enumerate(v, start=1) if x >= V_TH)
+    assert first == 27 and v[first - 2] < V_TH - 0.04  # Δ = 2.7 ms, margin 0.04 mV
+    i_left = w * math.exp(-first * DT / TAU_S)
+    assert i_left / 1000.0 * 5.35 < V_TH - E_L  # the PSP of what is left stays below
+    body = blocks()["iaf_psc_exp: a strong input spike without refractory period"]
+    assert f"expect spike_times == [{t0 + first * DT:g} ms]" in body
+
+
 def test_iaf_cond_exp_closed_forms():
     g_l = 16.6667
     v, tol = expected("iaf_cond_exp: subthreshold response to I_e", "V_m at 20 ms")
@@ -172,6 +184,6 @@ def test_adex_blocks_against_solve_ivp():
 # ---------------------------------------------------------------- the blocks run
 def test_blocks_pass_on_the_reference():
     results = testing.run_file(str(SPEC), targets=["reference"])
-    assert len(results) == len(blocks()) == 10
+    assert len(results) == len(blocks()) == 11
     bad = [r.line() + "\n" + r.explain() for r in results if not r.passed]
     assert not bad, "\n".join(bad)
