@@ -65,7 +65,7 @@ def _targets():
     ("hh_brian2.spk", "HHTraub <- dense(x)",
      ["its exponential_euler step is not linear", "the step of 'v'"]),
     ("izhikevich.spk", "IzhikevichRS <- dense(x)", ["not linear", "v**2"]),
-    ("nest.spk", "aeif_cond_exp <- dense(x) -> I", ["not linear", "exp("]),
+    ("nest.spk", "aeif_cond_exp <- dense(x) -> I", ["not linear", "min(V_m, V_peak)"]),
     ("nest.spk", "iaf_cond_exp <- dense(x) -> I", ["not linear", "g_ex"]),
 ])
 def test_nonlinear_neurons_are_refused_fast_on_both_targets(spec, layer, words):
