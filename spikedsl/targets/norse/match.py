@@ -13,6 +13,10 @@ same function; otherwise the refusal names the term that differs.
 | ``v' = a v + b I + c``, no spike                   | ``LIBoxCell``                 |
 | ``i' = a_s (i + s I)``, ``v' = a_m v + (1-a_m)(v_leak + i + s I)`` | ``LIFCell`` / ``LICell`` |
 | ``i' = a_s i + b_s I``, ``v' = a_m v + (1-a_m)(v_leak + r i')``    | ``LIBoxCell`` -> ``LIFBoxCell`` / ``LIBoxCell`` |
+
+Jumps are part of the step (``jump i += I`` followed by an Euler step is exactly
+Norse's ``lif_feed_forward_step``: ``i_jump = i + I``, ``v += dt/tau_mem (v_leak - v
++ i_jump)``, ``i = i_jump - dt/tau_syn i_jump``, then the spike and the reset).
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
         raise an.refuse(f"its spike condition '{SpkPrinter()(n.spike_cond)}' joins "
                         "comparisons with and/or; Norse's cells spike on one threshold")
     if n.refractory > 0:
-        raise an.refuse("it has a refractory period; Norse's LIFRefracCell holds the "
-                        "membrane differently (docs/norse.md)")
+        raise an.refuse("it has a refractory period; the Norse target generates no "
+                        "LIFRefracCell (docs/norse.md; use the torch target)")
     S = an.states
     spiking = n.spiking and an.v is not None
     notes: list[str] = []
@@ -170,7 +174,8 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
                 raise an.refuse(
                     f"'{v}' reads the old current '{s}' and not the input (explicit Euler); "
                     f"Norse's LIFCell adds the input to the current before the membrane reads "
-                    f"it, so the step of '{v}' would need an input term '"
+                    f"it (as 'jump {s} += {an.inp or 'I'}' does), so the step of '{v}' would "
+                    f"need an input term '"
                     f"{fmt((Avs * Bs / a_s) * sp.Symbol(an.inp or 'I')) if want is not None else '?'}'")
             raise an.refuse(
                 f"the input enters the step of '{v}' as '{fmt(Bv * sp.Symbol(an.inp or 'I'))}', "
