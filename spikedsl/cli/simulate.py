@@ -83,6 +83,10 @@ def _inputs(net, args, prog):
 
     from spikedsl.runtime.reference import encode
 
+    if not net.inputs:  # autonomous: one run of `steps` steps, nothing to feed
+        if args.data:
+            raise ValueError(f"network '{net.name}' has no input layer; --data feeds one")
+        return {}, None, "none (the network has no input layer): one run"
     spec, origin = (args.data, None) if args.data else _data_spec(prog, net.name)
     if spec is None:
         rng = np.random.default_rng(args.seed)
@@ -209,8 +213,8 @@ def main(args) -> int:
     t0 = time.perf_counter()
     out = _run(net, X, args, args.weights, record)
     seconds = time.perf_counter() - t0
-    B = next(iter(X.values())).shape[1]
-    print(f"simulated {B} samples in {seconds:.2f} s")
+    B = next(iter(X.values())).shape[1] if X else 1
+    print(f"simulated {B} sample{'' if B == 1 else 's'} in {seconds:.2f} s")
     print()
     rows = [("layer", "neurons", "spikes", "per neuron", "rate")]
     for name in spiking:
