@@ -83,10 +83,10 @@ def _inputs(net, args, prog):
 
     from spikedsl.runtime.reference import encode
 
-    if not net.inputs:  # an autonomous network runs for its steps, one sample
+    if not net.inputs:  # autonomous: one run of `steps` steps, nothing to feed
         if args.data:
-            raise ValueError(f"network '{net.name}' has no inputs for --data to feed")
-        return {}, None, "none (a network without inputs: one run of its steps)"
+            raise ValueError(f"network '{net.name}' has no input layer; --data feeds one")
+        return {}, None, "none (the network has no input layer): one run"
     spec, origin = (args.data, None) if args.data else _data_spec(prog, net.name)
     if spec is None:
         rng = np.random.default_rng(args.seed)
@@ -214,7 +214,7 @@ def main(args) -> int:
     out = _run(net, X, args, args.weights, record)
     seconds = time.perf_counter() - t0
     B = next(iter(X.values())).shape[1] if X else 1
-    print(f"simulated {B} samples in {seconds:.2f} s")
+    print(f"simulated {B} sample{'' if B == 1 else 's'} in {seconds:.2f} s")
     print()
     rows = [("layer", "neurons", "spikes", "per neuron", "rate")]
     for name in spiking:
