@@ -595,16 +595,16 @@ def test_simulate_runs_a_network_without_inputs(tmp_path, capsys):
     f.write_text(AUTO.format(steps=AUTO_STEPS))
     assert main(["simulate", str(f), "-t", "torch"]) == 0
     text = capsys.readouterr().out
-    assert "inputs: none" in text and "simulated 1 samples" in text
+    assert "inputs: none" in text and "simulated 1 sample in" in text
     rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith(("exc", "inh"))}
     assert int(rows["exc"][2]) == int(ref["exc"].sum())
     assert int(rows["inh"][2]) == int(ref["inh"].sum())
 
 
 # ---------------------------------------------------------------- Norse refuses
-def test_norse_refuses_jumps_and_compound_spikes():
+def test_norse_refuses_refractory_and_compound_spikes():
     norse = pytest.importorskip("spikedsl.targets.norse")
-    with pytest.raises(Unsupported, match="it has jumps"):
+    with pytest.raises(Unsupported, match="it has a refractory period"):
         norse.convert(psc_net())
     text = """
 neuron N {

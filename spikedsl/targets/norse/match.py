@@ -89,10 +89,6 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
     import sympy as sp
 
     n = an.neuron
-    if n.jumps:
-        text = "; ".join(f"jump {j.target} = {SpkPrinter()(j.value)}" for j in n.jumps)
-        raise an.refuse(f"it has jumps ({text}); the Norse target maps whole steps to Norse's "
-                        "cells and does not match jumps (use the torch target)")
     if n.spike_cond is not None:
         raise an.refuse(f"its spike condition '{SpkPrinter()(n.spike_cond)}' joins "
                         "comparisons with and/or; Norse's cells spike on one threshold")
