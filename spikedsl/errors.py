@@ -57,14 +57,18 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "import-cycle": ("import cycle: {cycle}", "remove one of the imports"),
     # --- neuron rules -----------------------------------------------------
     "ode-and-update": (
-        "neuron '{neuron}' uses both ODEs and 'update'",
-        "a neuron uses either continuous (dX/dt) or discrete (update) dynamics",
+        "state '{name}' has an ODE (line {line}) and an 'update'",
+        "a state is written by its ODE or by 'update', not both",
     ),
+    "jump-not-state": ("jump target '{name}' is not a state of '{neuron}'",
+                       "a jump changes a state, e.g. 'jump g += w_in'"),
+    "clamp-not-state": ("'{name}' in 'clamp' is not a state of '{neuron}'", None),
     "ode-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
     "update-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
     "duplicate-ode": ("state '{name}' already has an equation (line {first_line})", None),
     "spike-not-comparison": (
-        "the spike condition must be a comparison such as 'v >= v_th'",
+        "the spike condition must be a comparison such as 'v >= v_th', or comparisons "
+        "joined with 'and' / 'or'",
         None,
     ),
     "spike-missing": (
@@ -79,12 +83,21 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
         "the equations of '{neuron}' ask for different methods ({methods})",
         "one method per ODE system",
     ),
+    "expeuler-nonlinear": (
+        "method exponential_euler needs each equation linear in its own state, but "
+        "'{term}' is not",
+        "use method euler, rk2 or rk4",
+    ),
     "exact-nonlinear": (
         "method exact needs a linear system, but the term '{term}' is nonlinear in the states",
         "use method euler, rk2 or rk4",
     ),
     "unknown-surrogate": ("unknown surrogate '{name}'", "known: {known}"),
     "surrogate-arg": ("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
+    "weight-dim": (
+        "the weight has dimension {got}, but input '{input}' of '{neuron}' has dimension {want}",
+        "give the weight in the input's unit, e.g. weight = 1.5 {example}",
+    ),
     "not-positive": ("parameter '{name}' must be positive: it is {what}", None),
     "range-violation": (
         "parameter '{name}' = {value} is outside its range [{lo}, {hi}]",

@@ -41,7 +41,7 @@ network Units {
     dt = 0.1 ms
     steps = 160
     input x[2] : direct
-    layer n[2] = CondLIF <- one_to_one(x, weight = 1)
+    layer n[2] = CondLIF <- one_to_one(x, weight = 1 A)
     output n
     output n.v
 }

@@ -452,6 +452,46 @@ network Net {
     np.testing.assert_array_equal(theirs, ours)
 
 
+def test_spikedsl_current_jump_runs_in_norse():
+    """A jump of the current followed by an Euler step is exported as CubaLIF with
+    Dirac input (w_in = tau_syn/dt, r = 1).  Norse's from_nir runs CubaLIF
+    semi-implicitly (LIBoxCell on w_in*x, then LIFBoxCell on the new current), which
+    is the same step: the current it stores is the jumped one."""
+    nt = norse()
+    net = spikedsl.loads("""
+neuron J {
+    param tau_syn = 4 ms
+    param tau_mem = 8 ms
+    state syn = 0
+    state v = 0
+    input S
+    jump syn += S
+    dsyn/dt = -syn / tau_syn       method euler
+    dv/dt = (-v + syn) / tau_mem   method euler
+    spike v > 1
+    reset v = 0
+}
+network Net {
+    dt = 1 ms
+    steps = 40
+    input x[6] : spikes
+    layer h[5] = J <- dense(x)
+    layer o[3] = J <- dense(h)
+    output o
+}
+""").network("Net").ir
+    W = random_weights(net, scale=6.0, seed=1)
+    g = nir_target.convert(net, weights=W)
+    assert g.nodes["h"].metadata["input"] == "dirac"
+    np.testing.assert_allclose(g.nodes["h"].w_in, 4.0)
+    m = nt.from_nir(g, dt=1e-3)
+    x = spikes(net.steps, 4, (6,))
+    ours = reference(net, x.numpy().astype(np.float64), W)["o"]
+    theirs = run_stateful(m, x)
+    assert ours.sum() > 0
+    np.testing.assert_array_equal(theirs, ours)
+
+
 def test_bug_norse_from_nir_ignores_r_v_reset_and_has_no_li():
     nt = norse()
     n = 3

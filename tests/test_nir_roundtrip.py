@@ -88,6 +88,71 @@ neuron N {
     spike v > 1
     reset v = 0
 }""",
+    # a jump of the current (NEST's iaf_psc_exp without refractory period):
+    # CubaLIF with Dirac input, exact
+    "cubalif_jump_exact": """
+neuron N {
+    param tau_syn = 2 ms
+    param tau_mem = 10 ms
+    param r = 1.5
+    param w = 0.8
+    state syn = 0.1
+    state v = 0
+    input S
+    jump syn += w * S
+    dsyn/dt = -syn / tau_syn                    method exact
+    dv/dt = (0.2 - v + r * syn) / tau_mem   method exact
+    spike v >= 0.5
+    reset v = 0
+}""",
+    # Norse's LIFCell: the current jumps, then one Euler step
+    "cubalif_jump_euler": """
+neuron N {
+    param tau_syn = 4 ms
+    param tau_mem = 8 ms
+    state syn = 0
+    state v = 0
+    input S
+    jump syn += S
+    dsyn/dt = -syn / tau_syn        method euler
+    dv/dt = (-v + syn) / tau_mem   method euler
+    spike v > 0.5
+    reset v = 0
+}""",
+    "cubalif_jump_expeuler": """
+neuron N {
+    param tau_syn = 3 ms
+    param tau_mem = 8 ms
+    state syn = 0
+    state v = 0
+    input S
+    jump syn += 2 * S
+    dsyn/dt = -syn / tau_syn        method exponential_euler
+    dv/dt = (-v + syn) / tau_mem   method exponential_euler
+    spike v > 0.5
+    reset v = 0
+}""",
+    "cubalif_expeuler": """
+neuron N {
+    param tau_syn = 3 ms
+    param tau_mem = 8 ms
+    state syn = 0
+    state v = 0
+    input I
+    dsyn/dt = (I - syn) / tau_syn        method exponential_euler
+    dv/dt = (0.1 - v + 2 * syn) / tau_mem   method exponential_euler
+    spike v > 0.5
+    reset v = 0
+}""",
+    "lif_expeuler": """
+neuron N {
+    param tau_mem = 10 ms
+    state v = 0
+    input I
+    dv/dt = (0.1 - v + I) / tau_mem   method exponential_euler
+    spike v > 0.5
+    reset v = 0
+}""",
     "if": """
 neuron N {
     state v = 0
@@ -131,7 +196,9 @@ neuron N {
 }""",
 }
 SPIKING = {k for k in NEURONS if k not in ("li", "integrator", "cubali")}
-UNITS = {"lif_exact", "lif_euler", "cubalif_exact", "cubalif_euler", "if_units", "li", "cubali"}
+UNITS = {"lif_exact", "lif_euler", "cubalif_exact", "cubalif_euler", "if_units", "li", "cubali",
+         "cubalif_jump_exact", "cubalif_jump_euler", "cubalif_jump_expeuler", "cubalif_expeuler",
+         "lif_expeuler"}
 
 
 def dense_net(kind: str) -> str:
@@ -185,10 +252,12 @@ network Net {{
 
 def roundtrip(text: str, tmp_path, scale=3.0, weights_extra=None, **export_kw):
     net = spikedsl.loads(text).network("Net").ir
+    # neurons with jumps run on the reference interpreter (the definition of the step)
+    sim = reference if any(lay.neuron.jumps for lay in net.layers if lay.neuron) else simulate
     x = random_inputs(net, net.steps, B=3, p=0.35, seed=1)
     for s in (scale, 3 * scale, 10 * scale, 30 * scale):  # weights strong enough to fire
         W = random_weights(net, scale=s, extra=weights_extra)
-        o1 = simulate(net, x, W)
+        o1 = sim(net, x, W)
         if all(o1[o.name].sum() > 0 for o in net.outputs if o.state is None):
             break
     path = tmp_path / "net.nir"
@@ -199,7 +268,7 @@ def roundtrip(text: str, tmp_path, scale=3.0, weights_extra=None, **export_kw):
     res = nir_import.write_import(str(path), str(spk))
     net2 = spikedsl.load(str(spk)).network("Imported").ir
     x2 = {net2.inputs[0].name: x[net.inputs[0].name]} if len(x) == 1 else x
-    o2 = simulate(net2, x2, None)  # the imported spec names its own weights file
+    o2 = sim(net2, x2, None)  # the imported spec names its own weights file
     return net, net2, o1, o2, res
 
 
@@ -297,7 +366,9 @@ def test_export_mapping_table():
     expect = {"lif_exact": "LIF", "lif_euler": "LIF", "leaky_update": "LIF",
               "cubalif_exact": "CubaLIF", "cubalif_euler": "CubaLIF",
               "synaptic_update": "CubaLIF", "if": "IF", "if_units": "IF", "li": "LI",
-              "integrator": "I", "cubali": "CubaLI"}
+              "integrator": "I", "cubali": "CubaLI", "cubalif_jump_exact": "CubaLIF",
+              "cubalif_jump_euler": "CubaLIF", "cubalif_jump_expeuler": "CubaLIF",
+              "cubalif_expeuler": "CubaLIF", "lif_expeuler": "LIF"}
     for kind, typ in expect.items():
         net = spikedsl.loads(dense_net(kind)).network("Net").ir
         g, _ = nir_target.export(net, weights=random_weights(net))
@@ -326,3 +397,22 @@ def test_export_mapping_table():
     np.testing.assert_allclose(h.tau_mem, 1e-4 / 0.3)
     np.testing.assert_allclose(h.r, 1 / 0.3)
     assert h.metadata["discretization"] == "semi_implicit"
+    # a jump of the current: CubaLIF with Dirac input, w_in = k tau_syn / dt (the
+    # jump k = 0.8 per unit of input), the membrane's own r
+    net = spikedsl.loads(dense_net("cubalif_jump_exact")).network("Net").ir
+    h = nir_target.export(net, weights=random_weights(net))[0].nodes["h"]
+    assert h.metadata["discretization"] == "exact" and h.metadata["input"] == "dirac"
+    np.testing.assert_allclose(h.w_in, 0.8 * 2e-3 / 1e-3)
+    np.testing.assert_allclose(h.r, 1.5)
+    np.testing.assert_allclose(h.tau_syn, 2e-3)
+    np.testing.assert_allclose(h.v_leak, 0.2)
+    # exponential Euler: one-state LIF is exact; CubaLIF keeps its time constants
+    net = spikedsl.loads(dense_net("lif_expeuler")).network("Net").ir
+    h = nir_target.export(net, weights=random_weights(net))[0].nodes["h"]
+    assert h.metadata["discretization"] == "exact"
+    np.testing.assert_allclose(h.tau, 10e-3)
+    net = spikedsl.loads(dense_net("cubalif_expeuler")).network("Net").ir
+    h = nir_target.export(net, weights=random_weights(net))[0].nodes["h"]
+    assert h.metadata["discretization"] == "exponential_euler" and "input" not in h.metadata
+    np.testing.assert_allclose([h.tau_syn[0], h.tau_mem[0], h.r[0], h.w_in[0], h.v_leak[0]],
+                               [3e-3, 8e-3, 2.0, 1.0, 0.1])

@@ -372,3 +372,123 @@ def test_same_initial_weights_and_run_encodes_like_torch():
     assert set(ra) == set(rb)
     for k in ra:
         np.testing.assert_allclose(ra[k], rb[k], atol=1e-9)
+
+
+# ---------------------------------------------------------------------- jumps
+JUMP = NEURONS["norse_lif"].replace(
+    "    update v = v + dt / tau_mem * (v_leak - v + i + I)\n"
+    "    update i = (1 - dt / tau_syn) * (i + I)",
+    "    jump i += I\n"
+    "    dv/dt = (v_leak - v + i) / tau_mem   method euler\n"
+    "    di/dt = -i / tau_syn                 method euler")
+
+
+def _jump_text(method: str = "euler") -> str:
+    return net_text("norse_lif").replace(NEURONS["norse_lif"],
+                                         JUMP.replace("method euler", f"method {method}"))
+
+
+def test_jump_of_the_current_is_norse_lifcell():
+    """Norse's LIFCell (lif_feed_forward_step) adds the input to the current before
+    the membrane update (i_jump = i + I; v += dt/tau_mem (v_leak - v + i_jump);
+    i = i_jump - dt/tau_syn i_jump): spikedsl's jump at the start of the step
+    followed by an Euler step.  It maps to LIFCell; outputs equal the reference,
+    gradients equal the torch target's on the same step written as updates."""
+    from spikedsl.targets import torch as t
+
+    text = _jump_text()
+    assert "jump i += I" in text
+    net = spikedsl.loads(text).network("Net").ir
+    assert norse_target.convert(net).count("norse.LIFCell(") == 2
+    mn = norse_target.build(net, dtype=torch.float64, seed=0)
+    upd = spikedsl.loads(net_text("norse_lif")).network("Net").ir
+    mt = t.build(upd, dtype=torch.float64, seed=0, fast=False)
+    W = {k: v * (3.0 if k.endswith("weight") and v.ndim >= 2 else 1.0)
+         for k, v in mt.export_weights().items()}
+    mn.load_weights(W)
+    mt.load_weights(W)
+    g = torch.Generator().manual_seed(0)
+    x = {la.name: (torch.rand((net.steps, 3) + la.shape, generator=g) < 0.4).double()
+         for la in net.inputs}
+    on, ot = mn(x), mt(x)
+    ref = reference(net, {k: v.numpy() for k, v in x.items()}, W)
+    assert float(on["o"].detach().sum()) > 0
+    for k in on:
+        np.testing.assert_allclose(on[k].detach().numpy(), ref[k], rtol=0, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(ot[k].detach().numpy(), ref[k], rtol=0, atol=1e-12, err_msg=k)
+    lo = sum((v * torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).reshape(v.shape)).sum()
+             for v in on.values())
+    lt = sum((v * torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).reshape(v.shape)).sum()
+             for v in ot.values())
+    names = [n for n, _ in mt.named_parameters()]
+    pn = dict(mn.named_parameters())
+    gt = torch.autograd.grad(lt, list(mt.parameters()), allow_unused=True)
+    gn = torch.autograd.grad(lo, [pn[n] for n in names], allow_unused=True)
+    for n, a, b in zip(names, gt, gn):
+        assert (a is None) == (b is None), n
+        if a is not None:
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-9,
+                                       atol=1e-9 * max(1.0, float(a.abs().max())), err_msg=n)
+
+
+def test_native_norse_lifcell_equals_the_jump_neuron():
+    """Norse's own LIFCell in float64, against the reference interpreter."""
+    import norse.torch as nt
+
+    # Norse starts v at v_leak
+    net = spikedsl.loads(JUMP.replace("param tau_syn = 5 ms [trainable]", "param tau_syn = 5 ms")
+                         .replace("state v = 0", "state v = v_leak") + """
+network Net {
+    dt = 1 ms
+    steps = 60
+    input x[4] : direct
+    layer h[4] = N <- one_to_one(x)
+    output h
+    output h.v
+}
+""").network("Net").ir
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand((60, 2, 4), generator=g) * 0.2).double()
+    ref = reference(net, x.numpy(), {})
+    f64 = {"dtype": torch.float64}
+    p = nt.LIFParameters(tau_mem_inv=torch.tensor(100.0, **f64),
+                         tau_syn_inv=torch.tensor(200.0, **f64),
+                         v_leak=torch.tensor(0.05, **f64), v_th=torch.tensor(0.3, **f64),
+                         v_reset=torch.tensor(0.0, **f64))
+    cell, state, zs, vs = nt.LIFCell(p), None, [], []
+    with torch.no_grad():
+        for t_ in range(60):
+            z, state = cell(x[t_], state)
+            zs.append(z)
+            vs.append(state.v)
+    assert ref["h"].sum() > 0
+    np.testing.assert_array_equal(torch.stack(zs).numpy(), ref["h"])
+    np.testing.assert_allclose(torch.stack(vs).numpy(), ref["h.v"], rtol=0, atol=1e-12)
+
+
+def test_exact_jump_maps_to_the_synapse_and_membrane_cells():
+    """The exact step after a jump of the current equals LIBoxCell -> LIFBoxCell
+    (the membrane reads the new current) with decay rates (1 - a)/dt."""
+    net = spikedsl.loads(_jump_text("exact")).network("Net").ir
+    src = norse_target.convert(net)
+    assert "norse.LIBoxParameters" in src and "norse.LIFBoxParameters" in src
+    mn = norse_target.build(net, dtype=torch.float64, seed=0)
+    W = {k: v * (3.0 if k.endswith("weight") and v.ndim >= 2 else 1.0)
+         for k, v in mn.export_weights().items()}
+    mn.load_weights(W)
+    g = torch.Generator().manual_seed(0)
+    x = {la.name: (torch.rand((net.steps, 3) + la.shape, generator=g) < 0.4).double()
+         for la in net.inputs}
+    on = mn(x)
+    ref = reference(net, {k: v.numpy() for k, v in x.items()}, W)
+    assert float(on["o"].detach().sum()) > 0
+    for k in on:
+        np.testing.assert_allclose(on[k].detach().numpy(), ref[k], rtol=0, atol=1e-12, err_msg=k)
+
+
+def test_refuses_jump_neurons_norse_cannot_run():
+    refuse(_jump_text().replace("reset v = 0", "reset v = 0\n    refractory 2 ms"),
+           "refractory period", "LIFRefracCell")
+    refuse(_jump_text().replace("spike v > 0.3", "spike v > 0.3 and i > 0.1"),
+           "joins comparisons with and/or", "Norse neurons fire on one threshold")
+    refuse(_jump_text().replace("jump i += I", "jump i += I * i"), "not linear", "'I * i'")

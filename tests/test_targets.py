@@ -87,7 +87,7 @@ NETWORKS = {
 # what each target does with each network: None = runs it, else a fragment of the refusal
 # (gradient entry points first, then forward runs where they differ)
 EXPECTED = {
-    "hh": {"norse": "it has 5 states", "nir": "it has 5 states"},
+    "hh": {"norse": "it has 6 states", "nir": "its rk4 step is not linear"},
     "cell": {"norse": "the slstm cell 'c'", "brian2": "the slstm cell 'c'",
              "nir": "the slstm cell 'c'"},
     "plastic": {"norse": "plasticity on the dense projection 'h'",
@@ -217,9 +217,9 @@ def test_a_neuron_is_checked_against_the_declared_capabilities():
     prog = spikedsl.loads(text_of("hh"))
     hh = prog.network("Net").ir.layer("h").neuron
     assert targets.refusal("torch", hh) is None and targets.refusal("brian2", hh) is None
-    e = targets.refusal("nir", hh, file="hh.spk")
-    assert message(e) == ("NIR cannot express neuron 'HodgkinHuxley': it has 5 states; NIR "
-                          "neurons have one (LIF, IF, LI, I) or two (CubaLIF, CubaLI)")
+    e = targets.refusal("norse", hh, file="hh.spk")
+    assert message(e) == ("Norse cannot express neuron 'HodgkinHuxley': it has 6 states; Norse's "
+                          "cells have one or two")
     assert e.diagnostics[0].loc.file == "hh.spk"
 
 

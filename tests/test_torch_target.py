@@ -220,9 +220,9 @@ def test_chunked_backward_equals_the_step_path(monkeypatch):
     """The eager backward runs over chunks of steps; small chunks give the same
     gradients (the adjoint is carried across chunk boundaries)."""
     from spikedsl.targets.torch import NetGen, _load_class
-    from spikedsl.targets.torch import neuron as _torch_neuron
+    from spikedsl.targets.torch import adjoint as _torch_adjoint
 
-    monkeypatch.setattr(_torch_neuron, "CHUNK_ELEMENTS", 100)  # 2 steps of [4, 10]
+    monkeypatch.setattr(_torch_adjoint, "CHUNK_ELEMENTS", 100)  # 2 steps of [4, 10]
     net = net_of(FEATURES)
     src = NetGen(net, fast=True, compiled=False).render()
     assert "131072" not in src and "100 //" in src

@@ -18,7 +18,13 @@ from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv, dim_str, dmul, dpow, parse_unit
 from spikedsl.ir.visitor import ExprVisitor
-from spikedsl.lowering.neuron import METHODS, NonLinear, exact_step, neuron_uses_units
+from spikedsl.lowering.neuron import (
+    METHODS,
+    NonLinear,
+    exact_step,
+    exponential_euler_step,
+    neuron_uses_units,
+)
 
 RESERVED_IN_NEURON = {"dt"}
 
@@ -337,8 +343,6 @@ def _g(v: float) -> str:
 def rule_dynamics(n: ir.Neuron, errors: Collector) -> None:
     snames = {s.name for s in n.states}
     pnames = {p.name for p in n.params}
-    if n.odes and n.updates:
-        errors.add("ode-and-update", n.updates[0].loc, neuron=n.name)
     seen: dict[str, ir.Node] = {}
     for o in n.odes:
         if o.state not in snames:
@@ -354,6 +358,17 @@ def rule_dynamics(n: ir.Neuron, errors: Collector) -> None:
             errors.add("assign-param", a.loc, name=a.target)
         elif a.target not in snames:
             errors.add("update-not-state", a.loc, name=a.target, neuron=n.name)
+        elif a.target in seen:
+            first = seen[a.target].loc
+            errors.add("ode-and-update", a.loc, name=a.target, line=first.line if first else 0)
+    for a in n.jumps:
+        if a.target in pnames:
+            errors.add("assign-param", a.loc, name=a.target)
+        elif a.target not in snames:
+            errors.add("jump-not-state", a.loc, name=a.target, neuron=n.name)
+    for c in n.clamp or ():
+        if c.id not in snames:
+            errors.add("clamp-not-state", c.loc, name=c.id, neuron=n.name)
     methods = sorted({o.method for o in n.odes if o.method})
     if len(methods) > 1:
         errors.add("mixed-methods", n.odes[0].loc, neuron=n.name, methods=", ".join(methods))
@@ -374,7 +389,7 @@ def rule_expressions(n: ir.Neuron, errors: Collector) -> None:
     for o in n.odes:
         if o.state in snames:  # an ODE of a non-state is reported once, by rule_dynamics
             check_expr(o.rhs, dyn, errors)
-    for a in n.updates:
+    for a in list(n.updates) + list(n.jumps):
         check_expr(a.value, dyn, errors)
     for c in n.spikes:
         check_expr(c, pnames | snames | inames, errors)
@@ -388,8 +403,27 @@ def rule_spike(n: ir.Neuron, errors: Collector) -> None:
     if len(n.spikes) > 1:
         errors.add("duplicate-spike", n.spikes[1].loc, neuron=n.name)
     for c in n.spikes[:1]:
-        if not isinstance(c, ir.Compare) or c.op in ("==", "!="):
+        if not _spike_condition(c):
             errors.add("spike-not-comparison", c.loc)
+
+
+def _spike_condition(c: ir.Expr) -> bool:
+    """An ordering comparison (``v >= v_th``), or comparisons joined with
+    ``and`` / ``or`` of which at least one orders (``==`` / ``!=`` guards such
+    as ``rc == 0`` have no surrogate gradient)."""
+    leaves: list[ir.Expr] = []
+
+    def walk(e):
+        if isinstance(e, ir.BoolOp):
+            walk(e.left)
+            walk(e.right)
+        else:
+            leaves.append(e)
+
+    walk(c)
+    if not all(isinstance(x, ir.Compare) for x in leaves):
+        return False
+    return any(x.op not in ("==", "!=") for x in leaves)
 
 
 def rule_reset(n: ir.Neuron, errors: Collector) -> None:
@@ -433,6 +467,13 @@ def rule_refractory(n: ir.Neuron, env: dict[str, float], errors: Collector) -> N
 
 def rule_exact_linear(n: ir.Neuron, errors: Collector) -> None:
     methods = {o.method for o in n.odes if o.method}
+    if methods == {"exponential_euler"}:
+        try:
+            exponential_euler_step([o.state for o in n.odes], [o.rhs for o in n.odes], set())
+        except NonLinear as e:
+            first = n.odes[0]
+            errors.add("expeuler-nonlinear", first.method_loc or first.loc, term=e.term)
+        return
     if methods != {"exact"}:
         return
     try:
@@ -477,7 +518,8 @@ def neuron_dims(n: ir.Neuron | ir.Synapse, errors: Collector) -> dict[str, str]:
         if got is not None and want is not None and got != ddiv(want, TIME) and not _zero(o.rhs):
             errors.add("dim-ode", o.rhs.loc, state=o.state, got=dim_str(got),
                        expected=dim_str(ddiv(want, TIME)))
-    stmts = list(getattr(n, "updates", ())) + list(getattr(n, "reset", ())) + list(
+    stmts = list(getattr(n, "updates", ())) + list(getattr(n, "jumps", ())) + list(
+        getattr(n, "reset", ())) + list(
         getattr(n, "on_pre", ())) + list(getattr(n, "on_post", ()))
     for a in stmts:
         got = d(a.value)

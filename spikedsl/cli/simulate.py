@@ -84,6 +84,10 @@ def _inputs(net, args, prog):
 
     from spikedsl.runtime.reference import encode
 
+    if not net.inputs:  # autonomous: one run of `steps` steps, nothing to feed
+        if args.data:
+            raise ValueError(f"network '{net.name}' has no input layer; --data feeds one")
+        return {}, None, "none (the network has no input layer): one run"
     spec, origin = (args.data, None) if args.data else _data_spec(prog, net.name)
     if spec is None:
         rng = np.random.default_rng(args.seed)
@@ -203,8 +207,8 @@ def main(args) -> int:
     t0 = time.perf_counter()
     out = _run(net, X, args, args.weights, record)
     seconds = time.perf_counter() - t0
-    B = next(iter(X.values())).shape[1]
-    print(f"simulated {B} samples in {seconds:.2f} s")
+    B = next(iter(X.values())).shape[1] if X else 1
+    print(f"simulated {B} sample{'' if B == 1 else 's'} in {seconds:.2f} s")
     print()
     rows = [("layer", "neurons", "spikes", "per neuron", "rate")]
     for name in spiking:
@@ -245,7 +249,7 @@ def main(args) -> int:
 
 def _dt_text(net) -> str:
     if net.dt_unit is None:
-        return "1 time unit"
+        return f"{net.dt:g} time unit{'' if net.dt == 1 else 's'}"
     from spikedsl.ir.units import parse_unit
 
     return f"{net.dt / parse_unit(net.dt_unit)[0]:g} {net.dt_unit}"

@@ -124,7 +124,8 @@ class Builder:
     def neuron(self, t: Tree) -> ir.Neuron:
         name = t.children[0]
         params, states, inputs, odes, updates, spikes, reset = [], [], [], [], [], [], []
-        detach, refractory, surrogate = False, None, None
+        jumps = []
+        detach, refractory, clamp, surrogate = False, None, None, None
         last_kind, last_line = None, -1
         for item in t.children[1:]:
             if not isinstance(item, Tree):
@@ -153,6 +154,8 @@ class Builder:
                     odes.append(o)
             elif k == "update":
                 updates.append(self.assign(item.children[0]))
+            elif k == "jump":
+                jumps.append(self.assign(item.children[0]))
             elif k == "spike":
                 spikes.append(self.expr(item.children[0]))
             elif k in ("reset", "reset_detach"):
@@ -162,6 +165,9 @@ class Builder:
                 k = "reset"
             elif k == "refractory":
                 refractory = self.expr(item.children[0])
+                if len(item.children) > 1 and item.children[1] is not None:
+                    clamp = tuple(ir.Name(id=str(c), loc=self.loc(c))
+                                  for c in item.children[1].children)
             elif k == "surrogate":
                 sname = item.children[0]
                 args = tuple(a for a in (self.arg(c) for c in item.children[1:] if c is not None))
@@ -178,16 +184,22 @@ class Builder:
                 if last_kind == "update" and line == last_line:
                     updates.append(a)
                     k = "update"
+                elif last_kind == "jump" and line == last_line:
+                    jumps.append(a)
+                    k = "jump"
                 elif last_kind == "reset" and line == last_line:
                     reset.append(a)
                     k = "reset"
                 else:
                     self.errors.add("stray-assign", a.loc, name=a.target, op=a.op)
             last_kind, last_line = k, line
-        return ir.Neuron(name=str(name), params=tuple(params), states=tuple(states),
-                         inputs=tuple(inputs), odes=tuple(odes), updates=tuple(updates),
-                         spikes=tuple(spikes), reset=tuple(reset), reset_detach=detach,
-                         refractory=refractory, surrogate=surrogate, loc=self.loc(name))
+        n = ir.Neuron(name=str(name), params=tuple(params), states=tuple(states),
+                      inputs=tuple(inputs), odes=tuple(odes), updates=tuple(updates),
+                      jumps=tuple(jumps), spikes=tuple(spikes), reset=tuple(reset),
+                      reset_detach=detach, refractory=refractory, clamp=clamp,
+                      surrogate=surrogate, loc=self.loc(name))
+        return units_as_values(n, {p.name for p in params} | {s.name for s in states}
+                               | {i.name for i in inputs} | {"dt"})
 
     # ------------------------------------------------------------ synapse
     def synapse(self, t: Tree) -> ir.Synapse:
@@ -208,9 +220,11 @@ class Builder:
                 block = item.children[0]
                 stmts = [self.assign(a) for a in block.children if isinstance(a, Tree)]
                 (pre if item.data == "on_pre" else post).extend(stmts)
-        return ir.Synapse(name=str(name), params=tuple(params), states=tuple(states),
-                          odes=tuple(odes), on_pre=tuple(pre), on_post=tuple(post),
-                          loc=self.loc(name))
+        s = ir.Synapse(name=str(name), params=tuple(params), states=tuple(states),
+                       odes=tuple(odes), on_pre=tuple(pre), on_post=tuple(post),
+                       loc=self.loc(name))
+        return units_as_values(s, {p.name for p in params} | {st.name for st in states}
+                               | {"dt", "w"})
 
     # ------------------------------------------------------------ network
     def shape(self, t: Tree | None) -> tuple[int, ...] | None:
@@ -387,3 +401,48 @@ class Builder:
 
 def build_module(tree: Tree, file: str, errors: Collector) -> ir.Module:
     return Builder(file, errors).module(tree)
+
+
+def units_as_values(block, defined: set[str]):
+    """A unit name multiplied or divided into an expression (``0.04 / mV``,
+    ``40 * mV``, as in Brian2) is the quantity ``1 mV``, unless the block
+    declares that name.  A unit name standing alone stays a name (so a typo is
+    still an undefined name)."""
+
+    def unit(e):
+        if not isinstance(e, ir.Name) or e.id in defined:
+            return None
+        try:
+            scale, _ = parse_unit(e.id)
+        except UnitError:
+            return None
+        return ir.Num(value=scale, unit=e.id, text=f"1 {e.id}", loc=e.loc)
+
+    def walk(x):
+        if isinstance(x, ir.BinOp):
+            left, right = walk(x.left), walk(x.right)
+            if x.op in ("*", "/"):
+                left = unit(left) or left
+                right = unit(right) or right
+            if left is x.left and right is x.right:
+                return x
+            return x.model_copy(update={"left": left, "right": right})
+        if isinstance(x, ir.Name | ir.Num | ir.Str | ir.Attr) or x is None:
+            return x
+        if isinstance(x, tuple):
+            new = tuple(walk(v) for v in x)
+            return x if all(a is b for a, b in zip(new, x)) else new
+        if isinstance(x, ir.Node):
+            upd = {}
+            for f in type(x).model_fields:
+                if f in ("loc", "clamp"):
+                    continue
+                v = getattr(x, f)
+                if isinstance(v, ir.Node | tuple):
+                    nv = walk(v)
+                    if nv is not v:
+                        upd[f] = nv
+            return x.model_copy(update=upd) if upd else x
+        return x
+
+    return walk(block)

@@ -133,6 +133,10 @@ class Formatter:
             items.append((line, group[0].loc.col if group[0].loc else 0,
                           "; ".join(("update " if k == 0 else "") + self.assign(a)
                                     for k, a in enumerate(group))))
+        for line, group in _group(n.jumps):
+            items.append((line, group[0].loc.col if group[0].loc else 0,
+                          "; ".join(("jump " if k == 0 else "") + self.assign(a)
+                                    for k, a in enumerate(group))))
         for c in n.spikes:
             items.append((*self._pos(c), f"spike {expr(c)}"))
         if n.reset:
@@ -143,7 +147,8 @@ class Formatter:
         elif n.reset_detach:
             items.append((n.loc.line + 1 if n.loc else 0, 0, "reset detach"))
         if n.refractory is not None:
-            items.append((*self._pos(n.refractory), f"refractory {expr(n.refractory)}"))
+            clamp = f" [clamp {', '.join(c.id for c in n.clamp)}]" if n.clamp is not None else ""
+            items.append((*self._pos(n.refractory), f"refractory {expr(n.refractory)}{clamp}"))
         if n.surrogate is not None:
             args = ", ".join(f"{k.name} = {expr(k.value)}" for k in n.surrogate.args)
             items.append((*self._pos(n.surrogate),

@@ -38,7 +38,7 @@ __all__ = ["KEYWORDS", "SpkLexer", "grammar_keywords", "keyword_drift", "textmat
 # ------------------------------------------------------------------ word lists
 # Every keyword of grammar/spk.lark (tests/test_highlight.py checks the set is equal).
 DECLARATIONS = ("neuron", "synapse", "network", "train", "test")
-STATEMENTS = ("param", "state", "input", "update", "spike", "reset", "detach", "refractory",
+STATEMENTS = ("param", "state", "input", "update", "jump", "spike", "reset", "detach", "refractory", "clamp",
               "surrogate", "method", "layer", "output", "plasticity", "on", "on_pre",
               "on_post", "drive", "from", "to", "run", "expect", "at")
 WORD_OPERATORS = ("and", "or", "not")

@@ -16,7 +16,7 @@ from spikedsl.errors import Collector, Loc
 from spikedsl.resources import grammar_path
 
 RESERVED = frozenset(
-    ["import", "neuron", "synapse", "network", "train", "test", "param", "state", "input", "update", "spike", "reset", "detach", "refractory", "surrogate", "method", "layer", "output", "plasticity", "on", "from", "to", "at", "run", "drive", "expect", "and", "or", "not", "on_pre", "on_post"]
+    ["import", "neuron", "synapse", "network", "train", "test", "param", "state", "input", "update", "jump", "clamp", "spike", "reset", "detach", "refractory", "surrogate", "method", "layer", "output", "plasticity", "on", "from", "to", "at", "run", "drive", "expect", "and", "or", "not", "on_pre", "on_post"]
 )
 
 _TOKEN_NAMES = {

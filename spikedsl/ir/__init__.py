@@ -152,10 +152,12 @@ class Neuron(Node):
     inputs: tuple[InputDecl, ...] = ()
     odes: tuple[ODE, ...] = ()
     updates: tuple[Assign, ...] = ()
+    jumps: tuple[Assign, ...] = ()
     spikes: tuple[Expr, ...] = ()
     reset: tuple[Assign, ...] = ()
     reset_detach: bool = False
     refractory: Expr | None = None
+    clamp: tuple[Name, ...] | None = None  # None: the states that reset assigns
     surrogate: Surrogate | None = None
 
 
@@ -302,12 +304,23 @@ class LNeuron(BaseModel):
     states: tuple[LState, ...]
     inputs: tuple[str, ...]
     input_dims: tuple[str, ...] = ()
-    method: Literal["exact", "euler", "rk2", "rk4", "update", "none"]
+    method: Literal["exact", "euler", "rk2", "rk4", "exponential_euler", "update", "none"]
     temps: tuple[Assign, ...] = ()
     updates: tuple[Assign, ...]
+    # instantaneous jumps at the start of the step (``s = expr``, in order, each
+    # reading the values the previous ones left), with this step's inputs
+    jumps: tuple[Assign, ...] = ()
     spiking: bool = True
     spike_x: Expr | None = None  # surrogate argument x = lhs - rhs
     spike_op: Literal[">=", ">"] = ">="
+    # a compound condition (comparisons joined by and/or); None: spike_x/spike_op
+    spike_cond: Expr | None = None
+    # states held at their value while refractory (default: the reset targets)
+    clamp: tuple[str, ...] = ()
+    # the step while refractory when it differs from ``updates`` for the
+    # unclamped states (exact/rk solutions of a system coupled to a clamped state)
+    refr_temps: tuple[Assign, ...] = ()
+    refr_updates: tuple[Assign, ...] = ()
     reset: tuple[Assign, ...] = ()
     reset_detach: bool = False
     refractory: Number = 0.0  # duration in the neuron's time unit (s or steps)

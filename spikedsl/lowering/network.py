@@ -230,6 +230,26 @@ class NetworkLowering:
         return name, state, src.shape, False
 
     # -------------------------------------------------------------- projections
+    def weight_dim_ok(self, call: ir.Call, n: ir.Neuron, target: str,
+                      dims: dict[str, str]) -> bool:
+        """A fixed weight (``sparse``, ``one_to_one``) has the dimension of the
+        neuron input it feeds: ``weight = 1.62 mV`` into ``input Ie : mV``."""
+        if call.func not in ("sparse", "one_to_one"):
+            return True
+        from spikedsl.checks.neuron import Dims
+        from spikedsl.ir.units import ONE, dim_str, parse_dim
+
+        want = parse_dim(dims[target]) if target in dims else ONE
+        w = call.kw("weight")
+        got = ONE if w is None else Dims({}, {}, Collector())(w)
+        if got is None or got == want:
+            return True
+        unit = next((i.unit for i in n.inputs if i.name == target), None)
+        self.errors.add("weight-dim", (w or call).loc, got=dim_str(got), input=target,
+                        neuron=n.name, want=dim_str(want),
+                        example=f"{unit}" if unit else "a plain number")
+        return False
+
     def projection(self, call: ir.Call, layer_name: str, out_shape, target_input: str,
                    param_name: str, stateless=False):
         kind = call.func
@@ -497,6 +517,8 @@ class NetworkLowering:
             counts[src_name] = counts.get(src_name, 0) + 1
             pname = name if not multi else f"{name}.{src_name}" + (
                 f"_{counts[src_name]}" if counts[src_name] > 1 else "")
+            if not self.weight_dim_ok(call, n, target, dims):
+                continue
             d = self.projection(call, name, lay.shape, target, pname)
             if d is not None:
                 projs.append(d)
@@ -705,7 +727,7 @@ class NetworkLowering:
                 continue
             overrides[k.name] = v
         ls = lower_synapse(syn, overrides, self.scope.dims.get(f"synapse:{rule}", {}))
-        return ir.LPlasticity(rule=place(ls, self.dt), source=p.source, target=p.target,
+        return ir.LPlasticity(rule=place(ls, self.dt, self.dt_unit), source=p.source, target=p.target,
                               projection=proj.param_name)
 
     # -------------------------------------------------------------- driver
@@ -762,7 +784,7 @@ class NetworkLowering:
             return None
         # declaration order is a topological order of feed-forward edges
         layers = tuple(self.layers[n] for n in self.order)
-        layers = tuple(la.model_copy(update={"neuron": place(la.neuron, self.dt)})
+        layers = tuple(la.model_copy(update={"neuron": place(la.neuron, self.dt, self.dt_unit)})
                        if la.neuron is not None else la for la in layers)
         return ir.LNetwork(name=net.name, dt=self.dt, dt_unit=self.dt_unit, steps=steps,
                            layers=layers, outputs=tuple(outputs), plasticity=tuple(plast),

@@ -24,7 +24,7 @@ from spikedsl.ir.surrogates import DEFAULT as DEFAULT_SURROGATE
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import dim_str
 
-METHODS = ("exact", "euler", "rk2", "rk4")
+METHODS = ("exact", "euler", "rk2", "rk4", "exponential_euler")
 
 
 class NonLinear(Exception):
@@ -290,7 +290,90 @@ def surrogate_of(n: ir.Neuron) -> ir.LSurrogate:
     return ir.LSurrogate(name=n.surrogate.name, args=SURROGATES[n.surrogate.name].resolve(given))
 
 
+def exponential_euler_step(states: list[str], rhs: list[ir.Expr], taken: set[str]):
+    """Brian2's ``exponential_euler``: each equation dx/dt = A + B·x, linear in
+    its own state with A, B depending on the others (held at their old values),
+    is stepped exactly: x' = x + dt·(A + B·x)·exprel(B·dt), which is
+    -A/B + (x + A/B)·exp(B·dt), and Euler where B = 0."""
+    import sympy as sp
+
+    temps: list[ir.Assign] = []
+    updates: list[ir.Assign] = []
+    for s, f in zip(states, rhs):
+        table: dict[str, ir.Expr] = {}
+        opaque = _opaque(_clean(f), {s}, table)
+        syms: dict = {}
+        fs = to_sympy(opaque, syms)
+        x = syms.setdefault(s, sp.Symbol(s, real=True))
+        B = sp.simplify(sp.diff(fs, x))
+        if x in B.free_symbols:
+            raise NonLinear(_fmt_sym(fs))
+        A = sp.simplify(fs.subs(x, 0))
+        if x in A.free_symbols:
+            raise NonLinear(_fmt_sym(fs))
+        xs = ir.Name(id=s)
+        dt = ir.Name(id="dt")
+        if B == 0:
+            updates.append(ir.Assign(target=s, value=add(xs, mul(dt, _clean(f)))))
+            continue
+        b_name = _fresh(f"B_{s}", taken)
+        temps.append(ir.Assign(target=b_name, value=substitute(from_sympy(B), table)))
+        b = ir.Name(id=b_name)
+        slope = add(substitute(from_sympy(A), table), mul(b, xs))
+        step = mul(mul(dt, slope), ir.Call(func="exprel", args=(mul(b, dt),)))
+        updates.append(ir.Assign(target=s, value=add(xs, step)))
+    return temps, updates
+
+
+def ode_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str]):
+    """Temporaries and updates of one step of an ODE system with ``method``."""
+    if method == "exact":
+        return exact_step(states, rhs)
+    if method == "exponential_euler":
+        return exponential_euler_step(states, rhs, taken)
+    return explicit_step(method, states, rhs, taken)
+
+
+def _as_set(a: ir.Assign) -> ir.Assign:
+    """``s += e`` / ``s -= e`` as ``s = s + e`` / ``s = s - e`` (no location)."""
+    v = _clean(a.value)
+    if a.op == "+=":
+        v = add(ir.Name(id=a.target), v)
+    elif a.op == "-=":
+        v = ir.BinOp(op="-", left=ir.Name(id=a.target), right=v)
+    return ir.Assign(target=a.target, value=v)
+
+
+def _spike(c: ir.Expr) -> tuple[ir.Expr | None, str]:
+    """A comparison as (x, op) with spike where x >= 0 (op ">=") or x > 0 (">");
+    None for ``==`` / ``!=`` guards (no surrogate)."""
+    if c.op in (">=", ">"):
+        return ir.BinOp(op="-", left=_clean(c.left), right=_clean(c.right)), c.op
+    if c.op in ("<=", "<"):
+        return (ir.BinOp(op="-", left=_clean(c.right), right=_clean(c.left)),
+                ">=" if c.op == "<=" else ">")
+    return None, c.op
+
+
+def normal_spike_cond(c: ir.Expr) -> ir.Expr:
+    """A compound condition with every ordering comparison as ``x >= 0`` /
+    ``x > 0`` (x the surrogate argument); guards kept as written."""
+    if isinstance(c, ir.BoolOp):
+        return ir.BoolOp(op=c.op, left=normal_spike_cond(c.left),
+                         right=normal_spike_cond(c.right))
+    x, op = _spike(c)
+    if x is None:
+        return _clean(c)
+    return ir.Compare(op=op, left=x, right=num(0.0))
+
+
+def _same(a: list[ir.Assign], b: list[ir.Assign]) -> bool:
+    return [(x.target, _dump_noloc(x.value)) for x in a] == \
+        [(x.target, _dump_noloc(x.value)) for x in b]
+
+
 def choose_method(n: ir.Neuron) -> str:
+    """The ODE method (``update`` / ``none`` without ODEs)."""
     if not n.odes:
         return "update" if n.updates else "none"
     methods = {o.method for o in n.odes if o.method}
@@ -341,56 +424,77 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
     taken = {p.name for p in n.params} | {s.name for s in n.states} | {
         i.name for i in n.inputs} | {"dt"}
     temps: list[ir.Assign] = []
+    updates: list[ir.Assign] = []
     linear = False
-    if method == "update":
-        updates = []
-        for a in n.updates:
-            v = _clean(a.value)
-            if a.op == "+=":
-                v = add(ir.Name(id=a.target), v)
-            elif a.op == "-=":
-                v = ir.BinOp(op="-", left=ir.Name(id=a.target), right=v)
-            updates.append(ir.Assign(target=a.target, value=v))
-    elif method == "none":
-        updates = []
-    else:
-        order = [o.state for o in n.odes]
-        rhs = [o.rhs for o in n.odes]
+    order = [o.state for o in n.odes]
+    rhs = [o.rhs for o in n.odes]
+    if n.odes:
         linear = is_linear(order, rhs) is None
-        if method == "exact":
-            temps, updates = exact_step(order, rhs)
-        else:
-            temps, updates = explicit_step(method, order, rhs, taken)
-    spike_x, spike_op, spiking = None, ">=", bool(n.spikes)
+        temps, updates = ode_step(method, order, rhs, taken)
+    if n.updates:
+        # ODEs first; `update` statements then read the states as the ODE step
+        # left them (named temporaries), the other states as before the step
+        after = {}
+        for u in updates:
+            if any(u.target in names(a.value) for a in n.updates):
+                t = _fresh(f"ode_{u.target}", taken)
+                temps.append(ir.Assign(target=t, value=u.value))
+                after[u.target] = ir.Name(id=t)
+        updates = [ir.Assign(target=u.target, value=after.get(u.target, u.value))
+                   for u in updates]
+        updates += [ir.Assign(target=a.target, value=substitute(a.value, after))
+                    for a in map(_as_set, n.updates)]
+    clamp = tuple(c.id for c in n.clamp) if n.clamp is not None else tuple(
+        dict.fromkeys(a.target for a in n.reset))
+    refr_temps: list[ir.Assign] = []
+    refr_updates: list[ir.Assign] = []
+    if n.refractory is not None and n.odes and set(clamp) & set(order):
+        # while refractory the clamped states are held: step the rest of the
+        # system with their derivatives 0 (exactly, where the method is exact)
+        held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
+        rt, ru = ode_step(method, order, held, set(taken) | {t.target for t in temps})
+        ru = [u for u in ru if u.target not in clamp]
+        normal = [u for u in updates if u.target in set(order) - set(clamp)]
+        if not _same(ru, normal):
+            refr_temps, refr_updates = rt, ru
+    spike_x, spike_op, spike_cond, spiking = None, ">=", None, bool(n.spikes)
     if n.spikes:
         c = n.spikes[0]
-        assert isinstance(c, ir.Compare)
-        if c.op in (">=", ">"):
-            spike_x = ir.BinOp(op="-", left=_clean(c.left), right=_clean(c.right))
-            spike_op = c.op
+        if isinstance(c, ir.Compare):
+            spike_x, spike_op = _spike(c)
         else:
-            spike_x = ir.BinOp(op="-", left=_clean(c.right), right=_clean(c.left))
-            spike_op = ">=" if c.op == "<=" else ">"
+            spike_cond = normal_spike_cond(c)
     refr = evaluate(n.refractory, env) if n.refractory is not None else 0.0
     uses_units = neuron_uses_units(n)
     return ir.LNeuron(
         name=n.name, params=tuple(params), states=tuple(states),
         inputs=tuple(i.name for i in n.inputs),
         input_dims=tuple(dims.get(i.name, "1") for i in n.inputs),
-        method=method, temps=tuple(temps), updates=tuple(updates), spiking=spiking,
-        spike_x=spike_x, spike_op=spike_op,
+        method=method, temps=tuple(temps), updates=tuple(updates),
+        jumps=tuple(map(_as_set, n.jumps)), spiking=spiking,
+        spike_x=spike_x, spike_op=spike_op, spike_cond=spike_cond, clamp=clamp,
+        refr_temps=tuple(refr_temps), refr_updates=tuple(refr_updates),
         reset=tuple(a.model_copy(update={"value": _clean(a.value), "loc": None})
                     for a in n.reset),
         reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
         uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
 
 
-def place(n: ir.LNeuron | ir.LSynapse, net_dt: float) -> ir.LNeuron | ir.LSynapse:
+def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
+          dt_unit: str | None = "s") -> ir.LNeuron | ir.LSynapse:
     """A lowered neuron (or synapse rule) as part of a network whose ``dt`` is
-    ``net_dt``: resolves ``dt`` of its step (``net_dt``, seconds, when it uses
-    units, else 1.0: time in steps) and, for a neuron, the number of refractory
-    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period."""
-    dt = float(net_dt) if n.uses_units else 1.0
+    ``net_dt`` (seconds when ``dt_unit`` is set, else a unitless number):
+    resolves ``dt`` of its step and, for a neuron, the number of refractory
+    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period.
+
+    A neuron with units steps by ``net_dt`` seconds.  A unitless neuron counts
+    time in its own unit: a unitless network ``dt`` (``dt = 0.5``) is the step
+    in that unit; with a network ``dt`` that has a unit, its unit is the step
+    (``dt`` is 1)."""
+    if n.uses_units:
+        dt = float(net_dt)
+    else:
+        dt = float(net_dt) if dt_unit is None else 1.0
     if isinstance(n, ir.LSynapse):
         return n.model_copy(update={"dt": dt})
     R = math.ceil(n.refractory / dt - 1e-9) if n.refractory and n.refractory > 0 else 0
@@ -413,10 +517,7 @@ def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,
         method = next((o.method for o in s.odes if o.method), None) or (
             "exact" if is_linear(order, rhs) is None else "euler")
         taken = {p.name for p in s.params} | {st.name for st in s.states} | {"dt", "w"}
-        if method == "exact":
-            temps, updates = exact_step(order, rhs)
-        else:
-            temps, updates = explicit_step(method, order, rhs, taken)
+        temps, updates = ode_step(method, order, rhs, taken)
 
     def norm(stmts):
         return tuple(a.model_copy(update={"value": _clean(a.value), "loc": None}) for a in stmts)

@@ -200,9 +200,13 @@ class _Neuron:
 
         self.temps = [(t.target, comp(t.value)) for t in nrn.temps]
         self.updates = [(u.target, comp(u.value)) for u in nrn.updates]
-        self.spike = comp(nrn.spike_x) if nrn.spiking and nrn.spike_x else None
+        self.jumps = [(j.target, comp(j.value)) for j in nrn.jumps]
+        self.refr_temps = [(t.target, comp(t.value)) for t in nrn.refr_temps]
+        self.refr_updates = [(u.target, comp(u.value)) for u in nrn.refr_updates]
+        cond = nrn.spike_cond if nrn.spike_cond is not None else nrn.spike_x
+        self.spike = comp(cond) if nrn.spiking and cond is not None else None
         self.reset = [(a.target, a.op, comp(a.value)) for a in nrn.reset]
-        self.held = {a.target for a in nrn.reset}
+        self.held = set(nrn.clamp)
         self.R = refractory_steps(net, nrn)
         self.full = (W.B,) + tuple(lay.shape)
         with A.errstate():
@@ -284,34 +288,46 @@ class _Run:
         for p in lay.projections:
             x = self.source(p.source, p.source_state, n, p.delay, p.in_shape)
             I[p.target_input] = I[p.target_input] + W.apply(p, x).reshape(full)
-        # b. refractory: inputs are 0 and the states assigned in `reset` are held
+        # b. refractory: the clamped states keep their values, the others evolve
         refractory = c.r > 0
         any_refr = c.R > 0 and A.any(refractory)
-        if any_refr:
-            for k, v in I.items():
-                I[k] = A.where(refractory, 0.0, v)
         with A.errstate():
-            # c. temporaries in order, then every update on the old states, at once
             env = dict(c.params)
             env.update(st)
             env.update(I)
+            # c. jumps in order, each reading what the previous ones left
+            for s, f in c.jumps:
+                v = A.full(f(env), full)
+                if any_refr and s in c.held:
+                    v = A.where(refractory, st[s], v)
+                st[s] = env[s] = v
+            # d. temporaries in order, then every update on the old states, at once
             for tname, f in c.temps:
                 env[tname] = f(env)
             new = [(s, f(env)) for s, f in c.updates]
+            if any_refr and c.refr_updates:
+                renv = dict(env)
+                for tname, f in c.refr_temps:
+                    renv[tname] = f(renv)
+                alt = {s: f(renv) for s, f in c.refr_updates}
+                new = [(s, A.where(refractory, alt[s], v) if s in alt else v) for s, v in new]
             for s, v in new:
                 v = A.full(v, full)
                 if any_refr and s in c.held:
                     v = A.where(refractory, st[s], v)
                 st[s] = v
-            # d. spike on the new states: z = H(x), 0 while refractory
+            # e. spike on the new states: z = H(condition), 0 while refractory
             env.update(st)
             if c.spike is not None:
                 x = c.spike(env)
-                fire = (x >= 0) if nrn.spike_op == ">=" else (x > 0)
+                if nrn.spike_cond is not None:
+                    fire = A.full(x, full) > 0.5
+                else:
+                    fire = (x >= 0) if nrn.spike_op == ">=" else (x > 0)
                 z = A.to_float(fire & ~refractory)
             else:
                 z = A.zeros(full)
-            # e. pre-reset record, then the reset statements in order where z = 1
+            # f. pre-reset record, then the reset statements in order where z = 1
             for s in nrn.state_names:
                 hist[f"{name}.{s}_pre"].append(st[s])
             if c.reset and A.any(z):
@@ -327,7 +343,7 @@ class _Run:
                         st[target] = A.to_float(s - z * e)
         for s in nrn.state_names:
             hist[f"{name}.{s}"].append(st[s])
-        # f. refractory counter: R where z = 1, else max(r - 1, 0)
+        # g. refractory counter: R where z = 1, else max(r - 1, 0)
         if c.R > 0:
             c.r = A.count_down(c.r, z > 0, c.R)
         # plasticity 4: on_post where the neuron spiked; record the weights

@@ -423,7 +423,7 @@ def _neuron_case(prog, t, st, seed, batch, tol, base_dir) -> Case:
     if "dt" in st:
         dt = _num(st["dt"].value)
         unit = st["dt"].value.unit if isinstance(st["dt"].value, ir.Num) else None
-    neuron = place(neuron, dt)
+    neuron = place(neuron, dt, unit)
     timed = unit is not None
     steps = _steps(t, st, dt)
     clock = _Clock(dt, steps)

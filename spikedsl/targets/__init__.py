@@ -46,7 +46,7 @@ PROJECTIONS = frozenset({"dense", "conv2d", "sparse", "one_to_one"})
 STAGES = frozenset({"avgpool2d", "sumpool2d", "maxpool2d", "flatten", "batchnorm", "dropout"})
 CELLS = frozenset({"slstm", "sconv_lstm"})
 ENCODERS = frozenset({"direct", "poisson", "latency", "spikes"})
-METHODS = frozenset({"exact", "euler", "rk2", "rk4", "update", "none"})
+METHODS = frozenset({"exact", "euler", "rk2", "rk4", "exponential_euler", "update", "none"})
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
         summary="an NIR graph (docs/nir.md); run: exported, imported back, interpreted",
         requires=("nir",),
         caps=Capabilities(stages=frozenset({"avgpool2d", "sumpool2d", "flatten", "dropout"}),
-                          cells=frozenset(), layer_functions=frozenset(), states=(1, 2),
+                          cells=frozenset(), layer_functions=frozenset(), states=(1, None),
                           refractory=False, plasticity=frozenset(), delays=False,
                           approximable=frozenset({"refractory", "delay"}), devices=(),
                           partial_traces=True,
@@ -193,8 +193,8 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
                  "plasticity": "NIR graphs hold no learning rules",
                  "delay": "NIR graphs have no step delays (allow_approx drops the delay)",
                  "states": "NIR neurons have one (LIF, IF, LI, I) or two (CubaLIF, CubaLI)",
-                 "refractory": "it has a refractory period; NIR neurons have none "
-                               "(allow_approx drops it)"},
+                 "refractory": "it has a refractory period (holding {held} for {steps} steps "
+                               "after a spike); NIR neurons have none (allow_approx drops it)"},
     ),
 )})
 
@@ -244,7 +244,9 @@ def _neuron(t: Target, n, file: str, options: Mapping) -> None:
         raise unsupported(t.title, what, f"method {n.method}: {t.reason('method')}", loc)
     if n.refractory > 0 and not caps.refractory and not (
             approx and "refractory" in caps.approximable):
-        raise unsupported(t.title, what, t.reason("refractory"), loc)
+        held = ", ".join(f"'{c}'" for c in n.clamp) or "no state"
+        raise unsupported(t.title, what, t.reason("refractory").format(
+            held=held, steps=n.refractory_steps), loc)
 
 
 def _network(t: Target, net, options: Mapping) -> None:

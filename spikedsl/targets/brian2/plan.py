@@ -23,6 +23,7 @@ from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import names as expr_names
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv
 from spikedsl.targets import require
+from spikedsl.targets.brian2.code import Internal, neuron_code, rule_code
 from spikedsl.targets.brian2.printer import (
     B2Printer,
     DimError,
@@ -273,7 +274,9 @@ class Planner:
         if lay.kind != "neuron":
             return
         neu = lay.neuron
-        names = Names()
+        # "w" is the weight of every synapse: Brian2 refuses a pre- or postsynaptic
+        # variable of the same name (AdEx's adaptation current w becomes w_1)
+        names = Names({"w"})
         nm: dict[str, str] = {}
         dims: dict[str, Dim] = {}
         for q in neu.params:
@@ -443,9 +446,15 @@ class Planner:
         on_post = None
         update = None
         record_w = None
+        rc = None
         if lp is not None:
-            model, extra_pre, on_post, update = self._rule(lp, w_dim, p)
-            on_pre = "\n".join([on_pre] + extra_pre)
+            # Brian2 refuses a synaptic variable named as a pre- or postsynaptic one
+            avoid = set().union(*(self.ctx[k][0].taken for k in (lay.name, port.layer)
+                                  if k in self.ctx))
+            rc = rule_code(lp.rule, w_dim, avoid)
+            self.plan.units |= rc.units
+            model, on_post, update = rc.model, rc.post, rc.update
+            on_pre = "\n".join([on_pre] + rc.pre)
             record_w = f"{p.param_name}.weight"
         event = "spike" if port.kind == "spike" else f"nz_{port.var}"
         delay = self._brian_delay(p, port, lay.name)
@@ -457,11 +466,11 @@ class Planner:
                   on_post=on_post, on_event=event, delay=delay, setup=setup, n_pre=n_in,
                   n_post=n_out, record_w=record_w)
         syn.assign.append(f"{py}.w = np.tile(w, batch){times_unit}")
-        if lp is not None:
-            for var, value, d in self._rule_sets:
+        if rc is not None:
+            for var, value, d in rc.sets:
                 u = unit_expr(d)
                 syn.assign.append(f"{py}.{var} = {value!r}" + _times(u))
-            for var, txt in self._rule_inits:
+            for var, txt in rc.inits:
                 syn.assign.append(f'{py}.{var} = "{txt}"')
         if update is not None:
             syn.update = update
@@ -472,66 +481,6 @@ class Planner:
                                                  (n_out, n_in))
         self.plan.synapses.append(syn)
         return syn
-
-    # ------------------------------------------------------------ synapse rules
-    def _rule(self, lp: ir.LPlasticity, w_dim: Dim, p: ir.LProjection):
-        rule = lp.rule
-        names = Names({"w"})
-        nm = {"w": "w"}
-        dims: dict[str, Dim] = {"w": w_dim}
-        for q in rule.params:
-            nm[q.name] = names.user(q.name)
-            dims[q.name] = dim_of(q.dim)
-        for s in rule.states:
-            nm[s.name] = names.user(s.name)
-            dims[s.name] = dim_of(s.dim)
-        for t in rule.temps:
-            nm[t.target] = names.user(t.target)
-        for stripped in (False, True):
-            pr = B2Printer(nm, dims, dt="dt" if rule.uses_units else "1.0", stripped=stripped)
-            try:
-                model = [f"w : {unit_expr(w_dim) or '1'}"]
-                for s in rule.states:
-                    model.append(f"{nm[s.name]} : {unit_expr(dims[s.name]) or '1'}")
-                for q in rule.params:
-                    model.append(f"{nm[q.name]} : {unit_expr(dims[q.name]) or '1'} "
-                                 f"(shared, constant)")
-                code = []
-                for t in rule.temps:
-                    s, d = pr.expr(t.value)
-                    dims[t.target] = d
-                    code.append(f"{nm[t.target]} = {s}")
-                news = []
-                for u in rule.updates:
-                    tmp = names.fresh(f"{nm[u.target]}_next")
-                    s, d = pr.expr(u.value)
-                    if not stripped and d != dims.get(u.target, ONE):
-                        raise DimError("update")
-                    code.append(f"{tmp} = {s}" if not stripped else
-                                f"{tmp} = ({s})" + (f"*{pr.unit(dims[u.target])}"
-                                                    if dims.get(u.target, ONE) != ONE else ""))
-                    news.append((nm[u.target], tmp))
-                code += [f"{a} = {b}" for a, b in news]
-                pre = [pr.assign(a.target, a.value, a.op) for a in rule.on_pre]
-                post = [pr.assign(a.target, a.value, a.op) for a in rule.on_post]
-                self.plan.units |= pr.units
-                for line in model:
-                    self.plan.units |= unit_names(line.split(":")[1].split("(")[0])
-                break
-            except DimError:
-                if stripped:
-                    raise
-        # parameter values and initial states: set after the synapses exist
-        self._rule_sets = [(nm[q.name], q.value, dims[q.name]) for q in rule.params]
-        self._rule_inits = []
-        for s in rule.states:
-            txt, d = pr.expr(s.init)
-            if pr.stripped and dims[s.name] != ONE:
-                txt = f"({txt})*{pr.unit(dims[s.name])}"
-            self._rule_inits.append((nm[s.name], txt))
-        del p
-        return model, pre, ("\n".join(post) if post else None), (
-            "\n".join(code) if code else None)
 
     # ------------------------------------------------------------ neurons
     def _neuron(self, lay: ir.LLayer) -> None:
@@ -545,9 +494,8 @@ class Planner:
         g = Group(py=py, layer=lay.name, kind="neuron", shape=tuple(lay.shape), title=title)
         self.groups[lay.name] = g
         # internal names
-        lock = names.fresh("lock") if R else None
-        rc = names.fresh("rc") if R else None
-        hold = names.fresh("hold") if R else None
+        internal = Internal(*(names.fresh(x) for x in ("lock", "rc", "hold"))) if R \
+            else Internal()
         bias_names = {}
         items: list = []
         # synapses first (their orders precede the update)
@@ -555,25 +503,28 @@ class Planner:
         for inp, terms in biases.items():
             bias_names[inp] = names.fresh(f"bias_{nm[inp]}")
         # the spike condition or the reset may read an input: then the effective
-        # input (bias added, refractory gate applied) stays in the accumulator
-        # until an extra "clear" step after the reset
+        # input (bias added) stays in the accumulator until an extra "clear"
+        # step after the reset
+        cond = neu.spike_cond if neu.spike_cond is not None else neu.spike_x
         uses_input_late = any(set(neu.inputs) & expr_names(x) for x in
-                              ([neu.spike_x] if neu.spike_x is not None else []) +
+                              ([cond] if cond is not None else []) +
                               [a.value for a in neu.reset])
         eff = {}
         for inp in neu.inputs:
-            if inp in bias_names or R:
+            if inp in bias_names:
                 eff[inp] = nm[inp] if uses_input_late else names.fresh(f"{nm[inp]}_in")
         for stripped in (False, True):
             try:
-                code = self._neuron_code(neu, nm, dims, eff, bias_names, lock, rc, hold, R,
-                                         held, pre_vars, stripped, uses_input_late)
+                code = neuron_code(neu, nm, dims, eff, bias_names, internal, pre_vars,
+                                   stripped=stripped, uses_input_late=uses_input_late)
+                code_stripped = stripped
                 break
             except DimError:
                 if stripped:
                     raise
-        step, threshold, reset, pr, clear = code
-        self.plan.units |= pr.units
+        step, threshold, reset, clear = code.step, code.threshold, code.reset, code.clear
+        self.plan.units |= code.units
+        pr = B2Printer(nm, dims, dt="dt" if neu.uses_units else repr(float(neu.dt or 1.0)))
         # variables
         V = g.variables
         for s in neu.states:
@@ -589,8 +540,8 @@ class Planner:
         for s, v in pre_vars.items():
             V.append(Var(v, unit_expr(dims[s]) or "1", comment=f"{s} before the reset"))
         if R:
-            V.append(Var(lock, "boolean", comment="refractory in this step"))
-            V.append(Var(rc, "integer", comment=f"refractory steps left (R = {R})"))
+            V.append(Var(internal.lock, "boolean", comment="refractory in this step"))
+            V.append(Var(internal.rc, "integer", comment=f"refractory steps left (R = {R})"))
         for v in V:
             self.plan.units |= unit_names(v.unit)
         # parameter values, biases, initial states
@@ -605,7 +556,7 @@ class Planner:
                           + _times(u))
         for s in neu.states:
             txt, d = pr.expr(s.init)
-            if d != dims[s.name] or pr.stripped:
+            if d != dims[s.name] or code_stripped:
                 # a plain number for a dimensioned state: print it stripped
                 sp = B2Printer(nm, dims, dt="1.0", stripped=True)
                 txt, _ = sp.expr(s.init)
@@ -621,7 +572,6 @@ class Planner:
             g.pre_monitor_order = self.next()
             g.reset = reset
             g.reset_order = self.next()
-        self._clear = clear
         if clear:
             g.events["clear"] = "True"
             g.event_order["clear"] = self.next()
@@ -656,83 +606,6 @@ class Planner:
                                              tuple(lay.shape))
         self.plan.groups.append(g)
         self._block(title, g, items)
-
-    def _neuron_code(self, neu, nm, dims, eff, bias_names, lock, rc, hold, R, held, pre_vars,
-                     stripped, uses_input_late):
-        dt = "dt" if neu.uses_units else "1.0"
-        names_in = dict(nm)
-        for i, e in eff.items():
-            names_in[i] = e
-        pr = B2Printer(names_in, dims, dt=dt, stripped=stripped)
-        pr_post = B2Printer(names_in, dims, dt=dt, stripped=stripped)
-        lines: list[str] = []
-        if R:
-            lines.append(f"{lock} = {rc} > 0")
-            lines.append(f"{rc} = {rc} - int({lock})")
-            lines.append(f"{hold} = int({lock})")
-        for i, e in eff.items():
-            src = nm[i] + (f" + {bias_names[i]}" if i in bias_names else "")
-            if R:
-                src = f"({src})*(1 - {hold})"
-            lines.append(f"{e} = {src}")
-        temp_dims = dict(dims)
-        pr.dims = temp_dims
-        for t in neu.temps:
-            s, d = pr.expr(t.value)
-            temp_dims[t.target] = d
-            lines.append(f"{nm[t.target]} = {s}")
-        news = []
-        single = len(neu.updates) == 1 and not (R and neu.updates[0].target in held)
-        taken = set(nm.values()) | set(eff.values()) | {x for x in (lock, rc, hold) if x}
-        for u in neu.updates:
-            target = nm[u.target]
-            want = dims.get(u.target, ONE)
-            s, d = pr.expr(u.value)
-            if stripped:
-                if want != ONE:
-                    s = f"({s})*{pr.unit(want)}"
-            elif d != want:
-                raise DimError(f"update of {u.target}")
-            if single:
-                lines.append(f"{target} = {s}")
-                continue
-            tmp = f"{target}_next"
-            while tmp in taken:
-                tmp += "_"
-            taken.add(tmp)
-            lines.append(f"{tmp} = {s}")
-            news.append((u.target, target, tmp))
-        for state, target, tmp in news:
-            if R and state in held:
-                lines.append(f"{target} = {tmp}*(1 - {hold}) + {target}*{hold}")
-            else:
-                lines.append(f"{target} = {tmp}")
-        for s, v in pre_vars.items():
-            lines.append(f"{v} = {nm[s]}")
-        clear = None
-        clears = []
-        for i in neu.inputs:
-            z = pr.zero(dims[i]) if not stripped else (
-                "0.0" if dims[i] == ONE else f"0.0*{pr.unit(dims[i])}")
-            clears.append(f"{nm[i]} = {z}")
-        if uses_input_late:
-            clear = "; ".join(clears)
-        else:
-            lines += clears
-        pr_post.dims = temp_dims
-        threshold = None
-        reset = None
-        if neu.spiking and neu.spike_x is not None:
-            x, d = pr_post.expr(neu.spike_x)
-            threshold = f"{x} {neu.spike_op} {pr_post.zero(d)}"
-            if R:
-                threshold = f"({threshold}) and not {lock}"
-            rs = [pr_post.assign(a.target, a.value, a.op) for a in neu.reset]
-            if R:
-                rs.append(f"{rc} = {R}")
-            reset = "\n".join(rs) if rs else None
-        pr.units |= pr_post.units
-        return "\n".join(lines), threshold, reset, pr, clear
 
     # ------------------------------------------------------------ stages
     def _stage(self, lay: ir.LLayer) -> None:

@@ -61,7 +61,7 @@ _RESERVED = {
 
 def is_reserved(name: str) -> bool:
     """Can ``name`` not be a variable of a Brian2 group?"""
-    return (name in _RESERVED or keyword.iskeyword(name) or name.startswith("_")
+    return (name in _RESERVED or keyword.iskeyword(name) or name.startswith(("_", "xi_"))
             or name.endswith(("_pre", "_post")) or bool(_UNIT_RE.match(name)))
 
 
@@ -74,6 +74,8 @@ class Names:
 
     def fresh(self, base: str) -> str:
         name = base if not base.startswith("_") else f"u{base}"
+        if name == "xi" or name.startswith("xi_"):  # Brian2's noise terms: xi, xi_*
+            name = f"u_{name}"
         if name.endswith(("_pre", "_post")):
             name += "_"
         cand, k = name, 1
@@ -155,6 +157,7 @@ class B2Printer(Printer):
     AND = "and"
     OR = "or"
     NOT = "not "
+    POLY = _POLY  # the dimension of a literal zero (also of a temporary equal to 0)
 
     def __init__(self, names: dict[str, str], dims: dict[str, Dim], *, dt: str = "1.0",
                  stripped: bool = False):
@@ -245,7 +248,7 @@ class B2Printer(Printer):
             return self.dt, 9, ONE, False
         name = self.names.get(e.id, e.id)
         d = self.dims.get(e.id, ONE)
-        if self.stripped and d != ONE:
+        if self.stripped and d not in (ONE, _POLY):
             return f"({name}/{self.unit(d)})", 9, ONE, False
         return name, 9, d, False
 
@@ -261,10 +264,10 @@ class B2Printer(Printer):
             d = self._unify_text(e, ls, ld, rs, rd)
             ls, rs = d[1], d[2]
             d = d[0]
-        elif e.op == "*":
-            d = dmul(self._one(ld), self._one(rd))
+        elif e.op == "*":  # zero times anything is a zero of any dimension
+            d = _POLY if _POLY in (ld, rd) else dmul(self._one(ld), self._one(rd))
         elif e.op == "/":
-            d = ddiv(self._one(ld), self._one(rd))
+            d = _POLY if ld == _POLY else ddiv(self._one(ld), self._one(rd))
         else:
             if self._one(rd) != ONE:
                 raise DimError("dimensioned exponent")

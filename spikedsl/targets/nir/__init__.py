@@ -145,6 +145,8 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
             matched[name] = m
             meta = {"neuron": n.name, "discretization": m.discretization,
                     "surrogate": _surrogate_text(n)}
+            if m.dirac:
+                meta["input"] = "dirac"
             if m.spike_op is not None:
                 meta["spike_op"] = m.spike_op
                 if m.spike_op == ">=":

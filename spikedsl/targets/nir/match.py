@@ -23,6 +23,7 @@ import numpy as np
 from spikedsl import ir
 from spikedsl.errors import Loc, Unsupported, unsupported
 from spikedsl.ir.exprs import SpkPrinter, from_sympy, names, substitute, to_sympy
+from spikedsl.ir.visitor import ExprVisitor
 from spikedsl.lowering.weights import np_eval
 
 
@@ -35,14 +36,159 @@ def fmt(e) -> str:
 
 
 def inline(n: ir.LNeuron) -> dict[str, ir.Expr]:
-    """state -> its new value as one expression (temporaries substituted)."""
+    """state -> its new value as one expression: the jumps (in order, each reading
+    what the previous ones left), then the temporaries, substituted into the updates."""
     mapping: dict[str, ir.Expr] = {}
+    for j in n.jumps:
+        mapping[j.target] = substitute(j.value, mapping)
+    out = {s.name: mapping.get(s.name, ir.Name(id=s.name)) for s in n.states}
     for t in n.temps:
         mapping[t.target] = substitute(t.value, mapping)
-    out = {s.name: ir.Name(id=s.name) for s in n.states}
     for u in n.updates:
         out[u.target] = substitute(u.value, mapping)
     return out
+
+
+def step_values(n: ir.LNeuron, env: dict, st: dict, ins: dict, shape) -> dict[str, np.ndarray]:
+    """The new states of one step (no refractory, no spike), evaluated in order as
+    the reference interpreter does: jumps, temporaries, updates on the old values."""
+    e = {**env, **st, **ins}
+    for j in n.jumps:
+        e[j.target] = np.broadcast_to(np_eval(j.value, e), shape).astype(np.float64)
+    jumped = {s: e[s] for s in n.state_names}
+    for t in n.temps:
+        e[t.target] = np_eval(t.value, e)
+    out = dict(jumped)
+    for u in n.updates:
+        out[u.target] = np.broadcast_to(np_eval(u.value, e), shape).astype(np.float64)
+    return out
+
+
+# ------------------------------------------------------------------ cheap linearity test
+_CONST, _AFFINE, _OTHER = 0, 1, 2
+
+
+class _Linearity(ExprVisitor):
+    """Structural class of an expression in the variables, without SymPy:
+    ``(0, None)`` free of them, ``(1, None)`` affine, ``(2, term)`` otherwise, with
+    the smallest sub-expression that is not affine.  Conservative: a product of
+    affine factors that cancel is still class 2 (the caller confirms numerically)."""
+
+    def __init__(self, classes: dict[str, tuple[int, ir.Expr | None]]):
+        self.classes = classes
+
+    def visit_num(self, e):
+        return _CONST, None
+
+    visit_str = visit_attr = visit_num
+
+    def visit_name(self, e):
+        return self.classes.get(e.id, (_CONST, None))
+
+    def visit_neg(self, e):
+        return self.visit(e.operand)
+
+    def _join(self, e, parts, affine_ok: bool):
+        worst = max(c for c, _ in parts)
+        if worst == _OTHER:
+            return _OTHER, next(t for c, t in parts if c == _OTHER)
+        if worst == _AFFINE and not affine_ok:
+            return _OTHER, e
+        return worst, None
+
+    def visit_bin(self, e):
+        lc, rc = self.visit(e.left), self.visit(e.right)
+        if e.op in ("+", "-"):
+            return self._join(e, [lc, rc], True)
+        if e.op == "*":
+            return self._join(e, [lc, rc], lc[0] == _CONST or rc[0] == _CONST)
+        if e.op == "/":
+            return self._join(e, [lc, rc], rc[0] == _CONST)
+        one = isinstance(e.right, ir.Num) and e.right.value == 1  # x ** 1
+        return self._join(e, [lc, rc], one)
+
+    def visit_call(self, e):
+        parts = [self.visit(a) for a in e.args] + [self.visit(k.value) for k in e.kwargs]
+        if e.func == "where" and len(parts) == 3 and parts[0][0] == _CONST:
+            return self._join(e, parts[1:], True)  # a branch chosen by parameters only
+        return self._join(e, parts, False)
+
+    def visit_cmp(self, e):
+        return self._join(e, [self.visit(e.left), self.visit(e.right)], False)
+
+    visit_bool = visit_cmp
+
+    def visit_not(self, e):
+        return self._join(e, [self.visit(e.operand)], False)
+
+    def visit_list(self, e):
+        return self._join(e, [self.visit(x) for x in e.items], False)
+
+
+def nonlinear_term(n: ir.LNeuron, variables: set[str]) -> tuple[str, ir.Expr] | None:
+    """A state whose step is (structurally) not affine in ``variables`` and the term
+    in the way, walking jumps, temporaries and updates in order (no inlining, no
+    SymPy: fast on any neuron); None when every step is affine."""
+    cls: dict[str, tuple[int, ir.Expr | None]] = {v: (_AFFINE, None) for v in variables}
+    temps: dict[str, ir.Expr] = {}
+    found: dict[str, tuple[int, ir.Expr | None]] = {}
+    for j in n.jumps:
+        cls[j.target] = found[j.target] = _Linearity(cls).visit(j.value)
+    for t in n.temps:
+        cls[t.target] = _Linearity(cls).visit(t.value)
+        temps[t.target] = t.value
+    for u in n.updates:
+        found[u.target] = _Linearity(cls).visit(u.value)
+    for s in n.state_names:  # in declaration order
+        c, term = found.get(s, (_AFFINE, None))
+        if c == _OTHER:
+            shown = substitute(term, temps) if names(term) & set(temps) else term
+            if len(SpkPrinter()(shown)) > 160:
+                shown = term
+            return s, shown
+    return None
+
+
+def term_text(term: ir.Expr) -> str:
+    """A (small) term as SymPy writes it: ``v * v`` -> ``v**2``."""
+    text = SpkPrinter()(term)
+    if len(text) <= 160:
+        try:
+            return fmt(to_sympy(term, {}))
+        except Exception:
+            pass
+    return text
+
+
+def _confirmed_nonlinear(n: ir.LNeuron, state: str, env: dict, init: dict, inp: str | None,
+                         shape) -> bool:
+    """Second differences of the step of ``state`` along random directions from the
+    initial state: not zero (or not finite) for a step that is not affine."""
+    rng = np.random.default_rng(0)
+    ins0 = {i: np.zeros(shape) for i in n.inputs}
+    base_st = {s: init[s] for s in n.state_names}
+    base_in = dict(ins0)
+    for scale in (1e-1, 1e-2, 1e-3):
+        d = {s: scale * (np.abs(x) + 1.0) * rng.choice((-1.0, 1.0), size=shape)
+             for s, x in base_st.items()}
+        if inp:
+            d[inp] = scale * rng.choice((-1.0, 1.0), size=shape)
+        f = []
+        for k in (0.0, 1.0, 2.0):
+            st = {s: base_st[s] + k * d[s] for s in base_st}
+            ins = {**base_in, **({inp: k * d[inp]} if inp else {})}
+            with np.errstate(all="ignore"):
+                try:
+                    f.append(step_values(n, env, st, ins, shape)[state])
+                except Exception:
+                    return True
+        d2 = f[2] - 2.0 * f[1] + f[0]
+        if not np.all(np.isfinite(d2)):
+            return True
+        size = np.abs(f[0]) + np.abs(f[1]) + np.abs(f[2])
+        if np.any(np.abs(d2) > 1e-7 * size + 1e-300):
+            return True
+    return False
 
 
 @dataclass
@@ -122,6 +268,20 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
             an.init[s.name] = np.broadcast_to(np_eval(s.init, env), shape).astype(np.float64)
         except Exception:
             raise an.refuse(f"the initial value of '{s.name}' cannot be evaluated") from None
+    # cheap refusals first (no SymPy): a step that is not affine, a compound spike
+    nl = nonlinear_term(n, set(an.states) | ({an.inp} if an.inp else set()))
+    if nl is not None and _confirmed_nonlinear(n, nl[0], env, an.init, an.inp, shape):
+        s, term = nl
+        how = (f"its {n.method} step" if n.method in ("exponential_euler", "rk2", "rk4")
+               else "its step")
+        raise an.refuse(
+            f"{how} is not linear: the step of '{s}' contains the term "
+            f"'{term_text(term)}', which is not linear in the states and the input "
+            f"(quadratic, adaptive or otherwise nonlinear dynamics)")
+    if n.spiking and n.spike_cond is not None:
+        raise an.refuse(
+            f"its spike condition '{SpkPrinter()(n.spike_cond)}' joins comparisons with "
+            f"and/or; {target} neurons fire on one threshold of one state (v > v_th)")
     new = inline(n)
     syms: dict = {}
     for s in an.states:
@@ -159,9 +319,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
     ins0 = {i: np.zeros(shape) for i in n.inputs}
 
     def step(st, ins):
-        e = {**env, **st, **ins}
-        return {s: np.broadcast_to(np_eval(new[s], e), shape).astype(np.float64)
-                for s in an.states}
+        return step_values(n, env, st, ins, shape)
 
     base = step(zeros, ins0)
     for s in an.states:
@@ -263,6 +421,13 @@ class NirNeuron:
     threshold: np.ndarray | None  # the threshold as written (before nextafter for >=)
     init: dict[str, np.ndarray]
     notes: list[str]
+    dirac: bool = False  # CubaLIF/CubaLI driven by a Dirac impulse per step (a jump)
+
+
+def _stays_zero(an: Analysis, x: str) -> bool:
+    return (x != an.v and np.all(an.init[x] == 0) and np.all(an.Bn[x] == 0)
+            and np.all(an.cn[x] == 0) and not any(a.target == x for a in an.neuron.reset)
+            and all(np.all(an.An[(x, y)] == 0) for y in an.states if y != x))
 
 
 def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
@@ -270,8 +435,17 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
     n = an.neuron
     notes: list[str] = []
     method = n.method
-    S = an.states
+    # a state that starts at 0 and that nothing drives stays 0 (NEST's inhibitory
+    # current when only excitatory spikes arrive): it is left out
+    S = [x for x in an.states if not _stays_zero(an, x)] or list(an.states)
+    for x in an.states:
+        if x not in S:
+            notes.append(f"{n.name}: the state '{x}' stays 0 (nothing drives it): left out")
+    if len(S) > 2:
+        raise an.refuse(f"it has {len(S)} states; NIR neurons have one (LIF, IF, LI, I) or two "
+                        "(CubaLIF, CubaLI)")
     spiking = n.spiking and an.v is not None
+    dirac = False
     if spiking and an.v_reset is None:
         raise an.refuse(f"its reset '{an.reset_text}' is not a reset to a fixed value "
                         "(subtractive reset cannot be expressed; allow_approx resets to 0)")
@@ -288,12 +462,13 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
         else:
             if np.any(a == 1):
                 raise an.refuse("some neurons of the layer leak and others do not")
-            if method in ("exact", "rk2", "rk4"):
+            if method in ("exact", "exponential_euler", "rk2", "rk4"):
+                # (exponential Euler steps a linear one-state equation exactly)
                 if not (np.all(a > 0) and np.all(a < 1)):
                     raise an.refuse(f"the decay factor of '{v}' ({fmt(sa)}) is not in (0, 1)")
                 tau = -dt_s / np.log(a)
                 disc = "exact"
-                if method != "exact":
+                if method in ("rk2", "rk4"):
                     notes.append(f"{n.name}: the {method} step is written as the LIF whose exact "
                                  "step equals it")
             else:
@@ -332,32 +507,57 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
             raise an.refuse(f"the membrane '{v}' does not read the current '{s}'")
         if not (np.all(a_s < 1) and np.all(a_m < 1)):
             raise an.refuse("a decay factor is not below 1 (NIR's CubaLIF leaks both states)")
-        if method == "exact":
+        family = {"exact": "exact", "euler": "euler", "update": "euler",
+                  "exponential_euler": "exponential_euler"}.get(method)
+        if family is None:
+            raise an.refuse(f"its {method} step of a two-state system is neither the exact, "
+                            "an exponential Euler nor an Euler step of NIR's CubaLIF")
+        if family == "euler":
+            tau_s, tau_m = dt_s / (1 - a_s), dt_s / (1 - a_m)
+        else:
             if not (np.all(a_s > 0) and np.all(a_m > 0)):
                 raise an.refuse("a decay factor is not positive")
-            tau_s = -dt_s / np.log(a_s)
-            tau_m = -dt_s / np.log(a_m)
-            w_in = Bs / (1 - a_s)
-            v_leak = cv / (1 - a_m)
+            tau_s, tau_m = -dt_s / np.log(a_s), -dt_s / np.log(a_m)
+        v_leak = cv / (1 - a_m)
+        if family == "exact":
+            # v' = a_m v + g r s + ...: g couples the current into the membrane over a step
             same = np.isclose(tau_s, tau_m, rtol=1e-12)
             with np.errstate(all="ignore"):
                 g = np.where(same, dt_s / tau_m * a_m,
                              tau_s * (a_s - a_m) / np.where(same, 1.0, tau_s - tau_m))
-            r = Avs / g
-            bv = r * w_in * (1 - a_m) - w_in * Avs
-            if not close(bv, Bv):
-                raise an.refuse(f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, not "
-                                "as in the exact step of NIR's CubaLIF")
-            disc = "exact"
-        elif method in ("euler", "update"):
-            tau_s = dt_s / (1 - a_s)
-            tau_m = dt_s / (1 - a_m)
+        else:
+            g = 1 - a_m  # v reads the current of the start of the step
+        r = Avs / g
+        disc = family
+        jumped = any(j.target == s for j in n.jumps)
+        if jumped:
+            # a jump of the current at the start of the step: NIR's CubaLIF driven by a
+            # Dirac impulse of area I*dt per step, which moves the current by
+            # w_in*I*dt/tau_syn; the step then runs without input
+            if not np.all(a_s != 0):
+                raise an.refuse(f"the current '{s}' decays to 0 within one step")
+            k = Bs / a_s  # the jump per unit of input
+            if not close(Bv, Avs * k):
+                raise an.refuse(
+                    f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, not only "
+                    f"through the jump of '{s}' (NIR's CubaLIF with Dirac input)")
+            w_in = k * tau_s / dt_s
+            dirac = True
+        else:
+            # the input held over the step: tau_syn ds/dt = -s + w_in I
             w_in = Bs / (1 - a_s)
-            v_leak = cv / (1 - a_m)
-            if an.is_zero(an.B[v], Bv):
-                r = Avs / (1 - a_m)  # explicit Euler: v reads the old current
-                disc = "euler"
-            else:
+            dirac = False
+            if family == "exact":
+                bv = r * w_in * (1 - a_m) - w_in * Avs
+                if not close(bv, Bv):
+                    raise an.refuse(f"the input reaches '{v}' with coefficient {fmt(an.B[v])}, "
+                                    "not as in the exact step of NIR's CubaLIF")
+            elif family == "exponential_euler":
+                if not an.is_zero(an.B[v], Bv):
+                    raise an.refuse(
+                        f"the input reaches '{v}' with coefficient {fmt(an.B[v])}; in the "
+                        "exponential Euler step of NIR's CubaLIF only the current does")
+            elif not an.is_zero(an.B[v], Bv):
                 # semi-implicit Euler (snnTorch Synaptic): v reads the new current
                 r = Bv / ((1 - a_m) * Bs)
                 if not close(Avs, (1 - a_m) * r * a_s):
@@ -366,9 +566,6 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
                         f"input with {fmt(an.B[v])}; that is neither the explicit nor the "
                         "semi-implicit Euler step of NIR's CubaLIF")
                 disc = "semi_implicit"
-        else:
-            raise an.refuse(f"its {method} step of a two-state system is neither the exact nor "
-                            "an Euler step of NIR's CubaLIF")
         params = {"tau_syn": tau_s, "tau_mem": tau_m, "r": r, "v_leak": v_leak, "w_in": w_in}
         kind = "CubaLIF" if spiking else "CubaLI"
         syn = s
@@ -394,4 +591,4 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
         init["i"] = an.init[syn]
     return NirNeuron(kind=kind, params=params, discretization=disc, v=v, syn=syn,
                      spike_op=n.spike_op if spiking else None, threshold=thr, init=init,
-                     notes=notes)
+                     notes=notes, dirac=dirac)

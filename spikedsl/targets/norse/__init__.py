@@ -26,8 +26,10 @@ from spikedsl.resources import templates_dir
 from spikedsl.targets import require
 from spikedsl.targets.nir.match import analyse
 from spikedsl.targets.norse.match import NorseNeuron, match_norse
-from spikedsl.targets.torch import NetGen, _key, _load_class, _torch_dtype, _tup, run_module
+from spikedsl.targets.torch import NetGen, _load_class, _torch_dtype, run_module
 from spikedsl.targets.torch.expr import TorchPrinter, number, prepare
+from spikedsl.targets.torch.keys import key as _key
+from spikedsl.targets.torch.keys import tup as _tup
 
 TARGET = "Norse"
 __all__ = ["TARGET", "build", "check", "convert", "plan", "run"]

@@ -13,6 +13,10 @@ same function; otherwise the refusal names the term that differs.
 | ``v' = a v + b I + c``, no spike                   | ``LIBoxCell``                 |
 | ``i' = a_s (i + s I)``, ``v' = a_m v + (1-a_m)(v_leak + i + s I)`` | ``LIFCell`` / ``LICell`` |
 | ``i' = a_s i + b_s I``, ``v' = a_m v + (1-a_m)(v_leak + r i')``    | ``LIBoxCell`` -> ``LIFBoxCell`` / ``LIBoxCell`` |
+
+Jumps are part of the step (``jump i += I`` followed by an Euler step is exactly
+Norse's ``lif_feed_forward_step``: ``i_jump = i + I``, ``v += dt/tau_mem (v_leak - v
++ i_jump)``, ``i = i_jump - dt/tau_syn i_jump``, then the spike and the reset).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
+from spikedsl.ir.exprs import SpkPrinter
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.targets.nir.match import Analysis, fmt
 
@@ -84,6 +89,9 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
     import sympy as sp
 
     n = an.neuron  # one or two states, no refractory period (spikedsl.targets)
+    if n.spike_cond is not None:
+        raise an.refuse(f"its spike condition '{SpkPrinter()(n.spike_cond)}' joins "
+                        "comparisons with and/or; Norse's cells spike on one threshold")
     S = an.states
     spiking = n.spiking and an.v is not None
     notes: list[str] = []
@@ -159,7 +167,8 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
                 raise an.refuse(
                     f"'{v}' reads the old current '{s}' and not the input (explicit Euler); "
                     f"Norse's LIFCell adds the input to the current before the membrane reads "
-                    f"it, so the step of '{v}' would need an input term '"
+                    f"it (as 'jump {s} += {an.inp or 'I'}' does), so the step of '{v}' would "
+                    f"need an input term '"
                     f"{fmt((Avs * Bs / a_s) * sp.Symbol(an.inp or 'I')) if want is not None else '?'}'")
             raise an.refuse(
                 f"the input enters the step of '{v}' as '{fmt(Bv * sp.Symbol(an.inp or 'I'))}', "

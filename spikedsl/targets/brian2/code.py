@@ -1,0 +1,261 @@
+"""Brian2 abstract code of one neuron's lowered step and of a synapse rule
+(no brian2 import here; :mod:`spikedsl.targets.brian2.plan` places the code
+in the schedule).
+
+A neuron's step is one ``run_regularly`` block, in the order of
+docs/semantics.md: the refractory flag, the effective inputs (accumulated
+synaptic input plus biases), the ``jumps`` in order, the temporaries, every
+update on the old states (committed at once), the step while refractory
+(``refr_temps`` / ``refr_updates``) for the unclamped states, and the
+clamped states held.  Brian2 has no conditional expression: a choice by the
+refractory flag ``hold`` (0 or 1) is written ``a*(1 - hold) + b*hold``, which
+is exactly ``a`` or ``b`` for finite values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spikedsl import ir
+from spikedsl.ir.units import ONE, Dim
+from spikedsl.targets.brian2.printer import (
+    B2Printer,
+    DimError,
+    Names,
+    dim_of,
+    unit_expr,
+    unit_names,
+)
+
+
+# ----------------------------------------------------------------- neurons
+@dataclass
+class NeuronCode:
+    step: str
+    threshold: str | None
+    reset: str | None
+    clear: str | None  # clears the inputs after the reset (inputs read late)
+    units: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Internal:
+    """Brian2 names of the refractory machinery (None without refractory)."""
+
+    lock: str | None = None  # refractory in this step (boolean)
+    rc: str | None = None  # refractory steps left (integer)
+    hold: str | None = None  # int(lock), the blend factor
+
+
+def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
+                eff: dict[str, str], bias_names: dict[str, str], internal: Internal,
+                pre_vars: dict[str, str], *, stripped: bool,
+                uses_input_late: bool) -> NeuronCode:
+    """The step, threshold and reset code of ``neu``.  ``nm``: spec name ->
+    Brian2 name; ``eff``: input -> name of its effective value (bias added)
+    when it differs from the accumulator; ``pre_vars``: state -> copy before
+    the reset.  Raises :class:`DimError` when the code does not check with
+    units (the caller then prints it ``stripped``)."""
+    R = neu.refractory_steps or 0
+    hold = internal.hold
+    dt = "dt" if neu.uses_units else repr(float(neu.dt if neu.dt is not None else 1.0))
+    names_in = dict(nm)
+    names_in.update(eff)
+    pr = B2Printer(names_in, dims, dt=dt, stripped=stripped)
+    taken = (set(nm.values()) | set(eff.values()) | set(bias_names.values())
+             | set(pre_vars.values()) | {x for x in (internal.lock, internal.rc, hold) if x})
+
+    def fresh(base: str) -> str:
+        cand = base
+        while cand in taken:
+            cand += "_"
+        taken.add(cand)
+        return cand
+
+    def value(target: str, e: ir.Expr) -> str:
+        """``e`` for an assignment to state ``target`` (dimension checked)."""
+        want = dims.get(target, ONE)
+        s, d = pr.expr(e)
+        if stripped:
+            return f"({s})*{pr.unit(want)}" if want != ONE else s
+        if d != want and not (d == ONE and _is_zero(e)):
+            raise DimError(f"assignment to {target}")
+        return pr.zero(want) if d != want else s
+
+    clamp = set(neu.clamp) if R else set()
+    lines: list[str] = []
+    if R:
+        lines.append(f"{internal.lock} = {internal.rc} > 0")
+        lines.append(f"{internal.rc} = {internal.rc} - int({internal.lock})")
+        lines.append(f"{hold} = int({internal.lock})")
+    for i, e in eff.items():
+        lines.append(f"{e} = {nm[i]} + {bias_names[i]}")
+    # jumps, in order, each reading what the previous ones left; a jump of a
+    # clamped state is lost while refractory
+    for j in neu.jumps:
+        target, s = nm[j.target], value(j.target, j.value)
+        if j.target in clamp:
+            tmp = fresh(f"{target}_jump")
+            lines.append(f"{tmp} = {s}")
+            lines.append(f"{target} = {tmp}*(1 - {hold}) + {target}*{hold}")
+        else:
+            lines.append(f"{target} = {s}")
+    temp_dims = dict(dims)
+    pr.dims = temp_dims
+    for t in neu.temps:
+        s, d = _temp(pr, t.value)
+        temp_dims[t.target] = d
+        lines.append(f"{nm[t.target]} = {s}")
+    refr = {u.target: u for u in neu.refr_updates} if R else {}
+    single = (len(neu.updates) == 1 and neu.updates[0].target not in clamp
+              and neu.updates[0].target not in refr)
+    news = []
+    for u in neu.updates:
+        target, s = nm[u.target], value(u.target, u.value)
+        if single:
+            lines.append(f"{target} = {s}")
+            continue
+        tmp = fresh(f"{target}_next")
+        lines.append(f"{tmp} = {s}")
+        news.append((u.target, target, tmp))
+    # the step while refractory of the unclamped states (its own temporaries)
+    alt: dict[str, str] = {}
+    if refr:
+        r_names = dict(names_in)
+        pr.names = r_names
+        for t in neu.refr_temps:
+            s, d = _temp(pr, t.value)
+            temp_dims[t.target] = d
+            r_names[t.target] = fresh(t.target)
+            lines.append(f"{r_names[t.target]} = {s}")
+        for state, u in refr.items():
+            alt[state] = fresh(f"{nm[state]}_refr")
+            lines.append(f"{alt[state]} = {value(state, u.value)}")
+        pr.names = names_in
+    for state, target, tmp in news:
+        if state in alt:
+            lines.append(f"{target} = {tmp}*(1 - {hold}) + {alt[state]}*{hold}")
+        elif state in clamp:
+            lines.append(f"{target} = {tmp}*(1 - {hold}) + {target}*{hold}")
+        else:
+            lines.append(f"{target} = {tmp}")
+    for s, v in pre_vars.items():
+        lines.append(f"{v} = {nm[s]}")
+    clears = []
+    for i in neu.inputs:
+        z = pr.zero(dims[i]) if not stripped else (
+            "0.0" if dims[i] == ONE else f"0.0*{pr.unit(dims[i])}")
+        clears.append(f"{nm[i]} = {z}")
+    clear = None
+    if uses_input_late:
+        clear = "; ".join(clears)
+    else:
+        lines += clears
+    # threshold and reset read the new states (and the temporaries' dimensions)
+    pr_post = B2Printer(names_in, temp_dims, dt=dt, stripped=stripped)
+    threshold = reset = None
+    if neu.spiking and (neu.spike_cond is not None or neu.spike_x is not None):
+        if neu.spike_cond is not None:
+            threshold = pr_post.cond(neu.spike_cond)
+        else:
+            x, d = pr_post.expr(neu.spike_x)
+            threshold = f"{x} {neu.spike_op} {pr_post.zero(d)}"
+        if R:
+            threshold = f"({threshold}) and not {internal.lock}"
+        rs = [pr_post.assign(a.target, a.value, a.op) for a in neu.reset]
+        if R:
+            rs.append(f"{internal.rc} = {R}")
+        reset = "\n".join(rs) if rs else None
+    return NeuronCode("\n".join(lines), threshold, reset, clear, pr.units | pr_post.units)
+
+
+def _is_zero(e: ir.Expr) -> bool:
+    return isinstance(e, ir.Num) and e.value == 0 and not e.unit
+
+
+def _temp(pr: B2Printer, e: ir.Expr) -> tuple[str, object]:
+    """A temporary's text and dimension; a literal zero (the derivative of a
+    clamped state in the refractory step) keeps the dimension of whatever it
+    meets."""
+    if _is_zero(e):
+        return "0.0", pr.POLY
+    return pr.expr(e)
+
+
+# ----------------------------------------------------------------- synapse rules
+@dataclass
+class RuleCode:
+    model: list[str]  # Synapses model lines (w, rule states, parameters)
+    pre: list[str]  # on_pre statements of the rule (after transmission)
+    post: str | None  # on_post code
+    update: str | None  # the rule's own dynamics (run_regularly)
+    sets: list[tuple[str, float, Dim]]  # parameter values (name, SI value, dimension)
+    inits: list[tuple[str, str]]  # initial values of the rule states (name, code)
+    units: set[str] = field(default_factory=set)
+
+
+def rule_code(rule: ir.LSynapse, w_dim: Dim, avoid: set[str] = frozenset()) -> RuleCode:
+    """The Brian2 code of a synapse rule on a projection whose weight has
+    dimension ``w_dim``; ``avoid``: names of the pre- and postsynaptic groups
+    (Brian2 refuses a synaptic variable with the name of one of theirs)."""
+    names = Names({"w"} | set(avoid))
+    nm = {"w": "w"}
+    dims: dict[str, Dim] = {"w": w_dim}
+    for q in rule.params:
+        nm[q.name] = names.user(q.name)
+        dims[q.name] = dim_of(q.dim)
+    for s in rule.states:
+        nm[s.name] = names.user(s.name)
+        dims[s.name] = dim_of(s.dim)
+    for t in rule.temps:
+        nm[t.target] = names.user(t.target)
+    units: set[str] = set()
+    for stripped in (False, True):
+        pr = B2Printer(nm, dims, dt="dt" if rule.uses_units else repr(float(rule.dt)),
+                       stripped=stripped)
+        try:
+            model = [f"w : {unit_expr(w_dim) or '1'}"]
+            for s in rule.states:
+                model.append(f"{nm[s.name]} : {unit_expr(dims[s.name]) or '1'}")
+            for q in rule.params:
+                model.append(f"{nm[q.name]} : {unit_expr(dims[q.name]) or '1'} "
+                             f"(shared, constant)")
+            code = []
+            for t in rule.temps:
+                s, d = pr.expr(t.value)
+                dims[t.target] = d
+                code.append(f"{nm[t.target]} = {s}")
+            news = []
+            for u in rule.updates:
+                tmp = names.fresh(f"{nm[u.target]}_next")
+                s, d = pr.expr(u.value)
+                if not stripped and d != dims.get(u.target, ONE):
+                    raise DimError("update")
+                code.append(f"{tmp} = {s}" if not stripped else
+                            f"{tmp} = ({s})" + (f"*{pr.unit(dims[u.target])}"
+                                                if dims.get(u.target, ONE) != ONE else ""))
+                news.append((nm[u.target], tmp))
+            code += [f"{a} = {b}" for a, b in news]
+            pre = [pr.assign(a.target, a.value, a.op) for a in rule.on_pre]
+            post = [pr.assign(a.target, a.value, a.op) for a in rule.on_post]
+            units |= pr.units
+            for line in model:
+                units |= unit_names(line.split(":")[1].split("(")[0])
+            break
+        except DimError:
+            if stripped:
+                raise
+    # parameter values and initial states: set after the synapses exist
+    sets = [(nm[q.name], q.value, dims[q.name]) for q in rule.params]
+    inits = []
+    for s in rule.states:
+        txt, _ = pr.expr(s.init)
+        if pr.stripped and dims[s.name] != ONE:
+            txt = f"({txt})*{pr.unit(dims[s.name])}"
+        inits.append((nm[s.name], txt))
+    units |= pr.units
+    return RuleCode(model, pre, "\n".join(post) if post else None,
+                    "\n".join(code) if code else None, sets, inits, units)
+
+
+__all__ = ["Internal", "NeuronCode", "RuleCode", "neuron_code", "rule_code"]
