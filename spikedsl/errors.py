@@ -183,7 +183,7 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
         "{platform}: layer '{layer}': {what} is not supported: {reason} [{source}]",
         "{hint}",
     ),
-    # --- weights files and NIR import (spikedsl/back/nir.py, spikedsl/nir_import.py) ---
+    # --- weights files and NIR import (spikedsl/lowering/weights.py, targets/nir/importer.py)
     "weights-file": ("cannot read weights file '{path}': {reason}", None),
     "weights-shape": ("weights entry '{name}' has shape {got}, expected {expected}", None),
     "weights-missing-key": (

@@ -398,9 +398,12 @@ test "t" {
     assert testing.summary(rs) == "1 passed, 1 failed, 1 skipped"
 
 
-def test_a_missing_target_module_is_a_skip():
-    with pytest.raises(testing.Skip, match="does not exist yet"):
-        testing._import_target("spikedsl.targets.no_such_target")
+def test_an_unknown_target_is_a_skip():
+    net = spikedsl.loads("neuron N { state v = 0; input I; update v = I; spike v >= 1 }\n"
+                         "network Net { steps = 2; input x[1] : direct; layer h[1] = N <- "
+                         "one_to_one(x); output h }").network().ir
+    with pytest.raises(testing.Skip, match="unknown target 'no_such_target'"):
+        testing.run_target("no_such_target", net, {"x": np.zeros((2, 1, 1))})
 
 
 def test_every_target_either_passes_or_says_why(tmp_path):

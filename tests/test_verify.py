@@ -173,12 +173,10 @@ def test_cli_verify(tmp_path, capsys):
 
 def test_cli_verify_with_torch(tmp_path, capsys):
     pytest.importorskip("torch")
-    from spikedsl.runtime.testing import Skip, _import_target
+    from spikedsl import targets
 
-    try:
-        _import_target("spikedsl.targets.torch")
-    except Skip as e:
-        pytest.skip(str(e))
+    if targets.unavailable("torch"):
+        pytest.skip(targets.unavailable("torch"))
     p = tmp_path / "net.spk"
     p.write_text(SPEC)
     code = cli(["verify", str(p), "-t", "reference,torch", "--steps", "10", "--input-scale", "2",

@@ -1,8 +1,9 @@
 """Stage 4: semantic checks of neurons and synapses, one function per rule.
 
 Every rule appends to the shared :class:`Collector`; no rule raises, and a
-rule skips what an earlier rule already reported (no cascades).  Network,
-train and test rules live in :mod:`spikedsl.lowering.network` and :mod:`spikedsl.checks_run`.
+rule skips what an earlier rule already reported (no cascades).  Network rules
+live in :mod:`spikedsl.lowering.network`, train and test rules in
+:class:`spikedsl.frontend.program.Program` (``_check_train``, ``_check_test``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Command line: ``spikedsl COMMAND ...`` (SPEC section 5).
+"""Command line: ``spikedsl COMMAND ...`` (README.md, "Command line").
 
 Exit codes: 0 success, 1 spec error (or failed tests/verification), 2 usage
 error.  No traceback reaches the user (set SPIKEDSL_DEBUG=1 to see one).
 Importing this module imports neither torch nor brian2: each command lives
 in ``spikedsl/cli/<name>.py`` with ``add_arguments(parser)`` and
-``main(args) -> int`` and imports heavy libraries inside ``main``.
+``main(args) -> int`` and imports heavy libraries inside ``main``.  Target
+names, devices and refusals come from :mod:`spikedsl.targets`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import importlib
 import os
 import sys
 
+from spikedsl.targets import GENERATORS
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("check", "parse, check and lower a spec; print a summary"),
     "ir": ("ir", "print the IR of a spec as JSON"),
-    "compile": ("compile", "generate code for a target (torch, norse, brian2, nir)"),
+    "compile": ("compile", f"generate code for a target ({', '.join(GENERATORS)})"),
     "fmt": ("fmt", "print a spec in canonical format (or rewrite it with -i)"),
     "train": ("train", "train a network as described by a train block"),
     "simulate": ("simulate", "simulate a network (Brian2 or torch), optionally with weights"),
@@ -36,24 +39,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-# which roadmap issue adds a command (shown while a command is not built yet)
-ROADMAP = {"train": 4, "simulate": 5, "plot": 5, "export-nir": 6, "import-nir": 6,
-           "test": 7, "verify": 7}
-
-
-def _missing_command(name: str):
-    def add_arguments(p):
-        p.add_argument("args", nargs="*")
-
-    def main(_args) -> int:
-        issue = ROADMAP.get(name)
-        where = f" (added by issue {issue} of the roadmap)" if issue else ""
-        print(f"spikedsl {name}: not implemented yet{where}", file=sys.stderr)
-        return 2
-
-    return add_arguments, main
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     parser = _Parser(prog="spikedsl", description="A compiler for spiking neural networks.")
     from spikedsl import __version__
@@ -63,13 +48,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     mains = {}
     for name, (mod, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        try:
-            m = importlib.import_module(f"spikedsl.cli.{mod}")
-            add, main = m.add_arguments, m.main
-        except ModuleNotFoundError:
-            add, main = _missing_command(name)
-        add(p)
-        mains[name] = main
+        m = importlib.import_module(f"spikedsl.cli.{mod}")
+        m.add_arguments(p)
+        mains[name] = m.main
     return parser, mains
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from spikedsl.cli._common import need_file, write_text
+from spikedsl.targets import GENERATORS
 
 
 def add_arguments(p) -> None:
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--target", "-t", required=True, choices=["torch", "norse", "brian2", "nir"])
+    p.add_argument("--target", "-t", required=True, choices=list(GENERATORS))
     p.add_argument("--network", "-n", help="network name (default: the only one)")
     p.add_argument("-o", "--output", help="output file (default: stdout; required for nir)")
 

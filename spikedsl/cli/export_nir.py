@@ -52,8 +52,8 @@ def main(args) -> int:
         return 2
     import nir
 
+    from spikedsl import targets
     from spikedsl.cli import _platform
-    from spikedsl.targets.nir import export
 
     bits = _platform.quantize_bits(args, "export-nir")
     if args.platform:  # nothing is written for a network that does not fit
@@ -77,8 +77,8 @@ def main(args) -> int:
         for k, q in qinfo.items():
             print(f"quantized {k}: {q['bits']}-bit, scale {q['scale']:.4g}, max |error| "
                   f"{q['max_abs_error']:.3g}")
-    graph, notes = export(handle.ir, weights=weights, allow_approx=args.allow_approx,
-                          dt=args.dt)
+    graph, notes = targets.export("nir", handle.ir, weights=weights,
+                                  allow_approx=args.allow_approx, dt=args.dt)
     if args.platform:
         graph.metadata["platform"] = args.platform
     if bits is not None:

@@ -19,10 +19,11 @@ import os
 import sys
 import time
 
+from spikedsl import targets
 from spikedsl.cli._common import need_file
 
 TARGETS = ("brian2", "torch")
-DEVICES = ("runtime", "numpy", "cython", "cpp_standalone", "cpu", "cuda")
+DEVICES = tuple(dict.fromkeys(d for t in TARGETS for d in targets.get(t).caps.devices))
 
 
 def _positive(text: str) -> int:
@@ -137,17 +138,16 @@ def _record_keys(net) -> tuple[list[str], list[str], list[str]]:
 def _run(net, X, args, weights, record):
     import numpy as np
 
+    devices = targets.get(args.target).caps.devices
+    if args.device is not None and args.device not in devices:
+        title = {"brian2": "Brian2"}.get(args.target, args.target)
+        raise ValueError(f"--device {args.device} is not a {title} device "
+                         f"({', '.join(devices)})")
+    targets.require(args.target, net)
     if args.target == "brian2":
-        from spikedsl.targets import brian2 as b2t
-
-        device = args.device or "runtime"
-        if device not in b2t.DEVICES:
-            raise ValueError(f"--device {device} is not a Brian2 device "
-                             f"({', '.join(b2t.DEVICES)})")
-        return b2t.simulate(net, X, weights=weights, device=device, record=record,
-                            batch_size=args.batch, seed=args.seed)
-    if args.device not in (None, "cpu", "cuda"):
-        raise ValueError(f"--device {args.device} is not a torch device (cpu, cuda)")
+        return targets.simulate("brian2", net, X, weights=weights,
+                                device=args.device or devices[0], record=record,
+                                batch_size=args.batch, seed=args.seed)
     from spikedsl.runtime.devices import torch_device
 
     device = torch_device(args.device)
@@ -162,11 +162,8 @@ def _run(net, X, args, weights, record):
         from spikedsl.runtime import reference
 
         return reference.run(net, X, weights=W, record=record, xp=torch, device=device)
-
-    from spikedsl.targets import torch as torch_target
-
-    out = torch_target.run(net, X, weights=W, dtype=torch.float64, record=record,
-                           device=device)
+    out = targets.run("torch", net, X, weights=W, dtype=np.float64, record=record,
+                      device=device)
     return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
             for k, v in out.items()}
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-TARGET_CHOICES = ("reference", "torch", "norse", "brian2", "nir")
+from spikedsl.targets import NAMES
+
+TARGET_CHOICES = NAMES  # reference, torch, norse, brian2, nir
 
 
 def add_arguments(p) -> None:

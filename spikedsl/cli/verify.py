@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 
 from spikedsl.cli._common import need_file
+from spikedsl.targets import NAMES
 
-TARGET_CHOICES = ("reference", "torch", "norse", "brian2", "nir")
+TARGET_CHOICES = NAMES  # reference, torch, norse, brian2, nir
 
 
 def add_arguments(p) -> None:

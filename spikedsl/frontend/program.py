@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from spikedsl import ir
+from spikedsl import ir, targets
 from spikedsl.checks.neuron import check_neuron, check_synapse
 from spikedsl.errors import Collector, Loc, SpecError
 from spikedsl.frontend.build import build_module
@@ -16,7 +16,7 @@ from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import ONE, TIME, ddiv, dim_str, parse_dim, parse_unit
 from spikedsl.lowering.network import Scope, lower_network
 
-# loss name -> its arguments and defaults (spikedsl/losses.py implements them;
+# loss name -> its arguments and defaults (spikedsl/runtime/losses.py implements them;
 # docs/training.md documents them)
 LOSSES = {"ce_rate": {}, "mse_rate": {"on": 1.0, "off": 0.0},
           "mse_membrane": {"on": 1.0, "off": 0.0}, "ce_membrane": {"reduce": "sum"},
@@ -28,11 +28,11 @@ SCHEDULES = ("cosine", "step", "none")
 METRICS = ("accuracy", "mse", "spike_mse", "loss", "rate")
 TRAIN_SETTINGS = ("network", "data", "loss", "optimizer", "batch", "epochs", "seed", "metrics",
                   "schedule", "dtype", "device", "compile", "grad_clip", "readout")
-TARGETS = ("torch", "norse", "brian2", "nir")
+TARGETS = targets.GENERATORS  # torch, norse, brian2, nir
 TEST_SETTINGS = ("neuron", "network", "dt", "targets", "seed", "steps", "batch", "tolerance")
 TEST_QUANTITIES = ("first_spike", "count", "spike_times", "rate", "spikes")
-# test blocks (docs/testing.md; spikedsl/testing.py runs them)
-TEST_TARGETS = ("reference",) + TARGETS
+# test blocks (docs/testing.md; spikedsl/runtime/testing.py runs them)
+TEST_TARGETS = targets.NAMES  # reference + TARGETS
 TEST_SPIKE_FUNCS = ("first_spike", "count", "spike_times", "rate")
 TEST_REDUCTIONS = ("max", "min", "mean", "sum", "last")
 # drive function -> (argument names in positional order, required arguments)
@@ -199,7 +199,7 @@ class Program:
 
     def _check_test(self, t: ir.Test) -> None:
         """Rules of a ``test`` block (syntax of drives and expectations:
-        docs/testing.md; the runner is spikedsl/testing.py)."""
+        docs/testing.md; the runner is spikedsl/runtime/testing.py)."""
         errors = self._errors
         seen: dict[str, ir.Setting] = {}
         for s in t.settings:
@@ -704,7 +704,8 @@ def _fmt_t(x: float, timed: bool) -> str:
 
 
 class NetworkHandle:
-    """One lowered network and its targets."""
+    """One lowered network and its targets (each call goes through
+    :mod:`spikedsl.targets`, so a refusal has the same text everywhere)."""
 
     def __init__(self, program: Program, lowered: ir.LNetwork):
         self.program = program
@@ -712,29 +713,29 @@ class NetworkHandle:
         self.name = lowered.name
 
     def to_torch(self, **kw):
-        from spikedsl.targets.torch import build
-
-        return build(self.ir, **kw)
+        """``nn.Module`` (``spikedsl.targets.torch.build``)."""
+        return targets.build("torch", self.ir, **kw)
 
     def to_norse(self, **kw):
-        from spikedsl.targets.norse import build
-
-        return build(self.ir, **kw)
+        """``nn.Module`` of Norse cells (``spikedsl.targets.norse.build``)."""
+        return targets.build("norse", self.ir, **kw)
 
     def to_brian2(self, **kw):
-        from spikedsl.targets.brian2 import simulate
-
-        return simulate(self.ir, **kw)
+        """Run in Brian2; outputs as numpy arrays (``spikedsl.targets.brian2.simulate``)."""
+        return targets.simulate("brian2", self.ir, **kw)
 
     def to_nir(self, **kw):
-        from spikedsl.targets.nir import convert
-
-        return convert(self.ir, **kw)
+        """``nir.NIRGraph`` (``spikedsl.targets.nir.convert``)."""
+        return targets.source("nir", self.ir, **kw)
 
     def source(self, target: str = "torch", **kw) -> str:
-        from spikedsl.targets import source
+        """Generated code for ``target``."""
+        return targets.source(target, self.ir, **kw)
 
-        return source(target, self.ir, **kw)
+    def refusal(self, target: str, **options):
+        """None if ``target`` can run this network, else the
+        :class:`~spikedsl.errors.Unsupported` error its entry points raise."""
+        return targets.refusal(target, self.ir, **options)
 
     @cached_property
     def layers(self) -> list[str]:

@@ -326,7 +326,7 @@ class LNeuron(BaseModel):
     refractory: Number = 0.0  # duration in the neuron's time unit (s or steps)
     surrogate: LSurrogate
     uses_units: bool = False
-    # Resolved when the neuron is placed in a network (spikedsl.lowering.network.place_neuron;
+    # Resolved when the neuron is placed in a network (spikedsl.lowering.neuron.place;
     # None for a neuron outside a network): the value of ``dt`` in its step (net.dt in
     # seconds when it uses units, else 1.0) and R = ceil(refractory / dt - 1e-9).
     dt: Number | None = None

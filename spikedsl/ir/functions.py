@@ -1,4 +1,4 @@
-"""The builtin functions of the language (SPEC 1.2): one row per function.
+"""The builtin functions of the language (docs/language.md): one row per function.
 
 Everything that reads a function call reads it here: the checks (arity and
 dimension rule), the scalar evaluator (``exprs.evaluate``), the numpy / torch

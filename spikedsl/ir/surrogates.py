@@ -1,4 +1,4 @@
-"""The surrogates of the spike (SPEC 1.2): one row per surrogate.
+"""The surrogates of the spike (docs/language.md): one row per surrogate.
 
 The spike is a Heaviside step of ``x = value - threshold``; backward, its
 derivative is replaced by the surrogate's ``dS/dx``.  Everything that knows a
@@ -14,7 +14,7 @@ Fields of a row (:class:`Surrogate`):
     every argument and its default value.  ``optional``: arguments whose 0
     means "not given" (dropped from the lowered surrogate).
 ``formula``
-    ``dS/dx`` as SPEC 1.2 writes it.
+    ``dS/dx`` as docs/language.md writes it.
 ``derivative(x, args)``
     ``dS/dx`` as an expression over ``x`` (the table's functions only);
     ``args``: every argument (defaults filled in).

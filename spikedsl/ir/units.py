@@ -1,4 +1,4 @@
-"""Physical units and dimensions (SPEC 1.1).
+"""Physical units and dimensions (docs/language.md, "Units").
 
 A dimension is a tuple of exponents over the SI base units (m, kg, s, A).
 Quantities are stored as SI floats; a unit string such as ``mV/ms`` or

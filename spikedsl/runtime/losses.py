@@ -1,4 +1,4 @@
-"""Loss functions and metrics of training runs (SPEC 1.4, docs/training.md).
+"""Loss functions and metrics of training runs (docs/training.md).
 
 Every loss is a plain function of tensors so that it can be checked by hand
 on tiny inputs.  Conventions:
@@ -142,7 +142,7 @@ def bce(out: torch.Tensor, target: torch.Tensor, *, probabilities: bool = True,
 
 def masked_membrane(v_pre: torch.Tensor, spikes: torch.Tensor, x: torch.Tensor, *,
                     theta: float) -> torch.Tensor:
-    """Roy, Panda & Roy's membrane loss (SPEC 1.4), for traces ``[T, B, ...]``:
+    """Roy, Panda & Roy's membrane loss (docs/training.md), for traces ``[T, B, ...]``:
 
     ``O = θ·X``, ``mask = XOR(X, S)``, ``E = mask·(O − V)``, ``L = ½‖E‖²``
 

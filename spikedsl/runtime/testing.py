@@ -16,24 +16,24 @@ Its outputs are the spikes ``neuron`` and the traces the expectations read
 with the drives as (encoded) inputs, the same seeded weights on every target,
 and the traces it reads added as outputs.
 
-Time convention (SPEC 3): a spike in step n is at ``(n + 1)·dt``; ``X at t``
+Time convention (docs/semantics.md): a spike in step n is at ``(n + 1)·dt``; ``X at t``
 is the value after the step that ends at ``t`` (``at 0`` is the initial
 value).  Drives are sampled at the start of each step (``t_n = n·dt``): a
 drive ``from t0 to t1`` is on in the steps with ``t0 <= n·dt < t1``; an input
 spike at time ``t`` is delivered in the step ``(n·dt, (n+1)·dt]`` that
 contains it.  docs/testing.md has the whole syntax.
 
-Targets: ``reference`` (spikedsl/runtime/reference.py), ``torch``, ``norse``,
+Targets are those of :mod:`spikedsl.targets`, run through its ``run``:
+``reference`` (spikedsl/runtime/reference.py), ``torch``, ``norse``,
 ``brian2`` and ``nir`` (export to NIR, import back, run the imported network
-on the reference).  A target whose module is missing, whose library is not
-installed or that raises :class:`spikedsl.errors.Unsupported` is *skipped*
-with the reason, never counted as passed.
+on the reference).  A target whose library is not installed or that refuses
+the network (:class:`spikedsl.errors.Unsupported`, the registry's text) is
+*skipped* with the reason, never counted as passed.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikedsl import ir
+from spikedsl import ir, targets
 from spikedsl.errors import Loc, SpecError, Unsupported
 from spikedsl.frontend.program import (
     TEST_DRIVES,
@@ -74,13 +74,13 @@ __all__ = [
 ]
 
 NEURON_LAYER = "cell"
-TARGET_ORDER = ("reference", "torch", "norse", "brian2", "nir")
+TARGET_ORDER = targets.NAMES  # reference, torch, norse, brian2, nir
 DEFAULT_RTOL = 1e-9  # `==` without `+-`: |a - e| <= 1e-9·max(|a|, |e|) + 1e-12
 DEFAULT_ATOL = 1e-12
 
 
 class Skip(Exception):
-    """A target cannot run a network (module missing, library missing, Unsupported)."""
+    """A target cannot run a network (unknown, library missing, Unsupported)."""
 
 
 class CaseError(Exception):
@@ -176,152 +176,37 @@ def _to_numpy(v) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def _import_target(modname: str):
-    """Import a target module; a missing module or library is a Skip."""
-    try:
-        return importlib.import_module(modname)
-    except ModuleNotFoundError as e:
-        missing = e.name or "?"
-        if missing == modname or modname.startswith(missing + "."):
-            path = modname.replace(".", "/") + ".py"
-            raise Skip(f"target not available: {path} does not exist yet") from None
-        raise Skip(f"needs the Python package '{missing.split('.')[0]}', which is not "
-                   f"installed" if not missing.startswith("spikedsl") else
-                   f"target not available: {missing} is missing") from None
+def _runner(name: str) -> Callable:
+    """The registry's ``run`` of target ``name`` as a runner."""
 
+    def run(net, inputs, weights=None, dtype=np.float64, record=None):
+        return targets.run(name, net, inputs, weights=weights, dtype=dtype, record=record)
 
-def _call_run(mod, modname: str, net, inputs, weights, dtype, record):
-    fn = getattr(mod, "run", None)
-    if fn is None:
-        raise Skip(f"{modname} has no run() yet")
-    return fn(net, inputs, weights=weights, dtype=dtype, record=record)
-
-
-def _run_reference(net, inputs, weights=None, dtype=np.float64, record=None):
-    return ref.run(net, inputs, weights=weights, dtype=dtype, record=record)
-
-
-def _torch_dtype(dtype):
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-
-
-def _run_torch(net, inputs, weights=None, dtype=np.float64, record=None):
-    mod = _import_target("spikedsl.targets.torch")
-    return _call_run(mod, "spikedsl.targets.torch", net, inputs, weights, _torch_dtype(dtype),
-                     record)
-
-
-def _run_brian2(net, inputs, weights=None, dtype=np.float64, record=None):
-    mod = _import_target("spikedsl.targets.brian2")
-    if getattr(mod, "run", None) is None and getattr(mod, "simulate", None) is not None:
-        return mod.simulate(net, inputs=inputs, weights=weights, record=record)
-    return _call_run(mod, "spikedsl.targets.brian2", net, inputs, weights, dtype, record)
-
-
-def _run_norse(net, inputs, weights=None, dtype=np.float64, record=None):
-    mod = _import_target("spikedsl.targets.norse")
-    if getattr(mod, "run", None) is not None:
-        return _call_run(mod, "spikedsl.targets.norse", net, inputs, weights, _torch_dtype(dtype),
-                         record)
-    raise Skip("spikedsl.targets.norse has no run() yet")
-
-
-def _trace_key(o: ir.LOutput) -> str:
-    if o.state is None:
-        return o.layer
-    return f"{o.layer}.{o.state}{'_pre' if o.pre_reset else ''}"
-
-
-def _reduce(tr: np.ndarray, how: str) -> np.ndarray:
-    if how == "sum":
-        return tr.sum(axis=0)
-    if how == "mean":
-        return tr.mean(axis=0)
-    if how == "last":
-        return tr[-1]
-    return tr
-
-
-def _run_nir(net, inputs, weights=None, dtype=np.float64, record=None):
-    """Export to NIR, import the graph back (``spikedsl.targets.nir.importer``), run the
-    imported network on the reference interpreter.  NIR graphs output spikes
-    only: state traces are read from the imported network's layers of the same
-    name, and left out (the test reports them) where the import renamed them."""
-    back = _import_target("spikedsl.targets.nir")
-    imp = _import_target("spikedsl.targets.nir.importer")
-    _import_target("nir")
-    from spikedsl.frontend.program import loads
-
-    keys = {o.name: _trace_key(o) for o in net.outputs}
-    outs: list[ir.LOutput] = []
-    seen: set[str] = set()
-    for o in net.outputs:
-        lay = net.layer(o.layer)
-        spiking = lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking
-        if o.layer in seen:
-            continue
-        if o.state is None:
-            outs.append(ir.LOutput(name=o.layer, layer=o.layer, shape=lay.shape))
-        elif lay.kind == "neuron" and not spiking and not o.pre_reset:
-            # a non-spiking layer (LI, I) outputs its membrane in NIR
-            outs.append(ir.LOutput(name=o.name, layer=o.layer, state=o.state, shape=lay.shape))
-        else:
-            continue
-        seen.add(o.layer)
-    if not outs:
-        raise Skip("NIR graphs output spikes (or a non-spiking membrane) only, and this run "
-                   "reads neither")
-    graph = back.convert(net.model_copy(update={"outputs": tuple(outs)}), weights=weights)
-    res = imp.convert_nir(graph, steps=net.steps)
-    net2 = loads(res.text, file="<nir round trip>").network().ir
-    have = set()
-    for lay in net2.layers:
-        have.add(lay.name)
-        have |= {f"{lay.name}.{s}" for s in lay.states}
-        have |= {f"{lay.name}.{s}_pre" for s in lay.states}
-    rec = sorted({k for k in keys.values() if k in have} | set(record or ()) & have)
-    data = inputs if isinstance(inputs, Mapping) else {net.inputs[0].name: inputs}
-    out2 = ref.run(net2, data, weights=res.weights, dtype=dtype, record=rec)
-    result = {}
-    for o in net.outputs:
-        k = keys[o.name]
-        if k in out2:
-            result[o.name] = _reduce(out2[k], o.reduce)
-    for k in record or ():
-        if k in out2:
-            result[k] = out2[k]
-    return result
-
-
-_run_nir.partial = True  # type: ignore[attr-defined]  # may leave out state traces
+    run.partial = targets.get(name).caps.partial_traces  # type: ignore[attr-defined]
+    return run
 
 
 # name -> runner(net, inputs, weights=None, dtype=float64, record=None) -> dict
-RUNNERS: dict[str, Callable] = {
-    "reference": _run_reference,
-    "torch": _run_torch,
-    "norse": _run_norse,
-    "brian2": _run_brian2,
-    "nir": _run_nir,
-}
+RUNNERS: dict[str, Callable] = {name: _runner(name) for name in TARGET_ORDER}
 
 
 def run_target(target: str, net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64,
                record: list[str] | None = None,
                runners: Mapping[str, Callable] | None = None) -> dict[str, np.ndarray]:
-    """Run ``net`` on ``target``; returns numpy arrays.  Raises :class:`Skip`
-    when the target cannot (module missing, library missing, Unsupported)."""
-    table = dict(RUNNERS)
-    if runners:
-        table.update(runners)
-    if target not in table:
-        raise Skip(f"unknown target '{target}'")
+    """Run ``net`` on ``target`` (through :mod:`spikedsl.targets`, or a runner
+    of ``runners``); returns numpy arrays.  Raises :class:`Skip` when the
+    target cannot: unknown, a package missing, or refused (the registry's
+    :class:`Unsupported` text)."""
+    fn = dict(runners or {}).get(target)
+    if fn is None:
+        if target not in targets.TARGETS:
+            raise Skip(f"unknown target '{target}'")
+        why = targets.unavailable(target)
+        if why:
+            raise Skip(why)
+        fn = RUNNERS[target]
     try:
-        out = table[target](net, inputs, weights=weights, dtype=dtype, record=record)
+        out = fn(net, inputs, weights=weights, dtype=dtype, record=record)
     except Unsupported as e:
         raise Skip("; ".join(d.message for d in e.diagnostics)) from None
     return {k: _to_numpy(v) for k, v in dict(out).items()}

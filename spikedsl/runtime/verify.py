@@ -1,6 +1,8 @@
 """``spikedsl verify``: run one network on every target with the same weights
-and inputs and compare the results pairwise (SPEC: "trained = simulated =
-deployed").
+and inputs and compare the results pairwise ("trained = simulated = deployed",
+docs/testing.md).  Targets run through :mod:`spikedsl.targets`
+(:func:`spikedsl.runtime.testing.run_target`): a refusal is the registry's
+text.
 
     from spikedsl.runtime.verify import verify
     report = verify(net, steps=20, batch=4, seed=0, tol=1e-9)

@@ -1,4 +1,4 @@
-"""The Brian2 target (SPEC section 4): a readable Brian2 script with physical
+"""The Brian2 target (docs/brian2.md): a readable Brian2 script with physical
 units, and the in-memory network built from that same script.
 
 * :func:`convert` -> the script (Python source, deterministic);
@@ -24,9 +24,10 @@ import numpy as np
 from spikedsl import ir
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
+from spikedsl.targets import get as get_target
 from spikedsl.targets.brian2.plan import WHEN, Plan, make_plan
 
-DEVICES = ("runtime", "numpy", "cython", "cpp_standalone")
+DEVICES = get_target("brian2").caps.devices  # runtime, numpy, cython, cpp_standalone
 UNITLESS_DT = 1e-3  # seconds of one Brian2 step when the spec has no time unit
 
 
@@ -90,6 +91,12 @@ def _dt_expr(net: ir.LNetwork) -> tuple[str, str]:
 
 def plan(net: ir.LNetwork) -> Plan:
     return make_plan(net)
+
+
+def check(net: ir.LNetwork, **_options) -> None:
+    """The Brian2 part of ``spikedsl.targets.refusal``: plan the script (no
+    brian2 import; raises ``Unsupported``)."""
+    make_plan(net)
 
 
 def convert(net: ir.LNetwork, *, device: str = "runtime", weights=None) -> str:
@@ -256,5 +263,5 @@ def spike_times(out: np.ndarray, dt: float) -> list[np.ndarray]:
     return [(np.nonzero(out[:, k])[0] + 1) * dt for k in range(out.shape[1])]
 
 
-__all__ = ["DEVICES", "build", "convert", "load_weights", "module", "read_weights", "run",
+__all__ = ["DEVICES", "build", "check", "convert", "load_weights", "module", "read_weights", "run",
            "simulate", "spike_times"]

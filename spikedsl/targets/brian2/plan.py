@@ -22,6 +22,7 @@ from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import names as expr_names
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv
+from spikedsl.targets import require
 from spikedsl.targets.brian2.printer import (
     B2Printer,
     DimError,
@@ -203,16 +204,7 @@ class Planner:
 
     def _check(self) -> None:
         net = self.net
-        for lay in net.layers:
-            if lay.kind == "cell":
-                self.refuse(f"the {lay.op} cell '{lay.name}' (line {lay.source_line})",
-                            "Brian2 has no LSTM cells; simulate this network with the torch "
-                            "target", lay.source_line)
-            for p in lay.projections:
-                if p.kind == "conv2d" and p.param_name in self.plastic:
-                    self.refuse(f"plasticity on the conv2d projection '{p.param_name}'",
-                                "a synapse rule needs one weight per synapse, a convolution "
-                                "shares its kernel", p.source_line)
+        require("brian2", net)  # the declared capabilities (no cells, no conv2d rules)
         for lp in net.plasticity:
             src = net.layer(lp.source)
             if src.kind not in ("neuron", "input") or (src.kind == "input" and

@@ -6,13 +6,17 @@ arrays and time constants in seconds; projections become ``Affine`` /
 ``Linear`` / ``Conv2d`` / ``Scale`` nodes, stages ``Flatten`` / ``SumPool2d``
 / ``AvgPool2d``, recurrent projections graph cycles.  What NIR cannot express
 is refused with ``spikedsl.errors.unsupported`` naming the neuron, its line and
-the reason; ``allow_approx=True`` proceeds where a close graph exists and
-reports every change.
+the reason (what no NIR graph holds, e.g. cells or plasticity, is refused by
+the capabilities declared in ``spikedsl.targets``); ``allow_approx=True``
+proceeds where a close graph exists and reports every change.  ``run`` runs a
+network as NIR does (export, import, interpret); ``check`` is this target's
+part of ``spikedsl.targets.refusal``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,6 +30,7 @@ from spikedsl.lowering.weights import (
     seconds_per_step,
     sparse_matrix,
 )
+from spikedsl.targets import require
 from spikedsl.targets.nir.match import analyse, match_nir
 
 TARGET = "NIR"
@@ -90,14 +95,11 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
     approximation (only with ``allow_approx``) and other remarks."""
     import nir
 
+    require("nir", net, allow_approx=allow_approx)
     ctx = _Ctx(net, allow_approx)
     dt_s = seconds_per_step(net, dt)
     if net.dt_unit is None and dt is None:
         ctx.notes.append(f"the network has no time unit: one step is taken as {dt_s} s")
-    if net.plasticity:
-        p = net.plasticity[0]
-        raise unsupported(TARGET, f"plasticity '{p.rule.name}'",
-                          "NIR graphs hold no learning rules", ctx.loc(net.source_line))
     W = load_weights(net, weights)
 
     layers = {lay.name: lay for lay in net.layers}
@@ -182,25 +184,13 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
             if op == "flatten":
                 nodes[name] = nir.Flatten(input_type={"input": np.array(
                     layers[lay.source].shape)}, start_dim=0, end_dim=-1)
-            elif op in ("avgpool2d", "sumpool2d"):
+            else:  # avgpool2d, sumpool2d (the registry refuses the other stages)
                 cls = nir.AvgPool2d if op == "avgpool2d" else nir.SumPool2d
                 nodes[name] = cls(kernel_size=np.array(lay.args["kernel"]),
                                   stride=np.array(lay.args["stride"]), padding=np.array([0, 0]))
-            else:
-                raise unsupported(TARGET, f"layer '{name}' ({op})",
-                                  "NIR has no " + {"maxpool2d": "max pooling",
-                                                   "batchnorm": "batch normalisation"}.get(
-                                      op, op) + " node", ctx.loc(lay.source_line))
             out_node[name] = name
-        elif lay.kind == "projection":
-            if lay.func:
-                raise unsupported(TARGET, f"layer '{name}'",
-                                  f"NIR has no elementwise '{lay.func}' node",
-                                  ctx.loc(lay.source_line))
+        elif lay.kind == "projection":  # without a function (the registry refuses those)
             out_node[name] = name  # node made in pass 2
-        elif lay.kind == "cell":
-            raise unsupported(TARGET, f"layer '{name}' ({lay.op})",
-                              "NIR has no LSTM cells", ctx.loc(lay.source_line))
 
     # ---- pass 2: sources, projections and edges
     needs_w = any(p.kind in ("dense", "conv2d") for lay in net.layers for p in lay.projections)
@@ -240,9 +230,9 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
     def proj_node(p: ir.LProjection, node_name: str, what: str) -> str:
         """Create the node of projection ``p``; returns the node name."""
         line = p.source_line
-        if p.delay > (1 if p.recurrent else 0):
-            ctx.refuse_or_note(what, f"delay of {p.delay} steps: NIR graphs have no step "
-                               "delays", line, "drop the delay")
+        if p.delay > (1 if p.recurrent else 0):  # only with allow_approx (the registry)
+            ctx.notes.append(f"{what}: delay of {p.delay} steps: NIR graphs have no step "
+                             "delays; drop the delay")
         src = source_node(p.source, p.source_state, line, what)
         if p.kind == "dense":
             if len(p.out_shape) > 1:
@@ -360,6 +350,105 @@ def convert(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
     return graph
 
 
+def check(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
+          dt: float | None = None, forward_only: bool = False, **_options) -> None:
+    """The NIR part of ``spikedsl.targets.refusal``: export in memory (raises
+    ``Unsupported``); with ``forward_only``, the network :func:`run` exports.
+    Without weights the projections are zeros: what NIR can express does not
+    depend on them."""
+    if forward_only:
+        net = _run_net(net)
+    if weights is None and net.weights is None:
+        weights = {}
+        for lay in net.layers:
+            for p in lay.projections:
+                if p.kind == "dense":
+                    shape = (int(np.prod(p.out_shape)), int(np.prod(p.in_shape)))
+                elif p.kind == "conv2d":
+                    shape = (p.channels, p.in_shape[0], *p.kernel)
+                else:
+                    continue
+                weights[f"{p.param_name}.weight"] = np.zeros(shape)
+                if p.bias:
+                    weights[f"{p.param_name}.bias"] = np.zeros(shape[0])
+    export(net, weights=weights, allow_approx=allow_approx, dt=dt)
+
+
+def _trace_key(o: ir.LOutput) -> str:
+    if o.state is None:
+        return o.layer
+    return f"{o.layer}.{o.state}{'_pre' if o.pre_reset else ''}"
+
+
+def _reduce(tr: np.ndarray, how: str) -> np.ndarray:
+    if how == "sum":
+        return tr.sum(axis=0)
+    if how == "mean":
+        return tr.mean(axis=0)
+    if how == "last":
+        return tr[-1]
+    return tr
+
+
+def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None,
+        **_options) -> dict[str, np.ndarray]:
+    """Run ``net`` as NIR runs it: export, import the graph back
+    (``spikedsl.targets.nir.importer``), run the imported network on the
+    reference interpreter.  NIR graphs output spikes only: state traces are
+    read from the imported network's layers of the same name, and left out
+    where the import renamed them (``Capabilities.partial_traces``)."""
+    from spikedsl.frontend.program import loads
+    from spikedsl.runtime import reference as ref
+    from spikedsl.targets.nir.importer import convert_nir
+
+    keys = {o.name: _trace_key(o) for o in net.outputs}
+    graph = convert(_run_net(net), weights=weights)
+    res = convert_nir(graph, steps=net.steps)
+    net2 = loads(res.text, file="<nir round trip>").network().ir
+    have = set()
+    for lay in net2.layers:
+        have.add(lay.name)
+        have |= {f"{lay.name}.{s}" for s in lay.states}
+        have |= {f"{lay.name}.{s}_pre" for s in lay.states}
+    rec = sorted({k for k in keys.values() if k in have} | set(record or ()) & have)
+    data = inputs if isinstance(inputs, Mapping) else {net.inputs[0].name: inputs}
+    out2 = ref.run(net2, data, weights=res.weights, dtype=dtype, record=rec)
+    result = {}
+    for o in net.outputs:
+        k = keys[o.name]
+        if k in out2:
+            result[o.name] = _reduce(out2[k], o.reduce)
+    for k in record or ():
+        if k in out2:
+            result[k] = out2[k]
+    return result
+
+
+def _run_net(net: ir.LNetwork) -> ir.LNetwork:
+    """``net`` with the outputs :func:`run` exports: the spikes of every layer
+    an output reads, the membrane of a non-spiking layer."""
+    outs: list[ir.LOutput] = []
+    seen: set[str] = set()
+    for o in net.outputs:
+        lay = net.layer(o.layer)
+        spiking = lay.kind == "neuron" and lay.neuron is not None and lay.neuron.spiking
+        if o.layer in seen:
+            continue
+        if o.state is None:
+            outs.append(ir.LOutput(name=o.layer, layer=o.layer, shape=lay.shape))
+        elif lay.kind == "neuron" and not spiking and not o.pre_reset:
+            # a non-spiking layer (LI, I) outputs its membrane in NIR
+            outs.append(ir.LOutput(name=o.name, layer=o.layer, state=o.state, shape=lay.shape))
+        else:
+            continue
+        seen.add(o.layer)
+    if not outs:
+        raise unsupported(TARGET, f"network '{net.name}'", "NIR graphs output spikes (or a "
+                          "non-spiking membrane) only, and this run reads neither",
+                          Loc(net.file, net.source_line, 1) if net.source_line else None)
+    return net.model_copy(update={"outputs": tuple(outs)})
+
+
 def write(net: ir.LNetwork, path, **kw) -> list[str]:
     """Convert and write an HDF5 file; returns the notes."""
     import nir
@@ -369,4 +458,4 @@ def write(net: ir.LNetwork, path, **kw) -> list[str]:
     return notes
 
 
-__all__ = ["convert", "export", "write"]
+__all__ = ["check", "convert", "export", "run", "write"]

@@ -269,9 +269,6 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
     """Match an analysed neuron to a NIR neuron model (time in seconds)."""
     n = an.neuron
     notes: list[str] = []
-    if n.refractory > 0:
-        raise an.refuse("it has a refractory period; NIR neurons have none "
-                        "(allow_approx drops it)")
     method = n.method
     S = an.states
     spiking = n.spiking and an.v is not None
@@ -309,7 +306,7 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
             params = {"tau": tau, "r": r, "v_leak": v_leak}
             kind = "LIF" if spiking else "LI"
         syn = None
-    elif len(S) == 2:
+    else:  # two states (spikedsl.targets refuses other numbers)
         if spiking:
             v = an.v
             s = S[0] if S[1] == v else S[1]
@@ -375,9 +372,6 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
         params = {"tau_syn": tau_s, "tau_mem": tau_m, "r": r, "v_leak": v_leak, "w_in": w_in}
         kind = "CubaLIF" if spiking else "CubaLI"
         syn = s
-    else:
-        raise an.refuse(f"it has {len(S)} states; NIR neurons have one (LIF, IF, LI, I) or "
-                        "two (CubaLIF, CubaLI)")
     thr = None
     if spiking:
         thr = an.threshold

@@ -83,10 +83,7 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
     surrogate does not matter."""
     import sympy as sp
 
-    n = an.neuron
-    if n.refractory > 0:
-        raise an.refuse("it has a refractory period; Norse's LIFRefracCell holds the "
-                        "membrane differently (docs/norse.md)")
+    n = an.neuron  # one or two states, no refractory period (spikedsl.targets)
     S = an.states
     spiking = n.spiking and an.v is not None
     notes: list[str] = []
@@ -112,7 +109,7 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
             P["tau_mem_inv"] = (one - a) / dtc
             P["v_leak"] = c / (one - a)
             P["scale"] = b / (one - a)
-    elif len(S) == 2:
+    else:  # two states
         if spiking:
             v = an.v
             s = S[0] if S[1] == v else S[1]
@@ -169,8 +166,6 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
                 f"but Norse's LIFCell (or LIBoxCell -> LIFBoxCell) would need "
                 f"'{fmt((Avs * Bs / a_s) * sp.Symbol(an.inp or 'I'))}' "
                 f"given its current term '{fmt(Avs * sp.Symbol(s))}'")
-    else:
-        raise an.refuse(f"it has {len(S)} states; Norse's cells have one or two")
     out = NorseNeuron(kind=kind, spiking=spiking, v=v, syn=syn, p=P, notes=notes)
     if spiking:
         out.ge = n.spike_op == ">="

@@ -25,6 +25,7 @@ from spikedsl.errors import SpecError, unsupported
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
+from spikedsl.targets import require
 from spikedsl.targets.torch.expr import (
     Namer,
     TorchPrinter,
@@ -46,7 +47,7 @@ from spikedsl.targets.torch.neuron import (
 )
 from spikedsl.targets.torch.params import draws, register_layer
 
-__all__ = ["TARGET", "build", "convert", "run"]
+__all__ = ["TARGET", "build", "check", "convert", "run"]
 
 TARGET = "torch"
 
@@ -102,7 +103,10 @@ def _env():
 
 
 class NetGen:
-    """Generates the module of one network."""
+    """Generates the module of one network (the Norse target subclasses it)."""
+
+    NAME = "torch"  # in spikedsl.targets
+    TARGET = TARGET  # in messages
 
     def __init__(self, net: ir.LNetwork, fast: bool, compiled: bool):
         self.net = net
@@ -129,18 +133,17 @@ class NetGen:
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
         net = self.net
-        for la in net.layers:
-            for p in la.projections:
-                if p.param_name in self.plastic and (p.kind == "conv2d" or la.kind != "neuron"):
-                    raise unsupported(TARGET, f"plasticity on '{p.param_name}'",
-                                      "a synapse rule needs one weight per synapse of a "
-                                      "projection into a neuron layer (conv2d shares its kernel)")
+        require(self.NAME, net)  # the declared capabilities (spikedsl.targets)
         for la in net.layers:
             check_ident(la.name)
             if la.name in _MODULE_ATTRS or la.name.startswith("_"):
-                raise unsupported(TARGET, f"layer name '{la.name}'",
+                raise unsupported(self.TARGET, f"layer name '{la.name}'",
                                   "it clashes with an attribute of torch.nn.Module or of the "
                                   "generated class; rename the layer")
+            if la.kind == "cell" and la.op == "sconv_lstm" and int(la.args["kernel"]) % 2 == 0:
+                raise unsupported(self.TARGET, f"sconv_lstm '{la.name}' with kernel "
+                                  f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
+                                  "kernel // 2, which keeps the size only for odd kernels")
             for p in la.projections:
                 for part in p.param_name.split("."):
                     check_ident(part)
@@ -151,7 +154,7 @@ class NetGen:
         for la in net.layers:
             for n in self.layer_params(la):
                 if n in names:
-                    raise unsupported(TARGET, f"parameter '{n}'",
+                    raise unsupported(self.TARGET, f"parameter '{n}'",
                                       f"two parameters of layer '{la.name}' get the same name")
                 names[n] = la.name
 
@@ -212,10 +215,6 @@ class NetGen:
         for la in self.net.layers:
             for p in la.projections:
                 self.register_projection(p)
-            if la.kind == "cell" and la.op == "sconv_lstm" and int(la.args["kernel"]) % 2 == 0:
-                raise unsupported(TARGET, f"sconv_lstm '{la.name}' with kernel "
-                                  f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
-                                  "kernel // 2, which keeps the size only for odd kernels")
             self.clamp += register_layer(la, arrays, self.param, self.attr, number)
 
     def register_projection(self, p: ir.LProjection) -> None:
@@ -354,7 +353,7 @@ class NetGen:
                 return (f"torch.stack([F.batch_norm(v, {args}) for v in {src}]) if self.training"
                         f" else F.batch_norm({src}.flatten(0, 1), {args}).unflatten(0, (T, B))")
             return f"F.batch_norm({src}, {args})"
-        raise unsupported(TARGET, f"stage '{op}'", "unknown stage")
+        raise unsupported(self.TARGET, f"stage '{op}'", "unknown stage")
 
     # ---------------------------------------------------------------- forward
     def generate_forward(self) -> None:
@@ -462,8 +461,8 @@ class NetGen:
     def func(self, f: str, code: str) -> str:
         row = FUNCTIONS.get(f)
         if row is None or row.arity != 1 or not isinstance(row.torch_code, str):
-            raise unsupported(TARGET, f"layer function '{f}'", "only one-argument functions "
-                                                               "can wrap a projection")
+            raise unsupported(self.TARGET, f"layer function '{f}'",
+                              "only one-argument functions can wrap a projection")
         return f"{row.torch_code}({code})"
 
     def inputs_seq(self, la: ir.LLayer, L: list[str], ext_only: bool = False) -> dict[str, str]:
@@ -680,10 +679,10 @@ class NetGen:
                 tmp = la.model_copy(update={"projections": tuple(outside)})
                 ext = self.inputs_seq(tmp, pre, ext_only=True)
         rules = {p.param_name: self.rule_setup(p, pre) for p in plastic}
-        if rules:
+        advance = [x for p in plastic for x in self.rule_advance(p, rules[p.param_name])]
+        if advance:  # a rule without dynamics of its own has nothing to advance
             lines.append("with torch.no_grad():  # synapse rules: their own dynamics")
-            for p in plastic:
-                lines += ["    " + x for x in self.rule_advance(p, rules[p.param_name])]
+            lines += ["    " + x for x in advance]
         for k in n.inputs:
             terms = [f"{ext[k]}[t]"] if k in ext else []
             for p in la.projections:
@@ -722,10 +721,11 @@ class NetGen:
         if plan.spike is None:
             code.append(f"{self.cur(name)} = self._like.new_zeros({shape})")
         lines += code
-        if rules:
+        post = [x for p in plastic for x in self.rule_post(p, rules[p.param_name], self.cur(name))]
+        if post:
             lines.append("with torch.no_grad():  # synapse rules: on_post where the neuron spiked")
-            for p in plastic:
-                lines += ["    " + x for x in self.rule_post(p, rules[p.param_name], self.cur(name))]
+            lines += ["    " + x for x in post]
+        if rules:
             for p in plastic:
                 r = rules[p.param_name]
                 lines.append("if self.record_plastic:")
@@ -913,13 +913,15 @@ class NetGen:
             helpers.append(_weights.generated_source())
             self.uses_math = True
         helpers = [h for h in helpers if h]
+        extra = self.extra_helpers()
+        helpers += extra
         self.fwd = prune(self.fwd)
         helpers += function_helpers("\n".join(self.classes + self.fwd + self.init))
         src_file = os.path.basename(net.file) if net.file else "<string>"
-        self.uses_math = self.uses_math or any("math." in c for c in self.classes) or any(
+        self.uses_math = self.uses_math or any("math." in c for c in self.classes + extra) or any(
             "math." in x for x in self.fwd + self.init)
         init = list(self.init)
-        code = self.env.get_template("module.py.j2").render(
+        code = self.env.get_template("module.py.j2").render(**self.template_vars(),
             title=f"PyTorch module for network {net.name}.",
             source=f"{src_file}:{net.source_line}" if net.source_line else src_file,
             source_name=src_file, fast=self.fast, uses_math=self.uses_math,
@@ -929,6 +931,15 @@ class NetGen:
             encoders=encoders, init=init,
             clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f)
         return _tidy(code)
+
+    # ---------------------------------------------------------------- subclass hooks
+    def extra_helpers(self) -> list[str]:
+        """Module-level helper functions beyond helpers.py.j2."""
+        return []
+
+    def template_vars(self) -> dict:
+        """Variables of module.py.j2 beyond the torch target's."""
+        return {}
 
 
 _KEYWORDS = set(__import__("keyword").kwlist) | {"match", "case", "_"}
@@ -988,6 +999,7 @@ def convert(net: ir.LNetwork, *, fast: bool = True, compile: bool = False) -> st
     and on disk (spikedsl.cache), so SymPy runs once per neuron."""
     from spikedsl import cache
 
+    require(TARGET, net)
     text = net.model_dump_json(exclude={"weights"}) + f"|{fast}|{compile}|{net.weights}"
     key = hashlib.sha256(text.encode()).hexdigest()
     if key not in _CACHE:
@@ -1051,10 +1063,10 @@ def build(net: ir.LNetwork, *, dtype=None, device="cpu", fast: bool = True,
 _CLASSES: dict[str, type] = {}
 
 
-def _load_class(src: str, net_name: str):
+def _load_class(src: str, net_name: str, label: str = "torch"):
     key = hashlib.sha256(src.encode()).hexdigest()
     if key not in _CLASSES:
-        filename = f"<spikedsl-torch {net_name} {key[:10]}>"
+        filename = f"<spikedsl-{label} {net_name} {key[:10]}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
         ns: dict = {"__name__": f"spikedsl_generated_{net_name}"}
         exec(builtins.compile(src, filename, "exec"), ns)
@@ -1106,6 +1118,11 @@ def _record_net(net: ir.LNetwork, record) -> ir.LNetwork:
     return net.model_copy(update={"outputs": tuple(outs)})
 
 
+def check(net: ir.LNetwork, *, fast: bool = True, compile: bool = False, **_options) -> None:
+    """The torch part of ``spikedsl.targets.refusal`` (raises ``Unsupported``)."""
+    NetGen(net, fast=fast, compiled=compile).validate()
+
+
 def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str] | None = None,
         fast: bool = True, seed: int = 0, device=None) -> dict:
     """One forward pass without gradients; numpy in, numpy out.
@@ -1116,14 +1133,22 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=None, record: list[str]
     spikes).  ``record``: traces to return besides the outputs (``"h"``,
     ``"h.v"``, ``"h.v_pre"``), each ``[T, B, ...]``.
     """
+    return run_module(net, inputs, lambda n, **kw: build(n, fast=fast, **kw), weights=weights,
+                      dtype=dtype, record=record, seed=seed, device=device)
+
+
+def run_module(net: ir.LNetwork, inputs, make, *, weights=None, dtype=None,
+               record: list[str] | None = None, seed: int = 0, device=None) -> dict:
+    """:func:`run` with the module built by ``make(net, dtype=, weights=, seed=,
+    device=)`` (the Norse target's ``run`` passes its own ``build``)."""
     import numpy as np
     import torch
 
     tdtype = _torch_dtype(dtype) if dtype is not None else torch.float64
     plastic = {f"{lp.projection}.weight" for lp in net.plasticity}
     net2 = _record_net(net, [k for k in record or () if k not in plastic])
-    m = build(net2, dtype=tdtype, fast=fast, weights=weights, seed=seed,
-              device="cpu" if device is None else str(device))
+    m = make(net2, dtype=tdtype, weights=weights, seed=seed,
+             device="cpu" if device is None else str(device))
     m.eval()
     m.record_plastic = any(k in plastic for k in record or ())
     if not isinstance(inputs, Mapping):

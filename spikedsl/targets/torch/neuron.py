@@ -2,10 +2,10 @@
 
 Two forms of the lowered step (docs/semantics.md, steps 2b-2f):
 
-* :meth:`NeuronGen.step_code` - one step with plain autograd (the spike is a
+* :func:`step_code` - one step with plain autograd (the spike is a
   surrogate ``autograd.Function``); used by the step-by-step path and inside
   recurrent groups;
-* :meth:`NeuronGen.scan` - the whole layer over T steps as one
+* :class:`ScanGen` - the whole layer over T steps as one
   ``autograd.Function`` (the fast path): the forward runs the recurrence into
   preallocated buffers, the backward is the analytic BPTT derived with SymPy
   from the same equations (surrogate, reset and refractory included):
