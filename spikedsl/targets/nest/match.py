@@ -354,7 +354,7 @@ class Match:
     lead: int  # NEST reads a spike `lead` steps before the step whose jump it is
     exact: bool  # NEST's integration is the lowered step (else: the same ODEs, NEST's solver)
     held: tuple[str, ...] = ()  # NEST states that evolve on their own: reset after the lead-in
-    blockers: dict[str, float] = field(default_factory=dict)  # params that stop early spikes
+    blockers: dict[str, object] = field(default_factory=dict)  # params that stop early spikes
     notes: list[str] = field(default_factory=list)
 
 

@@ -59,10 +59,11 @@ def _threshold(form: Form, model: str) -> None:
                       f"({model} fires on V_m >= V_th)")
 
 
-def _nstates(form: Form, model: str, allowed: tuple[int, ...], what: str) -> None:
+def _nstates(form: Form, model: str, allowed: tuple[int, ...], what: str,
+             depth: int = 0) -> None:
     k = len(form.states)
     if k not in allowed:
-        raise Miss(0, f"it has {k} state{'s' if k != 1 else ''}; {model} has {what}")
+        raise Miss(depth, f"it has {k} state{'s' if k != 1 else ''}; {model} has {what}")
 
 
 def _reset_to(form: Form, model: str, extra: dict[str, str] | None = None) -> dict:
@@ -236,8 +237,8 @@ def _finish(form: Form, m: Match, rhs: bool) -> Match:
 # ------------------------------------------------------------------ iaf_psc_delta
 def iaf_psc_delta(form: Form, **_) -> Match:
     M = "iaf_psc_delta"
-    _threshold(form, M)
     _nstates(form, M, (1,), "one (V_m)")
+    _threshold(form, M)
     v = form.v
     _spike_syn(form, M, [v])
     _no_sets(form, M)
@@ -280,8 +281,8 @@ def iaf_psc_delta(form: Form, **_) -> Match:
 # ------------------------------------------------------------------ iaf_psc_exp
 def iaf_psc_exp(form: Form, **_) -> Match:
     M = "iaf_psc_exp"
-    _threshold(form, M)
     _nstates(form, M, (2, 3), "three (V_m, I_syn_ex, I_syn_in)")
+    _threshold(form, M)
     v = form.v
     syn = [s for s in form.states if s != v]
     _spike_syn(form, M, syn)
@@ -363,8 +364,8 @@ def _cond_common(form: Form, M: str, nonsyn: list[str], default_c: float):
 
 def iaf_cond_exp(form: Form, **_) -> Match:
     M = "iaf_cond_exp"
-    _threshold(form, M)
     _nstates(form, M, (2, 3), "three (V_m, g_ex, g_in)")
+    _threshold(form, M)
     v = form.v
     V, syn = _cond_common(form, M, [], 250.0)
     _no_sets(form, M)
@@ -437,8 +438,8 @@ def aeif_cond_exp(form: Form, **_) -> Match:
     import sympy as sp
 
     M = "aeif_cond_exp"
-    _threshold(form, M)
     _nstates(form, M, (3, 4), "four (V_m, w, g_ex, g_in)")
+    _threshold(form, M)
     v = form.v
     V = sym(form, v)
     # the adaptation current: the state reset with `+=`
@@ -504,7 +505,8 @@ def aeif_cond_exp(form: Form, **_) -> Match:
     if not np.all(V_peak >= V_th):
         raise Miss(3, "its spike threshold is below V_th of the exponential term (NEST "
                       "requires V_peak >= V_th)")
-    extra = {"C": C, "states": {w: (("w",), kw)}, "blockers": {"V_peak": 1e300},
+    # during the lead-in no spike: V_peak as high as NEST allows (its overflow check)
+    extra = {"C": C, "states": {w: (("w",), kw)}, "blockers": {"V_peak": V_th + 600 * Delta_T},
              "params": {"E_L": E_L, "Delta_T": Delta_T, "V_th": V_th, "a": a_n,
                         "b": kw * reset[w], "tau_w": taw * tu, "V_peak": V_peak}}
     return _conductances(form, M, T, Ts, syn, reset, default_c=281.0, extra=extra)
@@ -513,8 +515,8 @@ def aeif_cond_exp(form: Form, **_) -> Match:
 # ------------------------------------------------------------------ izhikevich
 def izhikevich(form: Form, **_) -> Match:
     M = "izhikevich"
-    _threshold(form, M)
     _nstates(form, M, (2,), "two (V_m, U_m)")
+    _threshold(form, M)
     v = form.v
     u = next(s for s in form.states if s != v)
     V, U = sym(form, v), sym(form, u)
@@ -573,43 +575,54 @@ def hh_psc_alpha(form: Form, **_) -> Match:
 
     M = "hh_psc_alpha"
     n = form.neuron
-    _nstates(form, M, (9,), "nine (V_m, m, h, n, dI_ex, I_ex, dI_in, I_in and the "
-                            "membrane of the step before)")
+    if form.rhs is None:
+        raise Miss(0, f"method {n.method}: {M}'s equations are not linear, NEST integrates them "
+                      "with its own solver; write them as ODEs with an explicit method (rk4)")
+    # the membrane: the state whose derivative has the sodium (m³h) and potassium (n⁴) terms
+    v, gates, T = None, {}, {}
+    for cand in form.rhs:
+        T = terms(form, form.rhs[cand])
+        found = {}
+        for k in T:
+            if k == 1:
+                continue
+            p = sp.Poly(k, *[sym(form, x) for x in form.states])
+            if len(p.terms()) != 1:
+                continue
+            deg = {x: d for x, d in zip(form.states, p.terms()[0][0]) if d and x != cand}
+            if sorted(deg.values()) == [1, 3]:
+                found["m"] = next(x for x, d in deg.items() if d == 3)
+                found["h"] = next(x for x, d in deg.items() if d == 1)
+            elif list(deg.values()) == [4]:
+                found["n"] = next(iter(deg))
+        if set(found) == {"m", "h", "n"}:
+            v, gates = cand, found
+            break
+    if v is None:
+        raise Miss(0, f"it has no sodium (m³h) and potassium (n⁴) currents of {M}'s "
+                      f"{canonical_text(M, 'V_m')}")
+    form.v = v  # the membrane (its threshold is the peak detector)
+    V = sym(form, v)
+    form_depth = 2
+    _nstates(form, M, (9,), "nine (V_m, m, h, n, dI_ex, I_ex, dI_in, I_in and V_last, the "
+                            "membrane of the step before)", depth=form_depth)
     if n.spike_cond is None:
-        raise Miss(1, f"it fires on a threshold; {M} fires at the peak of an action potential "
-                      "(spike V_m >= 0 mV and V_m < V_last)")
-    # the peak detector: `jump V_last = V_m`, spike V >= 0 and V < V_last
+        raise Miss(form_depth, f"it fires on a threshold; {M} fires at the peak of an action "
+                               "potential (spike V_m >= 0 mV and V_m < V_last)")
     if len(form.sets) != 1:
-        raise Miss(1, f"it does not remember the membrane of the step before ({M}: "
-                      "jump V_last = V_m)")
+        raise Miss(form_depth, f"it does not remember the membrane of the step before ({M}: "
+                               "jump V_last = V_m)")
     last, e = next(iter(form.sets.items()))
     from spikedsl import ir
 
-    if not isinstance(e, ir.Name) or e.id not in form.states:
-        raise Miss(1, f"it sets '{last} = {fmt(e)}'; {M} remembers the membrane (V_last = V_m)")
-    v = e.id
-    form.v = v  # the membrane (its threshold is the peak detector)
-    V = sym(form, v)
+    if not (isinstance(e, ir.Name) and e.id == v):
+        raise Miss(form_depth, f"it sets '{last} = {fmt(e)}'; {M} remembers the membrane "
+                               f"({last} = {v})")
     if form.reset:
-        raise Miss(1, f"it resets '{form.reset[0].target}'; {M} resets nothing")
+        raise Miss(form_depth, f"it resets '{form.reset[0].target}'; {M} resets nothing")
     if form.R > 0 and n.clamp:
-        raise Miss(1, f"while refractory it holds {', '.join(n.clamp)}; {M} holds nothing")
-    _need_explicit(form, M)
-    T = terms(form, form.rhs[v])
-    gates = {}
-    for k in T:
-        p = sp.Poly(k, *[sym(form, s) for s in form.states]) if k != 1 else None
-        if p is not None and len(p.terms()) == 1:
-            mono = dict(zip(form.states, p.terms()[0][0]))
-            deg = {s: d for s, d in mono.items() if d and s != v}
-            if sorted(deg.values()) == [1, 3]:
-                gates["m"] = next(s for s, d in deg.items() if d == 3)
-                gates["h"] = next(s for s, d in deg.items() if d == 1)
-            elif list(deg.values()) == [4]:
-                gates["n"] = next(iter(deg))
-    if set(gates) != {"m", "h", "n"}:
-        raise Miss(2, f"its d{v}/dt has no sodium (m³h) and potassium (n⁴) currents of {M}'s "
-                      f"{canonical_text(M, 'V_m')}")
+        raise Miss(form_depth, f"while refractory it holds {', '.join(n.clamp)}; {M} holds "
+                               "nothing")
     mm, hh, nn = sym(form, gates["m"]), sym(form, gates["h"]), sym(form, gates["n"])
     cur_states = [s for s in form.states if s not in (v, last, *gates.values())
                   and T.get(sym(form, s)) is not None]
