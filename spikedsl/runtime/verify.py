@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikedsl import ir, targets as _targets
+from spikedsl import ir
+from spikedsl import targets as _targets
 from spikedsl.errors import Unsupported
 from spikedsl.runtime import reference as ref
 from spikedsl.runtime.testing import TARGET_ORDER, Skip, run_target
@@ -311,7 +312,8 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
     # targets on their own schedule: compared with the reference of that network
     apart: dict[str, TargetRun] = {}
     for r in list(runs):
-        if r.status != "ok" or "schedule" not in _targets.get(r.name).entries:
+        if r.status != "ok" or r.name not in _targets.TARGETS or \
+                "schedule" not in _targets.get(r.name).entries:
             continue
         try:
             mapped = _targets.schedule(r.name, net)

@@ -207,19 +207,15 @@ def channel_params(kind: str, placed: dict[str, Syn]) -> dict[str, np.ndarray]:
 
 
 def _finish(form: Form, m: Match, rhs: bool) -> Match:
-    """Round the parameters read off (:func:`~.match.snap`; the thresholds are
-    exact already) and compare with the canonical neuron, the synaptic states
-    on ex then in."""
+    """Round the parameters read off (:func:`~.match.snap`; not the thresholds,
+    nor the factors of weights and states) and compare with the canonical
+    neuron, the synaptic states on ex then in."""
     for k, v in m.params.items():
         if k not in ("V_th", "V_peak") and isinstance(v, np.ndarray):
             m.params[k] = snap(v)
     for syn in m.syn:
-        syn.per_unit = snap(syn.per_unit)
-        syn.params = {k: snap(v) if isinstance(v, np.ndarray) else v
+        syn.params = {k: snap(v) if isinstance(v, np.ndarray) and not k.startswith("_") else v
                       for k, v in syn.params.items()}
-    m.states = {s: (names, snap(per)) for s, (names, per) in m.states.items()}
-    m.jumps = {i: (s, snap(w)) for i, (s, w) in m.jumps.items()}
-    m.currents = {i: snap(r) for i, r in m.currents.items()}
     pairs = [(s, CANON_STATE.get(names[0], names[0]), per) for s, (names, per) in m.states.items()]
     cparams = dict(m.params)
     if m.syn:
