@@ -82,10 +82,13 @@ def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
 
 
 def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=np.float64, record=None,
-        seed: int = 0, threads: int = 1, batch: int | None = None) -> dict[str, np.ndarray]:
+        seed: int = 0, threads: int = 1, batch: int | None = None,
+        timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Run ``net`` in NEST on encoded inputs ``[T, B, ...]`` (or raw ``[B, ...]``);
     returns the outputs and the traces of ``record`` that NEST can record
-    (spikes, states after the reset: ``"h"``, ``"h.V_m"``), ``[T, B, ...]``."""
+    (spikes, states after the reset: ``"h"``, ``"h.V_m"``), ``[T, B, ...]``.
+    ``threads``: NEST's ``local_num_threads``; ``batch``: the samples of a
+    network without inputs; ``timings``: filled with the seconds of the phases."""
     from spikedsl.targets.nest.runtime import simulate
 
     del dtype  # NEST computes in double precision
@@ -95,7 +98,7 @@ def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=np.float64, record
     X = _inputs(net, inputs)
     T = next(iter(X.values())).shape[0] if X else net.steps
     B = next(iter(X.values())).shape[1] if X else (batch or 1)
-    return simulate(p, X, W, T, B, list(record or ()), threads=threads)
+    return simulate(p, X, W, T, B, list(record or ()), threads=threads, timings=timings)
 
 
 __all__ = ["check", "mpi_available", "plan", "run", "schedule"]

@@ -63,10 +63,17 @@ def _set(nodes, values: dict[str, object]) -> None:
 
 
 def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], steps: int,
-             batch: int, record: list[str], threads: int = 1) -> dict[str, np.ndarray]:
-    """Build and run the NEST network; returns outputs and recorded traces."""
+             batch: int, record: list[str], threads: int = 1,
+             timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Build and run the NEST network; returns outputs and recorded traces.
+    ``timings`` (if given) receives the seconds of ``build`` (populations,
+    connections, generators, recorders), ``simulate`` (NEST's run, lead-in
+    included) and ``collect``."""
+    import time
+
     import nest
 
+    t0 = time.perf_counter()
     h = plan.h_ms
     _quiet(nest)
     nest.ResetKernel()
@@ -120,6 +127,7 @@ def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], s
             nest.Connect(mm, nodes[(name, b)])
         meters[name] = (mm, recs)
     # the lead-in: nothing spikes; then the states that moved start again
+    t1 = time.perf_counter()
     nest.Simulate(LEAD * h)
     for (name, b), nc in nodes.items():
         pop = plan.populations[name]
@@ -127,7 +135,11 @@ def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], s
         _set(nc, restore)
         _set(nc, {k: v for k, v in pop.match.init.items() if k in pop.match.held})
     nest.Simulate((steps + 1) * h)  # one more: the multimeter's sample of the last step
-    return _collect(plan, nodes, spikes, meters, wanted, enc, steps, batch, record, drives, W)
+    t2 = time.perf_counter()
+    out = _collect(plan, nodes, spikes, meters, wanted, enc, steps, batch, record, drives, W)
+    if timings is not None:
+        timings.update(build=t1 - t0, simulate=t2 - t1, collect=time.perf_counter() - t2)
+    return out
 
 
 def _sparse_pairs(p: ir.LProjection) -> tuple[np.ndarray, np.ndarray]:
@@ -211,36 +223,50 @@ def _pending(plan: Plan, pop, state: str, traces: dict[str, np.ndarray],
     return out
 
 
+def _events(rec, keys: list[str]) -> dict[str, np.ndarray]:
+    """A recorder's events; under MPI (NEST built with it, ``mpirun -np N``) each
+    process records its own neurons: gathered to every process with mpi4py."""
+    import nest
+
+    ev = rec.get("events")
+    out = {k: np.asarray(ev[k]) for k in keys}
+    if nest.NumProcesses() > 1:
+        from mpi4py import MPI
+
+        parts = MPI.COMM_WORLD.allgather(out)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return out
+
+
 def _collect(plan: Plan, nodes, spikes, meters, wanted, enc, steps: int, batch: int,
              record: list[str], drives: dict[int, np.ndarray],
              W: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     h = plan.h_ms
     traces: dict[str, np.ndarray] = {}
-    index: dict[int, tuple[int, int]] = {}
+    top = max(max(nc.tolist()) for nc in nodes.values()) + 1
+    where_b, where_j = np.zeros(top, dtype=np.int64), np.zeros(top, dtype=np.int64)
     for (name, b), nc in nodes.items():
-        for j, gid in enumerate(nc.tolist()):
-            index[gid] = (b, j)
+        ids = np.asarray(nc.tolist())
+        where_b[ids], where_j[ids] = b, np.arange(len(ids))
     for name, rec in spikes.items():
         pop = plan.populations[name]
         z = np.zeros((steps, batch, pop.size))
-        ev = rec.get("events")
+        ev = _events(rec, ["senders", "times"])
         n = np.rint(np.asarray(ev["times"]) / h).astype(np.int64) - 1 - LEAD
         ok = (n >= 0) & (n < steps)
-        for gid, k in zip(np.asarray(ev["senders"])[ok], n[ok]):
-            b, j = index[int(gid)]
-            z[k, b, j] = 1.0
+        g = np.asarray(ev["senders"], dtype=np.int64)[ok]
+        z[n[ok], where_b[g], where_j[g]] = 1.0
         traces[name] = z.reshape((steps, batch) + tuple(pop.layer.shape))
     for name, (mm, recs) in meters.items():
         pop = plan.populations[name]
-        ev = mm.get("events")
+        ev = _events(mm, ["senders", "times", *recs])
         n = np.rint(np.asarray(ev["times"]) / h).astype(np.int64) - 1 - LEAD
         ok = (n >= 0) & (n < steps)
-        senders = np.asarray(ev["senders"])[ok]
-        bj = np.array([index[int(g)] for g in senders]).reshape(-1, 2)
+        g = np.asarray(ev["senders"], dtype=np.int64)[ok]
         raw = {}
         for r in recs:
             a = np.zeros((steps, batch, pop.size))
-            a[n[ok], bj[:, 0], bj[:, 1]] = np.asarray(ev[r])[ok]
+            a[n[ok], where_b[g], where_j[g]] = np.asarray(ev[r])[ok]
             raw[r] = a
         jumped = {syn.state for syn in pop.placed.values()} if pop.match.kind in (
             "current", "conductance") else set()
