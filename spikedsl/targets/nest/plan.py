@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -218,27 +219,69 @@ def schedule(net: ir.LNetwork, plan: Plan | None = None) -> ir.LNetwork:
 
 
 # ------------------------------------------------------------------ weights and signs
-def effective(p: ir.LProjection, W: dict[str, np.ndarray]) -> np.ndarray:
-    """The effective weight of a projection between neuron layers (sign applied):
-    (out, in) for dense / sparse, (out,) for one_to_one."""
+@functools.lru_cache(maxsize=8)
+def _mask(seed: int, p: float, n_out: int, n_in: int) -> np.ndarray:
+    return np.asarray(_weights.mask_values(seed, p, n_out * n_in), dtype=bool).reshape(
+        n_out, n_in)
+
+
+def sparse_mask(p: ir.LProjection) -> np.ndarray:
+    """The fixed mask of a ``sparse`` projection (every target's,
+    :func:`spikedsl.lowering.weights.sparse_mask`), drawn once per run."""
+    return _mask(int(p.seed), float(p.p), math.prod(p.out_shape), math.prod(p.in_shape))
+
+
+@dataclass
+class Synapses:
+    """The synapses of a connection, in NEST units (before NEST's sign rule):
+    ``dense`` values (out, in), ``one_to_one`` values (out,), ``sparse`` values
+    at the pairs (post[k], pre[k]) of the mask."""
+
+    kind: str
+    values: np.ndarray
+    post: np.ndarray | None = None
+    pre: np.ndarray | None = None
+    shape: tuple[int, int] = (0, 0)
+
+    def propagate(self, z: np.ndarray) -> np.ndarray:
+        """What spikes ``z`` [B, in] deliver, [B, out]."""
+        if self.kind == "dense":
+            return z @ self.values.T
+        if self.kind == "one_to_one":
+            return z * self.values
+        from scipy.sparse import csr_matrix
+
+        m = csr_matrix((self.values, (self.post, self.pre)), shape=self.shape)
+        return np.asarray((m @ z.T).T)
+
+
+def synapses(c: Connection, W: dict[str, np.ndarray]) -> Synapses:
+    """The effective weights of a connection (sign applied) times the target's
+    NEST weight per unit."""
+    p = c.proj
     key = f"{p.param_name}.weight"
     n_out, n_in = math.prod(p.out_shape), math.prod(p.in_shape)
+    f = np.broadcast_to(np.asarray(c.factor, dtype=np.float64).reshape(-1), (n_out,))
     if p.kind == "dense":
         w, _ = _weights.projection_weights(p, W)
-        return np.asarray(w, dtype=np.float64).reshape(n_out, n_in)
+        return Synapses("dense", np.asarray(w, dtype=np.float64).reshape(n_out, n_in)
+                        * f[:, None], shape=(n_out, n_in))
     if p.kind == "sparse":
-        mask = _weights.sparse_mask(p)
-        w = mask * (np.asarray(W[key], dtype=np.float64).reshape(mask.shape) if key in W
-                    else (p.weight if p.weight is not None else 1.0))
+        post, pre = np.nonzero(sparse_mask(p))
+        w = (np.asarray(W[key], dtype=np.float64).reshape(n_out, n_in)[post, pre] if key in W
+             else np.full(len(post), p.weight if p.weight is not None else 1.0))
     else:
         w = np.asarray(W[key], dtype=np.float64).reshape(-1) if key in W else np.full(
             n_out, p.weight if p.weight is not None else 1.0)
         w = np.broadcast_to(w, (n_out,)).astype(np.float64)
+        post = pre = None
     if p.sign == "excitatory":
         w = np.abs(w)
     elif p.sign == "inhibitory":
         w = -np.abs(w)
-    return w
+    if p.kind == "sparse":
+        return Synapses("sparse", w * f[post], post, pre, (n_out, n_in))
+    return Synapses("one_to_one", w * f, shape=(n_out, n_in))
 
 
 def place_channels(plan: Plan, W: dict[str, np.ndarray],
@@ -257,9 +300,7 @@ def place_channels(plan: Plan, W: dict[str, np.ndarray],
         where: dict[str, str] = {}
         for c in plan.connections:
             if c.dst == pop.name and c.state in pos:
-                w = effective(c.proj, W)
-                f = c.factor.reshape(-1)
-                x = w * (f[:, None] if w.ndim == 2 else f)
+                x = synapses(c, W).values
                 pos[c.state] |= bool(np.any(x > 0))
                 neg[c.state] |= bool(np.any(x < 0))
                 where.setdefault(c.state, c.proj.param_name)
@@ -311,5 +352,5 @@ def nest_weight(pop: Population, state: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-__all__ = ["LEAD", "Connection", "Drive", "Plan", "Population", "effective", "make_plan",
-           "nest_weight", "place_channels", "schedule", "step_ms"]
+__all__ = ["LEAD", "Connection", "Drive", "Plan", "Population", "Synapses", "make_plan",
+           "nest_weight", "place_channels", "schedule", "sparse_mask", "step_ms", "synapses"]

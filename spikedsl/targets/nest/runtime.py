@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikedsl import ir
 from spikedsl.runtime.arrays import NumpyArrays
-from spikedsl.targets.nest.plan import LEAD, Plan, effective, nest_weight, place_channels
+from spikedsl.targets.nest.plan import LEAD, Plan, nest_weight, place_channels, synapses
 
 
 def drive_values(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray],
@@ -91,27 +90,22 @@ def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], s
             _set(nc, blocked)
             _set(nc, pop.match.init)
             nodes[(name, b)] = nc
+    ids = {key: np.asarray(nc.tolist(), dtype=np.int64) for key, nc in nodes.items()}
     # projections between neuron layers
     for c in plan.connections:
-        pop = plan.populations[c.dst]
-        w = effective(c.proj, W)
-        f = c.factor.reshape(-1)
-        x = nest_weight(pop, c.state, w * (f[:, None] if w.ndim == 2 else f))
+        syn = synapses(c, W)
+        x = nest_weight(plan.populations[c.dst], c.state, syn.values)
         delay = c.delay * h
         for b in range(batch):
             pre, post = nodes[(c.src, b)], nodes[(c.dst, b)]
-            if c.proj.kind == "dense":
+            if syn.kind == "dense":
                 nest.Connect(pre, post, "all_to_all", {"weight": x, "delay": delay})
-            elif c.proj.kind == "one_to_one":
+            elif syn.kind == "one_to_one":
                 nest.Connect(pre, post, "one_to_one", {"weight": x, "delay": delay})
-            else:  # sparse: the fixed mask of every target, as explicit pairs
-                i, j = _sparse_pairs(c.proj)
-                if len(i):
-                    src = np.asarray(pre.tolist())[j]
-                    dst = np.asarray(post.tolist())[i]
-                    nest.Connect(src, dst, "one_to_one",
-                                 {"weight": np.ascontiguousarray(x[i, j]),
-                                  "delay": np.full(len(i), delay)})
+            elif len(x):  # sparse: the fixed mask of every target, as explicit pairs
+                src, dst = ids[(c.src, b)][syn.pre], ids[(c.dst, b)][syn.post]
+                nest.Connect(src, dst, "one_to_one",
+                             {"weight": np.ascontiguousarray(x), "delay": np.full(len(x), delay)})
     # inputs: generators per neuron and sample
     _generators(nest, plan, drives, nodes, batch, steps)
     # recording
@@ -136,16 +130,10 @@ def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], s
         _set(nc, {k: v for k, v in pop.match.init.items() if k in pop.match.held})
     nest.Simulate((steps + 1) * h)  # one more: the multimeter's sample of the last step
     t2 = time.perf_counter()
-    out = _collect(plan, nodes, spikes, meters, wanted, enc, steps, batch, record, drives, W)
+    out = _collect(plan, ids, spikes, meters, wanted, enc, steps, batch, record, drives, W)
     if timings is not None:
         timings.update(build=t1 - t0, simulate=t2 - t1, collect=time.perf_counter() - t2)
     return out
-
-
-def _sparse_pairs(p: ir.LProjection) -> tuple[np.ndarray, np.ndarray]:
-    from spikedsl.lowering.weights import sparse_mask
-
-    return np.nonzero(sparse_mask(p) != 0)
 
 
 def _generators(nest, plan: Plan, drives: dict[int, np.ndarray], nodes, batch: int,
@@ -212,14 +200,12 @@ def _pending(plan: Plan, pop, state: str, traces: dict[str, np.ndarray],
             out[:-1] += drives[id(d)][1:steps]
     for c in plan.connections:
         if c.dst == pop.name and c.state == state:
-            w = effective(c.proj, W)
-            f = c.factor.reshape(-1)
-            x = w * (f[:, None] if w.ndim == 2 else f)
+            syn = synapses(c, W)
             z = traces[c.src].reshape(steps, batch, -1)
-            for n in range(steps):
-                k = n + 1 - c.mapped
-                if k >= 0:
-                    out[n] += z[k] @ x.T if x.ndim == 2 else z[k] * x
+            lag = c.mapped - 1
+            if steps > lag:  # out[n] gets the spikes of step n + 1 - mapped
+                got = syn.propagate(z[:steps - lag].reshape(-1, z.shape[-1]))
+                out[lag:] += got.reshape(steps - lag, batch, -1)
     return out
 
 
@@ -238,16 +224,15 @@ def _events(rec, keys: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def _collect(plan: Plan, nodes, spikes, meters, wanted, enc, steps: int, batch: int,
+def _collect(plan: Plan, ids: dict[tuple[str, int], np.ndarray], spikes, meters, wanted, enc, steps: int, batch: int,
              record: list[str], drives: dict[int, np.ndarray],
              W: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     h = plan.h_ms
     traces: dict[str, np.ndarray] = {}
-    top = max(max(nc.tolist()) for nc in nodes.values()) + 1
+    top = max(int(a.max()) for a in ids.values()) + 1
     where_b, where_j = np.zeros(top, dtype=np.int64), np.zeros(top, dtype=np.int64)
-    for (name, b), nc in nodes.items():
-        ids = np.asarray(nc.tolist())
-        where_b[ids], where_j[ids] = b, np.arange(len(ids))
+    for (_, b), a in ids.items():
+        where_b[a], where_j[a] = b, np.arange(len(a))
     for name, rec in spikes.items():
         pop = plan.populations[name]
         z = np.zeros((steps, batch, pop.size))
