@@ -49,8 +49,9 @@ def schedule(net: ir.LNetwork) -> ir.LNetwork:
 
 def mpi_available() -> bool:
     """Whether the installed NEST is built with MPI."""
-    import nest
+    from spikedsl.targets.nest.runtime import import_nest
 
+    nest = import_nest()
     return bool(nest.GetKernelStatus("build_info")["have_mpi"])
 
 

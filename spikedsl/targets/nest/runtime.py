@@ -8,6 +8,8 @@ simulation (populations per sample, no connection between copies).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from spikedsl.runtime.arrays import NumpyArrays
@@ -35,6 +37,14 @@ def drive_values(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray
                 y[t] = np.asarray(weights.apply(d.proj, x[k])).reshape(batch, n)
         out[id(d)] = y * d.factor.reshape(-1)
     return out
+
+
+def import_nest():
+    """PyNEST, without its start-up banner on stdout (``PYNEST_QUIET``)."""
+    os.environ.setdefault("PYNEST_QUIET", "1")
+    import nest
+
+    return nest
 
 
 def _quiet(nest) -> None:
@@ -70,8 +80,7 @@ def simulate(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray], s
     included) and ``collect``."""
     import time
 
-    import nest
-
+    nest = import_nest()
     t0 = time.perf_counter()
     h = plan.h_ms
     _quiet(nest)
@@ -212,8 +221,7 @@ def _pending(plan: Plan, pop, state: str, traces: dict[str, np.ndarray],
 def _events(rec, keys: list[str]) -> dict[str, np.ndarray]:
     """A recorder's events; under MPI (NEST built with it, ``mpirun -np N``) each
     process records its own neurons: gathered to every process with mpi4py."""
-    import nest
-
+    nest = import_nest()
     ev = rec.get("events")
     out = {k: np.asarray(ev[k]) for k in keys}
     if nest.NumProcesses() > 1:
