@@ -93,8 +93,11 @@ def run_spikedsl(n: int, threads: int) -> dict:
 
 
 def run_pynest(n: int, threads: int) -> dict:
-    import nest
     import numpy as np
+
+    from spikedsl.targets.nest.runtime import import_nest
+
+    nest = import_nest()  # the same OpenMP settings as the target
 
     t0 = time.perf_counter()
     nest.verbosity = nest.VerbosityLevel.ERROR
@@ -132,11 +135,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--child", nargs=3, metavar=("KIND", "N", "THREADS"))
+    ap.add_argument("--wait-policy", default=None, choices=("active", "passive"),
+                    help="OMP_WAIT_POLICY of the runs (default: the target's, passive)")
     args = ap.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if args.wait_policy:
+        env["OMP_WAIT_POLICY"] = args.wait_policy
+    print(f"load average before: {os.getloadavg()}")
     rows = []
     for n in args.sizes:
         for th in args.threads:
@@ -157,7 +165,7 @@ def main() -> None:
     for n, th, kind, r in rows:
         print(f"| {kind} CUBA {n} | {th} | {r['build']:.2f} | {r['simulate']:.2f} | "
               f"{r['process']:.1f} | {r['rate']:.1f} | {r['peak_mib']:.0f} |")
-    print(f"\nload average: {os.getloadavg()}")
+    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

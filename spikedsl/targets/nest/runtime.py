@@ -40,8 +40,13 @@ def drive_values(plan: Plan, enc: dict[str, np.ndarray], W: dict[str, np.ndarray
 
 
 def import_nest():
-    """PyNEST, without its start-up banner on stdout (``PYNEST_QUIET``)."""
+    """PyNEST, without its start-up banner on stdout (``PYNEST_QUIET``), and with
+    OpenMP threads that sleep rather than spin while they wait
+    (``OMP_WAIT_POLICY=passive`` unless set; it takes effect when NEST is the
+    first to load OpenMP): on a machine shared with other work, spinning threads
+    make two NEST threads 10 to 30 times slower than one (docs/benchmarks.md)."""
     os.environ.setdefault("PYNEST_QUIET", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     import nest
 
     return nest
