@@ -319,22 +319,6 @@ def affine(form: Form, stmts_temps, stmts) -> tuple[dict, dict, dict]:
     return A, B, base
 
 
-def linear_terms(form: Form) -> str | None:
-    """None if the exact step is affine in the states and current inputs, else
-    the offending term (as text)."""
-    import sympy as sp
-
-    new = inline(form.neuron.temps, form.neuron.updates)
-    vars_ = [sym(form, s) for s in form.states] + [sym(form, i) for i in form.currents]
-    for s, e in new.items():
-        f = to_sympy(e, form.syms)
-        for u in vars_:
-            d = sp.diff(f, u)
-            if d.free_symbols & set(vars_):
-                return f"the step of '{s}' is not linear ({fmt(f)})"
-    return None
-
-
 # ------------------------------------------------------------------ the layer
 @dataclass
 class Match:

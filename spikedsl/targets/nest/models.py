@@ -68,7 +68,7 @@ def _nstates(form: Form, model: str, allowed: tuple[int, ...], what: str,
 
 def _reset_to(form: Form, model: str, extra: dict[str, str] | None = None) -> dict:
     """The reset: ``v = c`` (c free of states), plus ``extra`` {state: op}."""
-    import sympy as sp
+    from spikedsl.ir.exprs import to_sympy
 
     extra = extra or {}
     out = {}
@@ -82,23 +82,16 @@ def _reset_to(form: Form, model: str, extra: dict[str, str] | None = None) -> di
         if a.op != op:
             raise Miss(1, f"its reset '{s} {a.op} {fmt(a.value)}' is not '{s} {op} ...' "
                           f"as in {model}")
-        e = sym_value(form, a.value)
+        e = to_sympy(a.value, form.syms)
         if e.free_symbols & {sym(form, x) for x in form.states + list(form.neuron.inputs)}:
             raise Miss(1, f"its reset '{s} {a.op} {fmt(a.value)}' reads a state; {model} "
                           "resets to a constant")
         out[s] = form.num(a.value)
-        _ = sp
     if got:
         s, a = next(iter(got.items()))
         raise Miss(1, f"its reset changes '{s}' ('{s} {a.op} {fmt(a.value)}'), which {model} "
                       "does not")
     return out
-
-
-def sym_value(form: Form, e):
-    from spikedsl.ir.exprs import to_sympy
-
-    return to_sympy(e, form.syms)
 
 
 def _clamp(form: Form, model: str, clamp: set[str]) -> None:
@@ -348,14 +341,12 @@ def iaf_psc_exp(form: Form, **_) -> Match:
 
 
 # ------------------------------------------------------------------ conductance based
-def _cond_common(form: Form, M: str, nonsyn: list[str], default_c: float):
-    """V_m's terms of iaf_cond_exp / aeif_cond_exp: leak, conductances (g, g·V),
-    currents; returns (T, syn states, g-V coefficients, E_rev per conductance)."""
-    v = form.v
-    syn = [s for s in form.states if s != v and s not in nonsyn]
+def _conductance_states(form: Form, M: str, other: list[str]) -> list[str]:
+    """The conductances of iaf_cond_exp / aeif_cond_exp: the states other than the
+    membrane and ``other``; the spike inputs must reach them."""
+    syn = [s for s in form.states if s != form.v and s not in other]
     _spike_syn(form, M, syn)
-    V = sym(form, v)
-    return V, syn
+    return syn
 
 
 def iaf_cond_exp(form: Form, **_) -> Match:
@@ -363,7 +354,8 @@ def iaf_cond_exp(form: Form, **_) -> Match:
     _nstates(form, M, (2, 3), "three (V_m, g_ex, g_in)")
     _threshold(form, M)
     v = form.v
-    V, syn = _cond_common(form, M, [], 250.0)
+    V = sym(form, v)
+    syn = _conductance_states(form, M, [])
     _no_sets(form, M)
     reset = _reset_to(form, M)
     _clamp(form, M, {v})
@@ -422,7 +414,7 @@ def _conductances(form: Form, M: str, T: dict, Ts: dict, syn: list[str], reset: 
     m = Match(model=M, layer=form.layer, neuron=form.neuron.name, params=params, states=states,
               init=init, jumps=_jumps(form, syns), syn=list(syns.values()), kind="conductance",
               currents={i: sigma * b * C / tu for i, b in beta.items()}, lead=1, exact=False,
-              held=("V_m",) + tuple(n for n, _ in extra.get("states", {}).values() for n in n),
+              held=("V_m",) + tuple(r for names, _ in extra.get("states", {}).values() for r in names),
               blockers=extra.get("blockers", {"V_th": 1e300}),
               notes=[f"NEST integrates {M} with an adaptive Runge-Kutta-Fehlberg (4, 5) solver; "
                      f"the lowered {form.neuron.method} step is the same ODEs, not the same "
@@ -445,7 +437,7 @@ def aeif_cond_exp(form: Form, **_) -> Match:
                       "V_reset; w += b)")
     w = adds[0]
     W = sym(form, w)
-    _, syn = _cond_common(form, M, [w], 281.0)
+    syn = _conductance_states(form, M, [w])
     _no_sets(form, M)
     reset = _reset_to(form, M, {w: "+="})
     _clamp(form, M, {v})
