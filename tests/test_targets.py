@@ -87,13 +87,16 @@ NETWORKS = {
 # what each target does with each network: None = runs it, else a fragment of the refusal
 # (gradient entry points first, then forward runs where they differ)
 EXPECTED = {
-    "hh": {"norse": "it has 6 states", "nir": "its rk4 step is not linear"},
+    "hh": {"norse": "it has 6 states", "nir": "its rk4 step is not linear",
+           "nest": "no NEST built-in has its dynamics"},
     "cell": {"norse": "the slstm cell 'c'", "brian2": "the slstm cell 'c'",
-             "nir": "the slstm cell 'c'"},
+             "nir": "the slstm cell 'c'", "nest": "the slstm cell 'c'"},
     "plastic": {"norse": "plasticity on the dense projection 'h'",
-                "nir": "plasticity on the dense projection 'h'"},
-    "conv": {},
-    "maxpool": {"nir": "layer 'm' (maxpool2d): NIR has no max pooling node"},
+                "nir": "plasticity on the dense projection 'h'",
+                "nest": "plasticity on the dense projection 'h'"},
+    "conv": {"nest": "layer 'p' (avgpool2d): NEST networks hold neurons only"},
+    "maxpool": {"nir": "layer 'm' (maxpool2d): NIR has no max pooling node",
+                "nest": "layer 'm' (maxpool2d): NEST networks hold neurons only"},
     "surrogate": {"norse": ("its surrogate fast_sigmoid(slope = 25) has no Norse counterpart",
                             None)},
     "membrane": {"nir": ("output 'h.v'", None)},
@@ -141,7 +144,7 @@ def test_capabilities_cover_the_language():
     assert targets.STAGES == set(low.STAGES)
     assert targets.CELLS == set(low.CELLS)
     assert targets.ENCODERS == set(low.ENCODERS)
-    assert targets.NAMES == ("reference", "torch", "norse", "brian2", "nir")
+    assert targets.NAMES == ("reference", "torch", "norse", "brian2", "nir", "nest")
     assert targets.GENERATORS == ("torch", "norse", "brian2", "nir")
     caps = targets.get("torch").caps
     assert caps.cells == targets.CELLS and caps.stages == targets.STAGES and caps.gradients
@@ -149,6 +152,9 @@ def test_capabilities_cover_the_language():
     assert targets.get("norse").caps.states == (1, 2) and not targets.get("norse").caps.cells
     assert targets.get("brian2").caps.units and "cpp_standalone" in targets.get(
         "brian2").caps.devices
+    nest = targets.get("nest").caps
+    assert not nest.stages and not nest.cells and not nest.plasticity and nest.partial_traces
+    assert "schedule" in targets.get("nest").entries and "source" not in targets.get("nest").entries
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         targets.get("tpu")
 

@@ -725,6 +725,11 @@ class NetworkHandle:
         """Run in Brian2; outputs as numpy arrays (``spikedsl.targets.brian2.simulate``)."""
         return targets.simulate("brian2", self.ir, **kw)
 
+    def to_nest(self, inputs=None, **kw):
+        """Run in NEST; outputs as numpy arrays (``spikedsl.targets.nest.run``:
+        ``weights``, ``record``, ``threads``)."""
+        return targets.run("nest", self.ir, inputs, **kw)
+
     def to_nir(self, **kw):
         """``nir.NIRGraph`` (``spikedsl.targets.nir.convert``)."""
         return targets.source("nir", self.ir, **kw)

@@ -770,12 +770,31 @@ def evaluate_expect(case: Case, e: ir.Expect, out: Mapping[str, np.ndarray],
 
 
 # ------------------------------------------------------------------ running
+def _same_schedule(target: str, net: ir.LNetwork, runners) -> None:
+    """A target that delivers spikes later than the network's schedule (NEST)
+    cannot be held to the expectations of the spec's timing: skipped, with
+    the way to compare it (``spikedsl verify``, which maps the delays)."""
+    if dict(runners or {}).get(target) is not None or target not in targets.TARGETS:
+        return
+    t = targets.get(target)
+    if "schedule" not in t.entries or targets.unavailable(target):
+        return
+    try:
+        mapped = targets.schedule(target, net)
+    except Unsupported as e:
+        raise Skip("; ".join(d.message for d in e.diagnostics)) from None
+    if mapped is not net:
+        raise Skip(f"{t.title} delivers spikes between layers later than this network's "
+                   f"schedule (docs/{target}.md); compare with `spikedsl verify -t {target}`")
+
+
 def run_case(case: Case, target: str, *, runners: Mapping[str, Callable] | None = None) -> Result:
     """Run one case on one target and check every expectation."""
     import time
 
     t0 = time.perf_counter()
     try:
+        _same_schedule(target, case.net, runners)
         out = run_target(target, case.net, case.inputs, weights=case.weights, runners=runners)
     except Skip as s:
         return Result(case.name, target, "skip", case.loc, reason=str(s))

@@ -17,6 +17,11 @@ records every layer's output and every neuron state before and after reset;
 for each pair of targets the report gives the fraction of equal spikes and
 the largest absolute difference of the other traces.  A pair is ok when all
 spikes agree and the difference is at most ``tol``.
+
+A target that delivers spikes on its own schedule (NEST: at least one step of
+delay per connection, docs/nest.md) is compared with the reference run of
+the network it actually runs (:func:`spikedsl.targets.schedule`), reported
+as ``reference@nest``, when that network differs from the spec's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spikedsl import ir
+from spikedsl import targets as _targets
+from spikedsl.errors import Unsupported
 from spikedsl.runtime import reference as ref
 from spikedsl.runtime.testing import TARGET_ORDER, Skip, run_target
 
@@ -103,6 +110,11 @@ class VerifyReport:
             else:
                 tag = "skipped" if r.status == "skip" else "ERROR  "
                 lines.append(f"  {r.name:<{w}}  {tag}  {r.reason}")
+        for r in self.runs:
+            if r.name.startswith("reference@"):
+                t = r.name.split("@", 1)[1]
+                lines.append(f"  ({r.name}: the reference on the network {t} runs, with the "
+                             f"delays {t} delivers spikes with; docs/{t}.md)")
         if self.activity:
             act = ", ".join(f"{k} {100 * v:.1f} %" for k, v in self.activity.items())
             lines.append(f"spiking (fraction of entries that are spikes): {act}")
@@ -241,6 +253,17 @@ def compare(a: TargetRun, b: TargetRun, spike_keys: set[str], tol: float, dt: fl
 
 
 # ------------------------------------------------------------------ driver
+def _reference_run(label: str, net: ir.LNetwork, inputs, weights, record,
+                   runners) -> TargetRun:
+    t0 = time.perf_counter()
+    try:
+        out = run_target("reference", net, dict(inputs), weights=weights, record=record,
+                         runners=runners)
+        return TargetRun(label, "ok", outputs=out, seconds=time.perf_counter() - t0)
+    except Skip as s:
+        return TargetRun(label, "skip", reason=str(s))
+
+
 def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | None = None,
            batch: int = 2, seed: int = 0, tol: float = 1e-9,
            weights: Mapping[str, np.ndarray] | None = None,
@@ -286,10 +309,33 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
         if on_run:
             on_run(r)
     spike_keys = _spike_keys(net)
-    ran = [r for r in runs if r.status == "ok"]
+    # targets on their own schedule: compared with the reference of that network
+    apart: dict[str, TargetRun] = {}
+    for r in list(runs):
+        if r.status != "ok" or r.name not in _targets.TARGETS or \
+                "schedule" not in _targets.get(r.name).entries:
+            continue
+        try:
+            mapped = _targets.schedule(r.name, net)
+        except (Unsupported, _targets.Unavailable):
+            mapped = net
+        if mapped is net:
+            if not any(x.name == "reference" and x.status == "ok" for x in runs):
+                runs.insert(0, _reference_run("reference", net, inputs, weights, record, runners))
+            continue
+        apart[r.name] = _reference_run(f"reference@{r.name}", mapped, inputs, weights, record,
+                                       runners)
+        runs.insert(runs.index(r), apart[r.name])
+    ran = [r for r in runs if r.status == "ok" and r.name not in apart
+           and not r.name.startswith("reference@")]
     pairs = [compare(ran[i], ran[j], spike_keys, tol, net.dt, net.dt_unit)
              for i in range(len(ran)) for j in range(i + 1, len(ran))]
+    for name, base in apart.items():
+        run = next(r for r in runs if r.name == name)
+        if base.status == "ok":
+            pairs.append(compare(base, run, spike_keys, tol, net.dt, net.dt_unit))
     activity = {}
+    ran = ran or [r for r in runs if r.status == "ok"]
     base = ran[0].outputs if ran else {}
     for lay in net.layers:
         if lay.name in spike_keys and lay.name in base:

@@ -1,7 +1,7 @@
 """The target registry: what each target is, what it can express, how to call it.
 
 One :class:`Target` per target (``reference``, ``torch``, ``norse``,
-``brian2``, ``nir``) holds its entry points (functions of its module, imported
+``brian2``, ``nir``, ``nest``) holds its entry points (functions of its module, imported
 on first use), the Python packages it needs, and its declared
 :class:`Capabilities`.  :func:`refusal` is the one answer to "can target T run
 this lowered network (or neuron)?": ``None``, or the
@@ -80,7 +80,9 @@ class Target:
     (generated code; a ``nir.NIRGraph`` for nir), ``build`` (an object that
     runs), ``run`` (numpy in, numpy out: ``run(net, inputs, weights=,
     dtype=, record=)``), ``simulate``, ``export``, ``check`` (the target's own
-    part of :func:`refusal`, raising :class:`Unsupported`)."""
+    part of :func:`refusal`, raising :class:`Unsupported`), ``schedule`` (the
+    network whose reference run the target reproduces, when its delivery
+    differs: NEST's delays)."""
 
     name: str
     title: str  # as it appears in messages ("NIR cannot express ...")
@@ -195,6 +197,23 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
                  "states": "NIR neurons have one (LIF, IF, LI, I) or two (CubaLIF, CubaLI)",
                  "refractory": "it has a refractory period (holding {held} for {steps} steps "
                                "after a spike); NIR neurons have none (allow_approx drops it)"},
+    ),
+    Target(
+        name="nest", title="NEST", module="spikedsl.targets.nest",
+        summary="NEST's built-in neuron models, run with PyNEST (docs/nest.md)",
+        requires=("nest",),
+        caps=Capabilities(stages=frozenset(), cells=frozenset(), layer_functions=frozenset(),
+                          states=(1, 9), plasticity=frozenset(), partial_traces=True,
+                          devices=(),
+                          neurons="steps equal to a NEST built-in (iaf_psc_delta, iaf_psc_exp, "
+                                  "iaf_cond_exp, aeif_cond_exp, izhikevich, hh_psc_alpha)"),
+        entries={"run": "run", "simulate": "run", "check": "check", "schedule": "schedule"},
+        reasons={"cell": "NEST has no LSTM cells",
+                 "stage": "NEST networks hold neurons only",
+                 "function": "NEST networks hold neurons only",
+                 "plasticity": "the NEST target runs no synapse rules (use the torch or Brian2 "
+                               "target)",
+                 "states": "NEST's built-in models have one to nine"},
     ),
 )})
 
@@ -356,6 +375,16 @@ def build(name: str, net, **kw):
     return _call(name, "build", net, **kw)
 
 
+def schedule(name: str, net):
+    """The network whose reference run target ``name`` reproduces: ``net``
+    itself, or for NEST the network with the delays NEST delivers with
+    (docs/nest.md); ``spikedsl verify`` compares under this mapping."""
+    t = get(name)
+    if "schedule" not in t.entries:
+        return net
+    return t.entry("schedule")(net)
+
+
 def simulate(name: str, net, inputs=None, **kw) -> dict:
     """The ``simulate`` entry point (brian2: devices, batches, seeds)."""
     return _call(name, "simulate", net, inputs, **kw)
@@ -381,5 +410,5 @@ def run(name: str, net, inputs, *, weights=None, dtype=None, record=None, **kw) 
 __all__ = [
     "CELLS", "ENCODERS", "GENERATORS", "LAYER_KINDS", "METHODS", "NAMES", "PROJECTIONS",
     "STAGES", "TARGETS", "Capabilities", "Target", "Unavailable", "build", "check", "export",
-    "get", "refusal", "require", "run", "simulate", "source", "unavailable",
+    "get", "refusal", "require", "run", "schedule", "simulate", "source", "unavailable",
 ]
