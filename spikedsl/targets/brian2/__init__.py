@@ -201,7 +201,7 @@ def build(net: ir.LNetwork, *, weights=None, dtype=np.float64, inputs=None, reco
     b2.prefs.core.default_float_dtype = np.dtype(dtype).type
     network, handles = ns["build"](_inputs(net, inputs), load_weights(net, weights),
                                    list(record or ()))
-    handles["duration"] = net.steps * ns["DT"]
+    handles["duration"] = handles["steps"] * ns["DT"]
     handles["collect"] = lambda: ns["collect"](handles)
     return network, handles
 

@@ -493,6 +493,7 @@ class ImportResult:
     weights: dict[str, np.ndarray]
     notes: list[str]
     outputs: dict[str, str]  # NIR output node -> spikedsl output name
+    layers: dict[str, str] = field(default_factory=dict)  # NIR node -> layer (renamed ones)
 
 
 _RESERVED_EXTRA = {"true", "false", "dt", "excitatory", "inhibitory", "where", "exp", "log", "sqrt",
@@ -858,7 +859,8 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
     for L, arrs in neuron_arrays.items():
         for p, a in arrs.items():
             weights[f"{L}.{p}"] = np.asarray(a, dtype=np.float64)
-    return ImportResult(text=text0, weights=weights, notes=notes, outputs=outputs)
+    return ImportResult(text=text0, weights=weights, notes=notes, outputs=outputs,
+                        layers={k: v for k, v in lname.items() if k != v})
 
 
 def _check_cycles(nodes: dict[str, Node], edges) -> None:
