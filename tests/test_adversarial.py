@@ -443,3 +443,26 @@ def test_a_layer_named_forward_is_refused_at_its_name(tmp_path):
                  cwd=tmp_path)
     assert r.returncode == 1 and ":14:11: error: torch cannot express layer name" in r.stderr
     assert not (tmp_path / "m.py").exists()
+
+
+def test_dt_zero_is_one_error(tmp_path):
+    p = tmp_path / "dt0.spk"
+    p.write_text(NET.replace("dt    = 1 ms", "dt    = 0 ms"))
+    r = spikedsl("check", p, cwd=tmp_path)
+    assert r.returncode == 1
+    assert f"{p}:10:13: error: dt: expected a positive duration" in r.stderr
+    assert "must carry a time unit" not in r.stderr
+    assert r.stderr.rstrip().endswith("1 error")
+
+
+def test_compile_has_the_allow_approx_flag_its_refusal_names(tmp_path):
+    pytest.importorskip("norse")
+    p = tmp_path / "s.spk"
+    p.write_text(RUN.replace("    reset v = 0\n", "    reset v = 0\n    surrogate sigmoid(slope = 5)\n"))
+    r = spikedsl("compile", "-t", "norse", p, "-o", tmp_path / "m.py", cwd=tmp_path)
+    assert r.returncode == 1 and "allow_approx uses 'super'" in r.stderr
+    assert not (tmp_path / "m.py").exists()
+    r = spikedsl("compile", "-t", "norse", "--allow-approx", p, "-o", tmp_path / "m.py",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "norse" in (tmp_path / "m.py").read_text()
