@@ -300,6 +300,27 @@ class Diagnostic:
         return self.render()
 
 
+def name_loc(file: str, line: int, name: str) -> Loc | None:
+    """The position of the word ``name`` on line ``line`` of ``file`` (after a
+    leading keyword such as ``layer``), for IR nodes that keep only their line;
+    column 1 when the file cannot be read or the word is not there."""
+    import re
+
+    if not line:
+        return None
+    col = 1
+    try:
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read().splitlines()[line - 1].split("#", 1)[0]
+        m = re.match(r"\s*[A-Za-z_]\w*\s+", text)  # the statement's keyword
+        m = re.compile(rf"\b{re.escape(name)}\b").search(text, m.end() if m else 0)
+        if m:
+            col = m.start() + 1
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return Loc(file, line, col, line, col + len(name))
+
+
 def diag(code: str, loc: Loc | None, **fields) -> Diagnostic:
     msg_t, hint_t = CATALOGUE[code]
     msg = msg_t.format(**fields)

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 
 from spikedsl import ir
-from spikedsl.errors import Loc, SpecError, unsupported
+from spikedsl.errors import SpecError, name_loc, unsupported
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
@@ -142,7 +142,7 @@ class NetGen:
                 raise unsupported(self.TARGET, f"layer name '{la.name}'",
                                   "it clashes with an attribute of torch.nn.Module or of the "
                                   "generated class; rename the layer",
-                                  _name_loc(net.file, la.source_line, la.name))
+                                  name_loc(net.file, la.source_line, la.name))
             if la.kind == "cell" and la.op == "sconv_lstm" and int(la.args["kernel"]) % 2 == 0:
                 raise unsupported(self.TARGET, f"sconv_lstm '{la.name}' with kernel "
                                   f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
@@ -946,23 +946,6 @@ class NetGen:
 
 
 _KEYWORDS = set(__import__("keyword").kwlist) | {"match", "case", "_"}
-
-
-def _name_loc(file: str, line: int, name: str) -> Loc | None:
-    """The position of ``name`` on line ``line`` of ``file`` (column 1 when the
-    file cannot be read)."""
-    if not line:
-        return None
-    col = 1
-    try:
-        with open(file, encoding="utf-8") as fh:
-            text = fh.read().splitlines()[line - 1]
-        m = re.search(rf"\b{re.escape(name)}\b", text.split("#", 1)[0].replace("layer", " " * 5, 1))
-        if m:
-            col = m.start() + 1
-    except (OSError, IndexError, UnicodeDecodeError):
-        pass
-    return Loc(file, line, col, line, col + len(name))
 
 
 def _tidy(code: str) -> str:
