@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m spikedsl.runtime.pipeline
 
-## the whole test suite (what CI runs)
+## the whole test suite (what CI runs): tests/ and every test block of the
+## library (specs/, examples/) on every target, through the pytest plugin
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests specs examples
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" tests specs examples
 
 check-specs: $(STAMP)
 	$(BIN)/spikedsl check $$(find specs -name '*.spk' | sort)

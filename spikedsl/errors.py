@@ -190,6 +190,66 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
         "the weights have no entry '{name}'",
         "names follow docs/semantics.md: LAYER.weight, LAYER.bias, LAYER.PARAM",
     ),
+    "weights-keys-missing": (
+        "{origin} has no {entries}",
+        "a weights file of network '{network}' holds all its {count} arrays "
+        "(names: docs/semantics.md, 'Parameter names')",
+    ),
+    "weights-keys-unknown": (
+        "{origin} has {entries} that network '{network}' does not have",
+        "its arrays: {known}",
+    ),
+    "weights-entry-shape": (
+        "{origin}: entry '{name}' has shape {got}, network '{network}' expects {expected}",
+        None,
+    ),
+    "weights-not-numeric": ("{origin}: entry '{name}' is not an array of numbers", None),
+    "weights-not-mapping": ("weights must be a file name or a dict name -> array, not {got}",
+                            None),
+    "weights-not-finite": ("{origin}: entry '{name}' holds {count} NaN or infinite value(s)",
+                           None),
+    "weights-range": (
+        "{origin}: entry '{name}' holds {value}, outside the range [{lo}, {hi}] of "
+        "parameter '{param}'",
+        None,
+    ),
+    "weights-not-positive": (
+        "{origin}: entry '{name}' holds {value}, but parameter '{param}' is {what} and must "
+        "be positive",
+        None,
+    ),
+    # --- the inputs of a run (spikedsl/runtime/validate.py) -------------------
+    "input-dict": ("network '{network}' has {count} inputs ({names}): pass a dict "
+                   "{{input name: array}}", None),
+    "input-unknown": ("{names}: not an input of network '{network}'", "its inputs: {known}"),
+    "input-missing": ("missing input '{name}' of network '{network}'",
+                      "pass {{'{name}': [T, B, {shape}]}} (encoded) or [B, {shape}] (raw)"),
+    "input-not-numeric": ("input '{name}' of network '{network}' is not an array of numbers",
+                          None),
+    "input-shape": (
+        "input '{name}' has shape {got}; network '{network}' expects [T, B, {shape}] "
+        "(encoded) or [B, {shape}] (raw)",
+        None,
+    ),
+    "input-spikes-raw": (
+        "input '{name}' uses the 'spikes' encoder: give spike trains [T, B, {shape}], "
+        "got shape {got}",
+        None,
+    ),
+    "input-empty": ("input '{name}' has no {what} ({axis} = 0, shape {got})",
+                    "a run lasts as many steps as its inputs hold"),
+    "input-lengths": ("the inputs differ in their number of {what}: {detail}", None),
+    "input-not-finite": (
+        "input '{name}' holds {count} NaN or infinite value(s) (the first at index {first})",
+        None,
+    ),
+    "input-not-spikes": (
+        "input '{name}' uses the 'spikes' encoder, but holds {value} ({count} value(s) other "
+        "than 0 and 1)",
+        "a spike input holds only 0 and 1; declare the input 'direct' for graded values",
+    ),
+    "input-latency": ("input '{name}' uses the 'latency' encoder and needs raw values in "
+                      "[0, 1], got values in [{lo}, {hi}]", None),
     "nir-file": ("cannot read NIR file '{path}': {reason}", None),
     "nir-invalid": ("invalid NIR graph: {reason}", None),
     "nir-node": ("NIR node '{node}' ({type}): {reason}", None),
@@ -253,6 +313,27 @@ class Diagnostic:
         return self.render()
 
 
+def name_loc(file: str, line: int, name: str) -> Loc | None:
+    """The position of the word ``name`` on line ``line`` of ``file`` (after a
+    leading keyword such as ``layer``), for IR nodes that keep only their line;
+    column 1 when the file cannot be read or the word is not there."""
+    import re
+
+    if not line:
+        return None
+    col = 1
+    try:
+        with open(file, encoding="utf-8") as fh:
+            text = fh.read().splitlines()[line - 1].split("#", 1)[0]
+        m = re.match(r"\s*[A-Za-z_]\w*\s+", text)  # the statement's keyword
+        m = re.compile(rf"\b{re.escape(name)}\b").search(text, m.end() if m else 0)
+        if m:
+            col = m.start() + 1
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return Loc(file, line, col, line, col + len(name))
+
+
 def diag(code: str, loc: Loc | None, **fields) -> Diagnostic:
     msg_t, hint_t = CATALOGUE[code]
     msg = msg_t.format(**fields)
@@ -279,6 +360,10 @@ class SpecError(Exception):
     @property
     def codes(self) -> list[str]:
         return [d.code for d in self.diagnostics]
+
+
+class InvalidData(SpecError, ValueError):
+    """Inputs or weights that no target accepts (spikedsl/runtime/validate.py)."""
 
 
 class Unsupported(SpecError):

@@ -17,13 +17,16 @@ def add_arguments(p) -> None:
     p.add_argument("file", metavar="NET.nir", help="an NIR graph (HDF5)")
     p.add_argument("--dt", type=float, default=None,
                    help="seconds per step (default: the graph's own dt if spikedsl wrote it, "
-                        "else 1e-4; 1e-3 with --convention norse)")
+                        "else 1e-4; 1e-3 with --convention norse, sinabs or lava; "
+                        "rockpool: the dt its graph stores in r)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.spk",
                    help="output spec; the weights go to the same name with .npz")
     p.add_argument("--name", default="Imported", help="network name (default: Imported)")
     p.add_argument("--convention", default="auto",
-                   choices=["auto", "nir", "snntorch", "norse", "spikedsl"],
-                   help="how to read the graph (default: auto)")
+                   choices=["auto", "nir", "snntorch", "norse", "spikedsl", "sinabs",
+                            "rockpool", "lava"],
+                   help="how to read the graph: the reading of the tool that wrote it "
+                        "(docs/nir.md, 'Conventions'; default: auto)")
     p.add_argument("--steps", type=int, default=None, help="number of steps of the network")
 
 

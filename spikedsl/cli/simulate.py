@@ -155,16 +155,18 @@ def _run(net, X, args, weights, record):
     from spikedsl.runtime.devices import torch_device
 
     device = torch_device(args.device)
-    W = None
-    if weights is not None or net.weights is None:
-        from spikedsl.targets.brian2 import load_weights
+    from spikedsl.lowering.weights import init_weights
+    from spikedsl.runtime import validate
 
-        W = load_weights(net, weights, args.seed)
+    W = validate.weights(net, weights, seed=args.seed)
+    if W is None:
+        W = init_weights(net, args.seed)
     import torch
 
     if net.plasticity:
         from spikedsl.runtime import reference
 
+        X = validate.inputs(net, X)
         return reference.run(net, X, weights=W, record=record, xp=torch, device=device)
     out = targets.run("torch", net, X, weights=W, dtype=np.float64, record=record,
                       device=device)

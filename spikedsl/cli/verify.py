@@ -86,9 +86,9 @@ def main(args) -> int:
     weights = None
     if args.weights:
         need_file(args.weights)
-        from spikedsl.runtime.reference import load_weights
+        from spikedsl.runtime import validate
 
-        weights = load_weights(args.weights)
+        weights = validate.read_file(net, args.weights)  # exactly the network's arrays
     report = verify(net, targets=targets, steps=args.steps, batch=args.batch, seed=args.seed,
                     tol=args.tol, weights=weights, input_scale=args.input_scale,
                     weight_scale=args.weight_scale)

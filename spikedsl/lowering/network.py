@@ -135,6 +135,8 @@ class NetworkLowering:
                 if v is None or v <= 0:
                     self.errors.add("bad-setting", s.value.loc, name="dt",
                                     reason="expected a positive duration")
+                    if isinstance(s.value, ir.Num) and s.value.unit:
+                        self.dt_unit = s.value.unit  # one error: not also "dt needs a unit"
                     continue
                 self.dt = v
                 if isinstance(s.value, ir.Num) and s.value.unit:

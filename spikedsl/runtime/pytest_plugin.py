@@ -112,6 +112,23 @@ def _targets(config) -> list[str] | None:
     return out or None
 
 
+SLOW_WORK = 20000  # steps x states of a test above which its items are marked "slow"
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "slow: long-running tests (deselect with -m 'not slow')")
+
+
+def _slow(case) -> bool:
+    """A test whose run is long: more than SLOW_WORK steps x neuron states (the
+    Hodgkin-Huxley tests of the library; -m "not slow" leaves them out)."""
+    net = getattr(case, "net", None)
+    if net is None:
+        return False
+    states = sum(len(la.neuron.states) for la in net.layers if la.kind == "neuron")
+    return case.steps * case.batch * max(states, 1) > SLOW_WORK
+
+
 class SpkFailure(Exception):
     def __init__(self, text: str):
         super().__init__(text)
@@ -144,11 +161,15 @@ class SpkFile(pytest.File):
         for t in select(prog):
             if id(t) not in mine:
                 continue
+            slow = _slow(self.case(t))
             for target in test_targets(t):
                 if wanted and target not in wanted:
                     continue
-                yield SpkItem.from_parent(self, name=f"{t.name}[{target}]", test=t,
-                                          target=target)
+                item = SpkItem.from_parent(self, name=f"{t.name}[{target}]", test=t,
+                                           target=target)
+                if slow:
+                    item.add_marker(pytest.mark.slow)
+                yield item
 
     def case(self, t):
         from spikedsl.runtime.testing import build_case

@@ -170,7 +170,9 @@ def make_weights(net: ir.LNetwork, seed: int = 0) -> tuple[dict[str, np.ndarray]
     w = ref.init_weights(net, seed)
     how = f"the initialisation of every target (spikedsl.lowering.weights, seed {seed})"
     if net.weights:
-        w.update(ref.load_weights(net.weights))
+        from spikedsl.runtime import validate
+
+        w.update(validate.read_file(net, net.weights))
         how = f"{net.weights}"
     return w, how
 
@@ -278,7 +280,9 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
     if weights is None:
         weights, how = make_weights(net, seed)
     else:
-        weights, how = dict(weights), "given"
+        from spikedsl.runtime import validate
+
+        weights, how = validate.weights(net, dict(weights), seed=seed), "given"
     if weight_scale != 1.0:
         proj = {f"{p.param_name}.weight" for lay in net.layers for p in lay.projections
                 if p.kind in ("dense", "conv2d")}
@@ -287,6 +291,10 @@ def verify(net: ir.LNetwork, *, targets: list[str] | None = None, steps: int | N
         how += f", projection weights x {weight_scale:g}"
     if inputs is None:
         inputs = make_inputs(net, T, batch, seed, scale=input_scale)
+    else:
+        from spikedsl.runtime import validate
+
+        inputs = validate.inputs(net, inputs)
     record = traces_of(net)
     runs: list[TargetRun] = []
     for name in names:

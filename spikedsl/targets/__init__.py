@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -361,7 +362,35 @@ def check(name: str, subject, **options) -> None:
 # ------------------------------------------------------------------ entry points
 def _call(name: str, role: str, net, *args, **kw):
     require(name, net, allow_approx=kw.get("allow_approx", False))
+    args, kw = _validated(name, role, net, args, kw)
     return get(name).entry(role)(net, *args, **kw)
+
+
+def _validated(name: str, role: str, net, args: tuple, kw: dict) -> tuple[tuple, dict]:
+    """Inputs and weights checked and resolved once, the same for every target
+    (:mod:`spikedsl.runtime.validate`): encoded inputs ``[T, B, ...]``, and
+    every array of the network (or None: the seeded initialisation)."""
+    from spikedsl import ir
+    from spikedsl.runtime import validate
+
+    if not isinstance(net, ir.LNetwork):
+        return args, kw
+    if role in ("run", "simulate") and args:
+        args = (validate.inputs(net, args[0]),) + tuple(args[1:])
+    if role == "build" and kw.get("inputs") is not None:
+        kw = {**kw, "inputs": validate.inputs(net, kw["inputs"])}
+    given = kw.get("weights")
+    if role == "source" and (name == "brian2" or "weights" not in kw):
+        # the script reads its weights file when it runs: check the file, keep its name
+        if isinstance(given, str | os.PathLike):
+            validate.read_file(net, given)
+        elif net.weights is not None:
+            validate.read_file(net, net.weights)
+        return args, kw
+    w = validate.weights(net, given, seed=kw.get("seed", 0) or 0)
+    if w is not None:
+        kw = {**kw, "weights": w}
+    return args, kw
 
 
 def source(name: str, net, **kw):

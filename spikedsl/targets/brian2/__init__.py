@@ -201,7 +201,7 @@ def build(net: ir.LNetwork, *, weights=None, dtype=np.float64, inputs=None, reco
     b2.prefs.core.default_float_dtype = np.dtype(dtype).type
     network, handles = ns["build"](_inputs(net, inputs), load_weights(net, weights),
                                    list(record or ()))
-    handles["duration"] = net.steps * ns["DT"]
+    handles["duration"] = handles["steps"] * ns["DT"]
     handles["collect"] = lambda: ns["collect"](handles)
     return network, handles
 
@@ -214,18 +214,19 @@ def simulate(net: ir.LNetwork, inputs=None, *, weights=None, device: str = "runt
     named in ``record`` (``"h"``, ``"h.v"``, ``"h.v_pre"``, plastic weights
     ``"h.weight"`` as ``[T, B, out, in]``).  The batch runs as B copies of the
     network, ``batch_size`` samples at a time."""
-    import brian2 as b2
-
     if device not in DEVICES:
         raise ValueError(f"unknown device '{device}' (known: {', '.join(DEVICES)})")
-    ns = module(net)
+    record = list(record or ())
+    known = [r.key for r in make_plan(net).records.values()]
+    for key in record:  # checked before Brian2 is imported (its excepthook logs any error)
+        if key not in known:
+            raise KeyError(f"cannot record '{key}' (known: {', '.join(known)})")
     W = load_weights(net, weights, seed)
     X = _inputs(net, inputs)
+    import brian2 as b2
+
+    ns = module(net)
     B = next(iter(X.values())).shape[1] if X else 1
-    record = list(record or ())
-    for key in record:
-        if key not in ns["RECORD"]:
-            raise KeyError(f"cannot record '{key}' (known: {', '.join(ns['RECORD'])})")
     chunk = batch_size or B
     old_dtype = b2.prefs.core.default_float_dtype
     b2.prefs.core.default_float_dtype = np.dtype(dtype).type

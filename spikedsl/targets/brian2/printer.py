@@ -42,12 +42,15 @@ from spikedsl.ir.units import (
 
 # ----------------------------------------------------------------- names
 _PREFIX = "(?:y|z|a|f|p|n|u|m|c|d|da|h|k|M|G|T|P|E|Z|Y)?"
-_BASES = ("metre|meter|gram|gramme|kilogram|kgram|kgramme|second|amp|ampere|kelvin|mole|mol|"
+_BASES = ("metre|meter|gram|gramme|kilogram|kilogramme|kgram|kgramme|second|amp|ampere|kelvin|mole|mol|"
           "candle|radian|steradian|hertz|newton|pascal|joule|watt|coulomb|volt|farad|ohm|"
           "siemens|weber|tesla|henry|lumen|lux|becquerel|gray|sievert|katal|liter|litre|molar|"
           "celsius")
 _SHORT = "Hz|cm|mA|mM|mV|mm|ms|nA|nF|nM|nS|pA|pF|uA|uF|uM|uS|um|us|kHz|MHz"
 _UNIT_RE = re.compile(rf"^(?:{_PREFIX}(?:{_BASES})|{_SHORT})[23]?$")
+# The one table of names a spec identifier is renamed away from (``Names``):
+# what Brian2 refuses as a variable of a group, and what the generated code
+# uses itself.  A spec name in it becomes NAME_1 (NAME_2, ...) in the script.
 _RESERVED = {
     # Brian2 special names, functions and constants
     "t", "dt", "xi", "i", "j", "N", "t_in_timesteps", "lastspike", "not_refractory",
@@ -56,11 +59,18 @@ _RESERVED = {
     "exprel", "floor", "int", "log", "log10", "log1p", "poisson", "rand", "randn", "sign",
     "sin", "sinh", "sqrt", "tan", "tanh", "timestep", "e", "inf", "pi", "True", "False",
     "bool", "float", "dtype",
+    # arguments of Brian2's code templates (numpy and cython code objects)
+    "self", "scalar_code", "vector_code", "owner", "variables", "codeobj_name",
+    "variable_indices", "get_array_name",
+    # the weight of every synapse: a neuron variable of the same name is refused
+    # ("the post-synaptic variable 'w' has the same name as a synaptic variable")
+    "w",
 }
 
 
 def is_reserved(name: str) -> bool:
-    """Can ``name`` not be a variable of a Brian2 group?"""
+    """Can ``name`` not be a variable of a Brian2 group?  (``xi_*`` are noise
+    terms in Brian2's equations.)"""
     return (name in _RESERVED or keyword.iskeyword(name) or name.startswith(("_", "xi_"))
             or name.endswith(("_pre", "_post")) or bool(_UNIT_RE.match(name)))
 
@@ -74,8 +84,8 @@ class Names:
 
     def fresh(self, base: str) -> str:
         name = base if not base.startswith("_") else f"u{base}"
-        if name == "xi" or name.startswith("xi_"):  # Brian2's noise terms: xi, xi_*
-            name = f"u_{name}"
+        if name == "xi" or name.startswith("xi_"):
+            name = f"u_{name}"  # xi, xi_1, xi_2, ... would all be noise terms
         if name.endswith(("_pre", "_post")):
             name += "_"
         cand, k = name, 1

@@ -146,7 +146,9 @@ def init_weights(arrays, seed=0):
 
 
 def input_array(inputs, name, shape, steps):
-    """The encoded input ``name`` as ``[T, B, prod(shape)]`` float64."""
+    """The encoded input ``name`` as ``[T, B, prod(shape)]`` float64.  A run
+    lasts the T of its inputs (``steps``, the network's ``steps``, is where
+    inputs are generated), at least one step."""
     if not isinstance(inputs, dict):
         inputs = {name: inputs}
     if name not in inputs:
@@ -156,8 +158,9 @@ def input_array(inputs, name, shape, steps):
     if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape):
         raise ValueError(f"input '{name}' must be encoded as [T, B, {', '.join(map(str, shape))}]"
                          f", got {list(x.shape)}")
-    if x.shape[0] != steps:
-        raise ValueError(f"input '{name}' has {x.shape[0]} steps, the network runs {steps}")
+    if x.shape[0] < 1:
+        raise ValueError(f"input '{name}' has no time steps (T = 0; the network's default is "
+                         f"{steps} steps)")
     return x.reshape(x.shape[0], x.shape[1], n)
 
 

@@ -403,26 +403,33 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None
     from spikedsl.runtime import reference as ref
     from spikedsl.targets.nir.importer import convert_nir
 
-    keys = {o.name: _trace_key(o) for o in net.outputs}
     graph = convert(_run_net(net), weights=weights)
     res = convert_nir(graph, steps=net.steps)
     net2 = loads(res.text, file="<nir round trip>").network().ir
+
+    def key2(key: str) -> str:  # the name of a trace in the imported network
+        layer, dot, rest = key.partition(".")
+        return res.layers.get(layer, layer) + dot + rest
+
+    keys = {o.name: key2(_trace_key(o)) for o in net.outputs}
     have = set()
     for lay in net2.layers:
         have.add(lay.name)
         have |= {f"{lay.name}.{s}" for s in lay.states}
         have |= {f"{lay.name}.{s}_pre" for s in lay.states}
-    rec = sorted({k for k in keys.values() if k in have} | set(record or ()) & have)
+    wanted = {k: key2(k) for k in record or ()}
+    rec = sorted({k for k in keys.values() if k in have} | {k for k in wanted.values() if k in have})
     data = inputs if isinstance(inputs, Mapping) else {net.inputs[0].name: inputs}
+    data = {res.layers.get(k, k): v for k, v in data.items()}
     out2 = ref.run(net2, data, weights=res.weights, dtype=dtype, record=rec)
     result = {}
     for o in net.outputs:
         k = keys[o.name]
         if k in out2:
             result[o.name] = _reduce(out2[k], o.reduce)
-    for k in record or ():
-        if k in out2:
-            result[k] = out2[k]
+    for k, k2 in wanted.items():
+        if k2 in out2:
+            result[k] = out2[k2]
     return result
 
 

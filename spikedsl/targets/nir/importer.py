@@ -31,13 +31,19 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from spikedsl.atomic import atomic_path, write_text
 from spikedsl.errors import SpecError
 from spikedsl.ir.surrogates import SURROGATES
+from spikedsl.targets.nir.conventions import (
+    TOOL_KINDS,
+    rockpool_dt,
+    tool_lines,
+    tool_semantics,
+)
 from spikedsl.targets.nir.reader import (  # noqa: F401  (FIELDS, KNOWN: re-exported)
     _IDENT,
     CONVENTIONS,
@@ -68,6 +74,7 @@ class ImportResult:
     weights: dict[str, np.ndarray]
     notes: list[str]
     outputs: dict[str, str]  # NIR output node -> spikedsl output name
+    layers: dict[str, str] = field(default_factory=dict)  # NIR node -> layer (renamed ones)
 
 
 _RESERVED_EXTRA = {"true", "false", "dt", "excitatory", "inhibitory", "where", "exp", "log", "sqrt",
@@ -202,10 +209,12 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
         convention = "spikedsl" if from_spikedsl else "nir"
     if convention == "snntorch":
         convention = "nir"
+    if dt is None and convention == "rockpool":
+        dt = rockpool_dt(nodes, notes)
     if dt is None:
         gdt = _meta_num(gmeta, "dt")
         dt = float(gdt) if gdt is not None and gdt.size == 1 and float(gdt) > 0 else (
-            1e-3 if convention == "norse" else 1e-4)
+            1e-3 if convention in ("norse", "sinabs", "lava") else 1e-4)
     dt = float(dt)
     if not (math.isfinite(dt) and dt > 0):
         raise _err("nir-invalid", reason=f"dt must be a positive number of seconds, got {dt}")
@@ -433,7 +442,8 @@ def _convert(src, dt, name, convention, steps, weights_file) -> ImportResult:
     for L, arrs in neuron_arrays.items():
         for p, a in arrs.items():
             weights[f"{L}.{p}"] = np.asarray(a, dtype=np.float64)
-    return ImportResult(text=text0, weights=weights, notes=notes, outputs=outputs)
+    return ImportResult(text=text0, weights=weights, notes=notes, outputs=outputs,
+                        layers={k: v for k, v in lname.items() if k != v})
 
 
 def _check_cycles(nodes: dict[str, Node], edges) -> None:
@@ -622,6 +632,8 @@ def _semantics(n: Node, kind: str, P: dict, convention: str, dt: float, shp, not
                     pass
         if "syn" in init and kind not in ("CubaLIF", "CubaLI"):
             del init["syn"]
+    elif convention in TOOL_KINDS:
+        disc, op = tool_semantics(n, kind, P, convention, dt, notes)
     elif convention == "norse":
         for p in TIME_PARAMS:
             if p in P:
@@ -669,7 +681,9 @@ def _neuron_text(dname: str, kind: str, disc: str, op: str | None, init_states: 
         lines.append(f"    state syn = {'syn_init' if 'syn' in init_states else '0'}")
     lines.append(f"    state v = {'v_init' if 'v' in init_states else '0'}")
     lines.append("    input I")
-    if kind in ("LIF", "LI"):
+    if disc in TOOL_KINDS:
+        lines += tool_lines(kind, disc)
+    elif kind in ("LIF", "LI"):
         lines.append(f"    dv/dt = (v_leak - v + r * I) / tau   method {disc}")
     elif kind in ("IF", "I"):
         lines.append("    dv/dt = r * I   method euler")
@@ -687,7 +701,8 @@ def _neuron_text(dname: str, kind: str, disc: str, op: str | None, init_states: 
         lines.append(f"    dv/dt = (v_leak - v + r * syn) / tau_mem   method {disc}")
     if op is not None:
         lines.append(f"    spike v {op} v_threshold")
-        lines.append("    reset v = v_reset")
+        subtract = disc in ("sinabs", "rockpool")  # their subtractive reset
+        lines.append("    reset v -= v_threshold" if subtract else "    reset v = v_reset")
     if surrogate:
         lines.append(f"    surrogate {surrogate}")
     lines.append("}")

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from spikedsl.errors import SpecError, diag
+from spikedsl.targets.nir.conventions import TOOL_KINDS
 
 NEURON_TYPES = ("LIF", "CubaLIF", "IF", "LI", "I", "CubaLI", "Threshold")
 PROJ_TYPES = ("Affine", "Linear", "Conv2d", "Scale")
@@ -54,7 +55,7 @@ RATE_PARAMS = {("IF", "r"), ("I", "r")}  # dv/dt = r * I: r in 1/s
 DEFAULTS = {"tau": 0.01, "tau_syn": 0.005, "tau_mem": 0.01, "r": 1.0, "v_leak": 0.0,
             "v_threshold": 1.0, "v_reset": 0.0, "w_in": 1.0, "threshold": 0.0, "v_init": 0.0,
             "syn_init": 0.0}
-CONVENTIONS = ("auto", "nir", "snntorch", "norse", "spikedsl")
+CONVENTIONS = ("auto", "nir", "snntorch", "norse", "spikedsl", *TOOL_KINDS)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 

@@ -12,7 +12,7 @@ import os
 import re
 
 from spikedsl import ir
-from spikedsl.errors import unsupported
+from spikedsl.errors import name_loc, unsupported
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
@@ -109,9 +109,12 @@ class NetGen(StepMixin):
         for la in net.layers:
             check_ident(la.name)
             if la.name in _MODULE_ATTRS or la.name.startswith("_"):
+                # the layer's parameters are the attributes LAYER.weight ... of the module
+                # (their names are the weights-file names), so the layer cannot be renamed
                 raise unsupported(self.TARGET, f"layer name '{la.name}'",
                                   "it clashes with an attribute of torch.nn.Module or of the "
-                                  "generated class; rename the layer")
+                                  "generated class; rename the layer",
+                                  name_loc(net.file, la.source_line, la.name))
             if la.kind == "cell" and la.op == "sconv_lstm" and int(la.args["kernel"]) % 2 == 0:
                 raise unsupported(self.TARGET, f"sconv_lstm '{la.name}' with kernel "
                                   f"{int(la.args['kernel'])}", "snnTorch's SConv2dLSTM pads by "
