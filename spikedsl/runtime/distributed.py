@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -162,6 +163,7 @@ def _parse_fault(text: str | None, rank: int):
 
 def _comm_text(e: BaseException, timeout: float) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's source location
     if "timed out" in text.lower() or "timeout" in text.lower():
         return f"a collective operation timed out after {timeout:g} s ({text})"
     return f"a collective operation failed ({text})"
@@ -487,7 +489,7 @@ def train_on_processes(prog_or_path, train_name, nproc: int, *, run_dir, run_nam
     if threads is None:  # the cores shared out between the processes
         threads = max(1, (os.cpu_count() or 1) // nproc)
     say = log if log is not None else (print if progress else _quiet)
-    kwargs = {"run_dir": str(rdir.resolve()), "run_name": None, "resume": resume,
+    kwargs = {"run_dir": str(rdir), "run_name": None, "resume": resume,
               "epochs": epochs, "device": device, "dtype": dtype, "progress": progress,
               "limit": limit, "threads": threads}
     rep = launch(os.path.abspath(spec), cfg.name, nproc, device=device or cfg.device,
