@@ -289,3 +289,21 @@ def test_ctrl_c_stops_every_rank_with_a_checkpoint(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     assert T.load_checkpoint(ck)["epoch"] >= 1
+
+
+@pytest.mark.slow
+def test_torchrun_gives_the_weights_of_nproc(tmp_path):
+    """Under torchrun each process joins the group itself; --run-name names the
+    run (torchrun takes --run for its own --run-path)."""
+    p = _spec(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                        "2", "-m", "spikedsl", "train", str(p), "--run-name", "tr",
+                        "--no-progress", "--limit", str(LIMIT), "--epochs", "1",
+                        "--threads", "1"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("epoch 1/1") == 1  # rank 0 prints, rank 1 does not
+    one = T.train(p, "tiny", run_dir=tmp_path / "one", progress=False, limit=LIMIT, epochs=1,
+                  threads=1)
+    assert _max_diff(_weights(one.weights), _weights(tmp_path / "runs/tr/weights.npz")) <= 1e-10

@@ -49,7 +49,8 @@ def add_arguments(p) -> None:
     p.add_argument("file", metavar="FILE", help=".spk file with a train block")
     p.add_argument("--train", metavar="NAME", help="the train block (needed when the file "
                    "has several)")
-    p.add_argument("--run", metavar="NAME", help="run name: files go to runs/NAME/ "
+    p.add_argument("--run", "--run-name", dest="run", metavar="NAME",
+                   help="run name: files go to runs/NAME/ "
                    "(default: the train block's name)")
     p.add_argument("--resume", action="store_true",
                    help="continue from runs/NAME/checkpoint.pt")
