@@ -65,7 +65,7 @@ def _env() -> dict[str, str]:
 def ddp(args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        spec = _spec(tmp, args.dtype)
+        spec = _spec(tmp, args.dtype, args.steps, None, args.batch)
         out = {}
         for n in (1, args.nproc):
             cmd = [sys.executable, "-m", "spikedsl.cli", "train", str(spec), "--run", f"n{n}",
@@ -87,6 +87,7 @@ def ddp(args) -> dict:
         diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
         size = max(float(np.abs(a[k]).max()) for k in a)
         res = {"nproc": args.nproc, "dtype": args.dtype, "epochs": args.epochs,
+               "batch": args.batch or 64, "steps": args.steps or 16,
                "max_weight_diff": diff, "max_weight": size}
         for n, v in out.items():
             res[f"p{n}"] = {k: v[k] for k in ("epoch_s", "epochs_s", "wall_s", "test_accuracy")}
@@ -170,6 +171,8 @@ def main() -> None:
     a.add_argument("--epochs", type=int, default=3)
     a.add_argument("--dtype", default="float64")
     a.add_argument("--threads", type=int, default=1, help="torch threads of the 1-process run")
+    a.add_argument("--batch", type=int, default=None, help="global batch (default: 64)")
+    a.add_argument("--steps", type=int, default=None, help="time steps (default: 16)")
     m = sub.add_parser("memory")
     m.add_argument("--steps", type=int, default=200)
     m.add_argument("--every", type=int, nargs="+", default=[10, 25, 50])
