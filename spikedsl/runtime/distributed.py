@@ -105,8 +105,7 @@ class Rank:
     def sum_dict(self, sums: dict[str, float], keys: list[str]) -> dict[str, float]:
         """The per-rank metric sums added over the ranks (every rank calls it
         with the same ``keys``; a missing key counts 0)."""
-        tot = self.sum([float(sums.get(k, 0.0)) for k in keys])
-        return {k: v for k, v in zip(keys, tot) if k in sums or v != 0.0}
+        return dict(zip(keys, self.sum([float(sums.get(k, 0.0)) for k in keys])))
 
     def any(self, flag: bool) -> bool:
         return self.sum([1.0 if flag else 0.0])[0] > 0
