@@ -201,6 +201,23 @@ def from_environment(device: str | None, timeout: float | None) -> Rank | None:
                 int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
+def leave_group(barrier: bool = True) -> None:
+    """End this process's membership of the process group (after a barrier
+    when the run went well, so that no rank leaves while another still needs
+    it); a process that exits with the group open is aborted by torch."""
+    if not dist.is_initialized():
+        return
+    if barrier:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a broken group is left all the same
+            pass
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 # ================================================================ the children
 @dataclass
 class _Job:
@@ -281,11 +298,7 @@ def _worker(rank: int, job: _Job, conn) -> None:
         _send(conn, ("error", *_error_message(rank, e)))
         code = 1
     finally:
-        if dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception:  # noqa: BLE001 - the group may be broken already
-                pass
+        leave_group(barrier=code == 0)
         conn.close()
         sys.stdout.flush()
         sys.stderr.flush()

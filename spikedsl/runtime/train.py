@@ -304,26 +304,37 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
                                   device=device, dtype=dtype, progress=progress, limit=limit,
                                   log=log, callback=callback, build=build, threads=threads,
                                   timeout=timeout)
-    dist_ctx = None
     if under_torchrun:
-        from spikedsl.runtime.distributed import from_environment
+        from spikedsl.runtime.distributed import from_environment, leave_group
 
         prog_or_path = prog_or_path if isinstance(prog_or_path, Program) else _load(
             prog_or_path)
-        dist_ctx = from_environment(device or resolve_config(prog_or_path, train_name).device,
-                                    timeout)
+        ctx = from_environment(device or resolve_config(prog_or_path, train_name).device,
+                               timeout)
+        ok = False
+        try:
+            res = _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
+                                run_name=run_name, resume=resume, epochs=epochs,
+                                device=device, dtype=dtype, progress=progress, limit=limit,
+                                log=log, callback=callback, build=build, dist_ctx=ctx)
+            ok = True
+            return res
+        finally:
+            leave_group(barrier=ok)
+    return _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
+                         run_name=run_name, resume=resume, epochs=epochs, device=device,
+                         dtype=dtype, progress=progress, limit=limit, log=log,
+                         callback=callback, build=build, dist_ctx=None)
+
+
+def _with_threads(prog_or_path, train_name, threads, **kw) -> TrainResult:
+    """``_train`` with ``threads`` torch threads (restored afterwards)."""
     if threads is None:
-        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
-                      resume=resume, epochs=epochs, device=device, dtype=dtype,
-                      progress=progress, limit=limit, log=log, callback=callback, build=build,
-                      dist_ctx=dist_ctx)
+        return _train(prog_or_path, train_name, **kw)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
-        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
-                      resume=resume, epochs=epochs, device=device, dtype=dtype,
-                      progress=progress, limit=limit, log=log, callback=callback, build=build,
-                      dist_ctx=dist_ctx)
+        return _train(prog_or_path, train_name, **kw)
     finally:
         torch.set_num_threads(old_threads)
 
