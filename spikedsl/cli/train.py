@@ -1,8 +1,10 @@
 """``spikedsl train FILE [--train NAME] [--run NAME] [--resume] [--epochs N]
-[--device cpu|cuda] [--no-progress] [--limit N] [--threads N]``: run a train block.
+[--device cpu|cuda] [--no-progress] [--limit N] [--threads N] [--nproc N]
+[--timeout S]``: run a train block.
 
-Exit 0 when the run finished, 1 on a spec or data error or a NaN/Inf stop,
-130 when interrupted with Ctrl-C (a checkpoint is saved; ``--resume`` goes on).
+Exit 0 when the run finished, 1 on a spec or data error, a NaN/Inf stop or a
+rank of ``--nproc`` that died, 130 when interrupted with Ctrl-C (a checkpoint
+is saved; ``--resume`` goes on).
 """
 
 from __future__ import annotations
@@ -33,11 +35,22 @@ def _count(text: str) -> int:
     return v
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return v
+
+
 def add_arguments(p) -> None:
     p.add_argument("file", metavar="FILE", help=".spk file with a train block")
     p.add_argument("--train", metavar="NAME", help="the train block (needed when the file "
                    "has several)")
-    p.add_argument("--run", metavar="NAME", help="run name: files go to runs/NAME/ "
+    p.add_argument("--run", "--run-name", dest="run", metavar="NAME",
+                   help="run name: files go to runs/NAME/ "
                    "(default: the train block's name)")
     p.add_argument("--resume", action="store_true",
                    help="continue from runs/NAME/checkpoint.pt")
@@ -47,8 +60,14 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=_positive, metavar="N",
                    help="use only the first N training and test samples (quick runs)")
     p.add_argument("--threads", type=_positive, metavar="N",
-                   help="torch CPU threads (default: torch's choice; 1 is often fastest "
-                        "for small networks)")
+                   help="torch CPU threads (default: torch's choice, with --nproc the cores "
+                        "divided by N; 1 is often fastest for small networks)")
+    p.add_argument("--nproc", type=_positive, metavar="N",
+                   help="data-parallel training on N processes of this machine "
+                        "(DistributedDataParallel; the same global batch as one process)")
+    p.add_argument("--timeout", type=_seconds, metavar="S",
+                   help="with --nproc: seconds a rank waits for a silent peer before the run "
+                        "ends (default 120)")
 
 
 def _summary(res) -> list[str]:
@@ -82,7 +101,8 @@ def main(args) -> int:
     try:
         res = train(prog, args.train, run_name=args.run, resume=args.resume,
                     epochs=args.epochs, device=args.device, progress=not args.no_progress,
-                    limit=args.limit, threads=args.threads, log=lambda m: print(m, flush=True))
+                    limit=args.limit, threads=args.threads, nproc=args.nproc,
+                    timeout=args.timeout, log=lambda m: print(m, flush=True))
     except DataError as e:
         if getattr(e, "loc", None) is not None:  # file:line:col: error: ... (the data setting)
             print(e, file=sys.stderr)
@@ -92,6 +112,8 @@ def main(args) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"spikedsl train: error: {e}", file=sys.stderr)
         return 1
+    if res.rank != 0:  # a rank started by torchrun: rank 0 reports
+        return 0 if res.status == "done" else (130 if res.status == "interrupted" else 1)
     if res.status == "done":
         print("\n".join(_summary(res)))
         return 0

@@ -27,7 +27,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "none")
 METRICS = ("accuracy", "mse", "spike_mse", "loss", "rate")
 TRAIN_SETTINGS = ("network", "data", "loss", "optimizer", "batch", "epochs", "seed", "metrics",
-                  "schedule", "dtype", "device", "compile", "grad_clip", "readout")
+                  "schedule", "dtype", "device", "compile", "grad_clip", "readout",
+                  "checkpoint_every")
 TARGETS = targets.GENERATORS  # torch, norse, brian2, nir
 TEST_SETTINGS = ("neuron", "network", "dt", "targets", "seed", "steps", "batch", "tolerance")
 TEST_QUANTITIES = ("first_spike", "count", "spike_times", "rate", "spikes")

@@ -46,6 +46,7 @@ from spikedsl.runtime.checkpoints import (
     load_checkpoint,
 )
 from spikedsl.runtime.data import DataError, batches, load_dataset
+from spikedsl.runtime.timechunks import StepsModule, supports_chunks
 from spikedsl.runtime.train_config import CHECKPOINT_FORMAT, DTYPES, TrainConfig, resolve_config
 from spikedsl.runtime.train_task import _Task
 
@@ -67,7 +68,7 @@ __all__ = [
 class TrainResult:
     """What a run did: status, final metrics, per-epoch history and files."""
 
-    status: str  # "done" | "nan" | "interrupted"
+    status: str  # "done" | "nan" | "interrupted" | "failed" (a rank of --nproc died)
     message: str
     train: str
     network: str
@@ -78,6 +79,8 @@ class TrainResult:
     seconds: float
     model: torch.nn.Module | None = field(default=None, repr=False)
     config: TrainConfig | None = field(default=None, repr=False)
+    rank: int = 0  # this process's rank (under torchrun); 0 in one process
+    nproc: int = 1
 
     @property
     def ok(self) -> bool:
@@ -256,7 +259,8 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
           limit: int | None = None, log: Callable[[str], None] | None = None,
           callback: Callable[[dict[str, Any]], None] | None = None,
           build: Callable[..., torch.nn.Module] | None = None,
-          threads: int | None = None) -> TrainResult:
+          threads: int | None = None, nproc: int | None = None,
+          timeout: float | None = None) -> TrainResult:
     """Run the train block ``train_name`` of a spec (or of a loaded program).
 
     * ``run_dir``: where files go (default ``runs/<run_name or train name>``,
@@ -271,24 +275,66 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
       ``{"epoch", "batch", "loss", "model"}``;
     * ``build(net, **kw)``: the module factory (default: the torch target);
     * ``threads``: torch CPU threads during the run (restored afterwards;
-      None keeps the current setting).
+      None keeps the current setting; with ``nproc`` > 1, per process, by
+      default the cores divided by ``nproc``);
+    * ``nproc``: data-parallel training on that many processes of this machine
+      (:mod:`spikedsl.runtime.distributed`; the spec must be a file, and
+      ``callback`` / ``build`` are not available); ``timeout``: seconds a
+      rank waits for a silent peer before the run ends (default 120).
+      Started by ``torchrun``, each process joins the group by itself.
 
     Raises :class:`SpecError` for spec problems and :class:`DataError` when the
     data set cannot be loaded; NaN/Inf losses and Ctrl-C end the run with
     ``status`` ``"nan"`` / ``"interrupted"`` and a message instead.
     """
-    if threads is None:
-        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
-                      resume=resume, epochs=epochs, device=device, dtype=dtype,
-                      progress=progress, limit=limit, log=log, callback=callback, build=build)
-    if int(threads) < 1:
+    if nproc is not None and int(nproc) < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if timeout is not None and not float(timeout) > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+    if threads is not None and int(threads) < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ
+    if nproc is not None and int(nproc) > 1:
+        if under_torchrun:
+            raise ValueError("nproc starts its own processes; under torchrun leave it out")
+        from spikedsl.runtime.distributed import train_on_processes
+
+        return train_on_processes(prog_or_path, train_name, int(nproc), run_dir=run_dir,
+                                  run_name=run_name, resume=resume, epochs=epochs,
+                                  device=device, dtype=dtype, progress=progress, limit=limit,
+                                  log=log, callback=callback, build=build, threads=threads,
+                                  timeout=timeout)
+    if under_torchrun:
+        from spikedsl.runtime.distributed import from_environment, leave_group
+
+        prog_or_path = prog_or_path if isinstance(prog_or_path, Program) else _load(
+            prog_or_path)
+        ctx = from_environment(device or resolve_config(prog_or_path, train_name).device,
+                               timeout)
+        ok = False
+        try:
+            res = _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
+                                run_name=run_name, resume=resume, epochs=epochs,
+                                device=device, dtype=dtype, progress=progress, limit=limit,
+                                log=log, callback=callback, build=build, dist_ctx=ctx)
+            ok = True
+            return res
+        finally:
+            leave_group(barrier=ok)
+    return _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
+                         run_name=run_name, resume=resume, epochs=epochs, device=device,
+                         dtype=dtype, progress=progress, limit=limit, log=log,
+                         callback=callback, build=build, dist_ctx=None)
+
+
+def _with_threads(prog_or_path, train_name, threads, **kw) -> TrainResult:
+    """``_train`` with ``threads`` torch threads (restored afterwards)."""
+    if threads is None:
+        return _train(prog_or_path, train_name, **kw)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
-        return _train(prog_or_path, train_name, run_dir=run_dir, run_name=run_name,
-                      resume=resume, epochs=epochs, device=device, dtype=dtype,
-                      progress=progress, limit=limit, log=log, callback=callback, build=build)
+        return _train(prog_or_path, train_name, **kw)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -304,7 +350,7 @@ def _located_data_error(e: DataError, prog: Program, train_name: str) -> DataErr
 
 
 def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, device, dtype,
-           progress, limit, log, callback, build) -> TrainResult:
+           progress, limit, log, callback, build, dist_ctx=None) -> TrainResult:
     t_start = time.perf_counter()
     prog = prog_or_path if isinstance(prog_or_path, Program) else _load(prog_or_path)
     cfg = resolve_config(prog, train_name)
@@ -321,7 +367,13 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
     if limit is not None and int(limit) < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     say = log if log is not None else (print if progress else (lambda _m: None))
+    D = dist_ctx  # None: one process; else this rank (spikedsl.runtime.distributed.Rank)
+    main = D is None or D.is_main
+    if not main:
+        say = _quiet
     dev = _select_device(cfg.device)
+    if D is not None:
+        dev = D.device(dev)
     tdtype = DTYPES[cfg.dtype]
     net = prog.network(cfg.network).ir
     train_ir = prog.trains[cfg.name]
@@ -363,6 +415,20 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         raise ValueError(f"network '{net.name}' has no trainable parameters")
     opt = _make_optimizer(cfg, params)
     sched = _make_schedule(cfg, opt)
+    every = cfg.checkpoint_every
+    if every is not None and not supports_chunks(model):
+        raise RuntimeError("checkpoint_every needs a module that continues from its state "
+                           "with the gradient kept (the torch target's modules do)")
+    if every is not None and not task.spike_input and not hasattr(model, "encode"):
+        raise RuntimeError("checkpoint_every cuts the encoded input [T, B, ...] into chunks, "
+                           "but the module has no encode()")
+    steps_module = StepsModule(model, every, {o.name: o.reduce for o in net.outputs})
+    runner = steps_module
+    if D is not None:
+        from spikedsl.runtime.distributed import unused_parameters
+
+        runner = D.wrap(steps_module, dev, unused_parameters(
+            net, task.readout.layer, [n for n, p in model.named_parameters() if p.requires_grad]))
 
     history: list[dict[str, float]] = []
     start_epoch, skip, partial = 0, 0, None
@@ -382,14 +448,18 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         history = [dict(r) for r in ck.get("history", [])]
         start_epoch = int(ck["epoch"])
         skip = int(ck.get("batch", 0))
-        partial = ck.get("partial")
+        partial = ck.get("partial") if main else None  # rank 0 carries the partial sums
 
         def warm_up():
             if hasattr(model, "encode") and not task.spike_input:
                 with torch.no_grad():
                     model.encode(torch.zeros((1, *task.input.shape), dtype=tdtype, device=dev))
 
-        _set_rng_state(model, ck["rng"], warm_up)
+        rng = ck["rng"]
+        per_rank = ck.get("rng_ranks")
+        if D is not None and per_rank and len(per_rank) == D.world:
+            rng = per_rank[D.rank]
+        _set_rng_state(model, rng, warm_up)
         old = ck.get("config", {})
         changed = [k for k in ("loss", "loss_args", "optimizer", "optimizer_args", "batch",
                                "seed", "data", "data_args", "dtype") if k in old and old[k] !=
@@ -401,7 +471,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 "the run continues with the new ones, so it is no longer reproducible")
         where = f"epoch {start_epoch}" + (f", batch {skip}" if skip else "")
         say(f"resuming {cfg.name} from {ck_path} ({where})")
-    elif ck_path.exists():
+    elif ck_path.exists() and main:
         say(f"note: starting over; the previous run in {rdir} is overwritten "
             "(use --resume to continue it)")
 
@@ -412,6 +482,9 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                            "needs the encoded input, but the module has no encode()")
 
     def save_checkpoint(epoch_done: int, batch_done: int = 0, part=None) -> None:
+        rngs = D.gather(_rng_state(model)) if D is not None else None
+        if not main:
+            return
         state = {
             "format": CHECKPOINT_FORMAT,
             "model": model.state_dict(),
@@ -429,9 +502,14 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             "limit": limit,
             "torch": str(torch.__version__),
         }
+        if rngs is not None:  # every rank's generators (dropout draws differ per rank)
+            state["rng_ranks"] = rngs
+            state["nproc"] = D.world
         atomic_save(state, ck_path)
 
     def save_outputs() -> None:
+        if not main:
+            return
         if hasattr(model, "export_weights"):
             w = {k: np.asarray(v) for k, v in model.export_weights().items()}
         else:
@@ -456,7 +534,9 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         t = torch.from_numpy(np.asarray(yb)).to(dev)
         return t.to(tdtype) if t.is_floating_point() else t.long()
 
-    def forward(xt: torch.Tensor):
+    def prepare(xt: torch.Tensor, part: slice | None):
+        """The encoded batch, and this rank's part of it (the whole batch is
+        encoded on every rank, so stochastic encoders draw as in one process)."""
         if task.spike_input:
             enc = xt
         elif hasattr(model, "encode"):
@@ -465,8 +545,15 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 enc = enc[task.input.name]
         else:
             enc = None
-        out = model(enc if enc is not None else xt)
-        return out, enc
+        if part is not None:
+            xt = xt[:, part] if task.spike_input else xt[part]
+            enc = None if enc is None else enc[:, part]
+        return enc, xt
+
+    def n_of(xt: torch.Tensor) -> int:
+        return int(xt.shape[1] if task.spike_input else xt.shape[0])
+
+    keys = ["n", *task.metrics]
 
     def evaluate() -> dict[str, float]:
         if len(x_te) == 0:
@@ -483,8 +570,14 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 for k, g in gens.items():
                     g.manual_seed(cfg.seed + 7919)
                 for xb, yb in batches(x_te, y_te, cfg.batch, shuffle=False):
+                    part = D.shard(len(xb)) if D is not None else None
                     xt, yt = to_tensor(xb), labels_tensor(yb)
-                    out, enc = forward(xt)
+                    enc, xt = prepare(xt, part)
+                    if part is not None:
+                        yt = None if yt is None else yt[part]
+                        if n_of(xt) == 0:
+                            continue
+                    out = model(enc if enc is not None else xt)
                     lv = float(task.loss(out, enc, xt, yt))
                     for k, v in task.metric_sums(out, enc, xt, yt, lv).items():
                         sums[k] = sums.get(k, 0.0) + v
@@ -492,6 +585,8 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
             for k, g in gens.items():
                 g.set_state(saved[k])
             model.train(was)
+        if D is not None:
+            sums = D.sum_dict(sums, keys)
         n = sums.pop("n", 0.0) or 1.0
         return {k: v / n for k, v in sums.items()}
 
@@ -503,12 +598,12 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
 
     n_batches = math.ceil(len(x_tr) / cfg.batch)
     status, message = "done", ""
-    model.train()
+    runner.train()
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    show_bar = bool(progress and tqdm is not None and sys.stderr.isatty())
+    show_bar = bool(progress and main and tqdm is not None and sys.stderr.isatty())
     epoch = start_epoch
     with _Interrupt() as intr:
         try:
@@ -516,6 +611,7 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 t0 = time.perf_counter()
                 sums = dict(partial["sums"]) if partial else {}
                 t_prev = float(partial["seconds"]) if partial else 0.0
+                run_loss, run_n = float(sums.get("loss", 0.0)), float(sums.get("n", 0.0))
                 lr = opt.param_groups[0]["lr"]
                 bar = None
                 if show_bar:
@@ -527,9 +623,26 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                         if bi < skip:
                             continue
                         xt, yt = to_tensor(xb), labels_tensor(yb)
-                        out, enc = forward(xt)
-                        loss = task.loss(out, enc, xt, yt)
-                        lv = float(loss.detach())
+                        part = D.shard(len(xb)) if D is not None else None
+                        enc, xt = prepare(xt, part)
+                        if part is not None and yt is not None:
+                            yt = yt[part]
+                        out = runner(enc if enc is not None else xt)
+                        n_here = n_of(xt)
+                        if n_here:
+                            loss = task.loss(out, enc, xt, yt)
+                        else:  # an empty part of a short last batch: no gradient
+                            loss = sum(v.sum() for v in out.values() if v.requires_grad) * 0.0
+                        lv = lv_here = float(loss.detach())
+                        stop_asked = intr.requested
+                        if D is not None:
+                            # the global batch's loss, and whether any rank was interrupted
+                            tot, asked = D.sum([lv_here * n_here if n_here else 0.0,
+                                                1.0 if intr.requested else 0.0])
+                            lv, stop_asked = tot / len(xb), asked > 0
+                            # DDP averages the ranks' gradients: weigh each rank's mean
+                            # loss by its share, so the step is the one-process step
+                            loss = loss * (n_here * D.world / len(xb))
                         if not math.isfinite(lv):
                             raise _Stop("nan", _nan_message(f"the loss became {lv}", epoch,
                                                             bi, ck_path, history))
@@ -540,17 +653,24 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                         opt.step()
                         if hasattr(model, "clamp_parameters"):
                             model.clamp_parameters()
-                        for k, v in task.metric_sums(out, enc, xt, yt, lv).items():
-                            sums[k] = sums.get(k, 0.0) + v
+                        if n_here:
+                            for k, v in task.metric_sums(out, enc, xt, yt, lv_here).items():
+                                sums[k] = sums.get(k, 0.0) + v
+                        run_loss += lv * len(xb)
+                        run_n += len(xb)
                         if bar is not None:
                             bar.update(1)
-                            bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}")
+                            bar.set_postfix(loss=f"{run_loss / run_n:.4f}")
                         if callback is not None:
                             callback({"epoch": epoch, "batch": bi, "loss": lv, "model": model})
-                        if intr.requested and bi + 1 < n_batches:
+                        if D is not None:
+                            D.fault(epoch, bi)
+                        else:
+                            stop_asked = intr.requested
+                        if stop_asked and bi + 1 < n_batches:
                             check_finite_params(epoch)
                             save_checkpoint(epoch, bi + 1, {
-                                "sums": sums,
+                                "sums": D.sum_dict(sums, keys) if D is not None else sums,
                                 "seconds": t_prev + time.perf_counter() - t0})
                             raise _Stop("interrupted", _interrupt_message(
                                 epoch, bi + 1, n_batches, ck_path))
@@ -559,6 +679,8 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                         bar.close()
                 skip, partial = 0, None
                 check_finite_params(epoch)
+                if D is not None:
+                    sums = D.sum_dict(sums, keys)
                 n = sums.pop("n", 0.0) or 1.0
                 row: dict[str, float] = {"epoch": epoch + 1}
                 for m in task.metrics:
@@ -574,7 +696,8 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
                 save_checkpoint(epoch + 1)
                 save_outputs()
                 say(format_epoch(row, task.metrics, cfg.epochs))
-                if intr.requested and epoch + 1 < cfg.epochs:
+                stop_asked = D.any(intr.requested) if D is not None else intr.requested
+                if stop_asked and epoch + 1 < cfg.epochs:
                     epoch += 1
                     raise _Stop("interrupted", _interrupt_message(epoch, 0, n_batches,
                                                                   ck_path))
@@ -600,7 +723,8 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
     return TrainResult(status=status, message=message, train=cfg.name, network=net.name,
                        run_dir=rdir, epochs_done=len(history), epochs=cfg.epochs,
                        history=history, seconds=time.perf_counter() - t_start, model=model,
-                       config=cfg)
+                       config=cfg, rank=D.rank if D is not None else 0,
+                       nproc=D.world if D is not None else 1)
 
 
 def _nan_message(what: str, epoch: int, batch: int | None, ck_path: Path,
@@ -624,4 +748,17 @@ def _load(path) -> Program:
     from spikedsl.frontend.program import load
 
     return load(path)
+
+
+
+def _quiet(_line: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _run_rank(spec: str, train_name: str | None, ctx, *, threads: int | None = None,
+              **kw) -> TrainResult:
+    """One rank of ``train(..., nproc=N)`` (called in the child processes)."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    return _train(_load(spec), train_name, callback=None, build=None, dist_ctx=ctx, **kw)
 

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "compile": False,
     "grad_clip": None,
     "readout": None,
+    "checkpoint_every": None,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
@@ -80,6 +81,7 @@ class TrainConfig:
     compile: bool = False
     grad_clip: float | None = None
     readout: str | None = None
+    checkpoint_every: int | None = None
     base_dir: str = "."
     file: str = ""
 
@@ -300,6 +302,13 @@ def resolve_config(prog: Program, train_name: str | None = None) -> TrainConfig:
         except ValueError:
             v = None
         cfg.grad_clip = _number(v, "grad_clip", loc("grad_clip"), errs, lo=0.0, strict_lo=True)
+    if "checkpoint_every" in s:
+        try:
+            v = _value(s["checkpoint_every"].value)
+        except ValueError:
+            v = None
+        cfg.checkpoint_every = _number(v, "checkpoint_every", loc("checkpoint_every"), errs,
+                                       integer=True, lo=1)
     if "compile" in s:
         cfg.compile = _flag(_value(s["compile"].value), "compile", loc("compile"), errs)
     if "dtype" in s:

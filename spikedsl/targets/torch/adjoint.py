@@ -372,7 +372,11 @@ class Derivation:
             lists = {j: nm.fresh(f"U_{j}_l") for j in states}
             for j in states:
                 g = gS[j]
-                if g is None:
+                gF = grads.get(f"F:{j}")
+                if g is None and gF is not None:  # only the final state is an output
+                    body.append(f"{ul[j]} = {gF} if {gF} is not None else torch.zeros_like("
+                                f"{cname[j]}[0])")
+                elif g is None:
                     body.append(f"{ul[j]} = torch.zeros_like({cname[j]}[0])")
                 else:
                     body.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
@@ -467,7 +471,11 @@ class Derivation:
             L.append(f"chunk = max(1, min(T, {CHUNK_ELEMENTS} // max(1, {like}[0].numel())))")
             for j in states:
                 g = gS[j]
-                if g is None:
+                gF = grads.get(f"F:{j}")
+                if g is None and gF is not None:  # only the final state is an output
+                    L.append(f"{ul[j]} = {gF} if {gF} is not None else "
+                             f"torch.zeros_like({like}[0])")
+                elif g is None:
                     L.append(f"{ul[j]} = torch.zeros_like({like}[0])")
                 else:
                     L.append(f"{ul[j]} = {g}[T] if {g} is not None else "

@@ -56,7 +56,8 @@ _MODULE_ATTRS = {
     "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule",
     "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
     "zero_grad", "steps", "dt", "inputs", "outputs", "encoders", "stateful", "state",
-    "reset_state", "clamp_parameters", "load_weights", "export_weights", "encode", "source",
+    "carry_grad", "reset_state", "clamp_parameters", "load_weights", "export_weights", "encode",
+    "source",
 }
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.()#\-]+$")
 
@@ -353,7 +354,7 @@ class NetGen(StepMixin):
             L.append(f"result[{o.name!r}] = {code}")
         L.append("self.state = {")
         for k, code in self.finals:
-            L.append(f"    {k!r}: {code}.detach(),")
+            L.append(f"    {k!r}: self._carry({code}),")
         L.append("}")
         L.append("return result")
 

@@ -167,7 +167,7 @@ class ScanGen:
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
                         backward=add_dels(prune(bwd)),
-                        nondiff=[F[s] for s in plan.states if s in F] + (["r"] if R > 0 else []),
+                        nondiff=["r"] if R > 0 else [],
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
