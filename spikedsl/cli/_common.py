@@ -8,6 +8,27 @@ import sys
 from spikedsl import atomic
 
 
+def integer(lo: int):
+    """An argparse type: an integer >= ``lo``."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
+
+
+positive = integer(1)
+count = integer(0)
+
+
 class UsageError(Exception):
     """A command-line argument that does not fit the spec: exit code 2."""
 

@@ -14,26 +14,16 @@ neuron with the most spikes, or the largest mean of a state output).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
 from spikedsl import targets
-from spikedsl.cli._common import need_file, network
+from spikedsl.cli._common import need_file, network, positive
 
 TARGETS = ("brian2", "torch")
 DEVICES = tuple(dict.fromkeys(d for t in TARGETS for d in targets.get(t).caps.devices))
 
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def add_arguments(p) -> None:
@@ -50,9 +40,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data", metavar="SPEC",
                    help="data set, e.g. digits or 'npz(\"file.npz\")' (default: the data of a "
                         "train block that uses the network, else random inputs)")
-    p.add_argument("--samples", type=_positive, default=100, metavar="N",
+    p.add_argument("--samples", type=positive, default=100, metavar="N",
                    help="number of test samples to simulate (default 100)")
-    p.add_argument("--batch", type=_positive, default=None, metavar="N",
+    p.add_argument("--batch", type=positive, default=None, metavar="N",
                    help="samples simulated together (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the encoding and of random "
                    "inputs / weights (default 0)")

@@ -12,27 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spikedsl.cli._common import need_file
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+from spikedsl.cli._common import count, need_file, positive
 
 
 def _seconds(text: str) -> float:
@@ -54,15 +34,15 @@ def add_arguments(p) -> None:
                    "(default: the train block's name)")
     p.add_argument("--resume", action="store_true",
                    help="continue from runs/NAME/checkpoint.pt")
-    p.add_argument("--epochs", type=_count, metavar="N", help="override the number of epochs")
+    p.add_argument("--epochs", type=count, metavar="N", help="override the number of epochs")
     p.add_argument("--device", choices=("cpu", "cuda"), help="override the device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--limit", type=_positive, metavar="N",
+    p.add_argument("--limit", type=positive, metavar="N",
                    help="use only the first N training and test samples (quick runs)")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--threads", type=positive, metavar="N",
                    help="torch CPU threads (default: torch's choice, with --nproc the cores "
                         "divided by N; 1 is often fastest for small networks)")
-    p.add_argument("--nproc", type=_positive, metavar="N",
+    p.add_argument("--nproc", type=positive, metavar="N",
                    help="data-parallel training on N processes of this machine "
                         "(DistributedDataParallel; the same global batch as one process)")
     p.add_argument("--timeout", type=_seconds, metavar="S",

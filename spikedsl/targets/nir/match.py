@@ -219,6 +219,20 @@ class Analysis:
     init: dict[str, np.ndarray] = field(default_factory=dict)
     env: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def membrane_and_current(self, S: list[str], spiking: bool, cells: str) -> tuple[str, str]:
+        """(membrane, current) of a two-state neuron: the spiking state is the
+        membrane; without a spike, the current is the state that does not read
+        the other (``cells``: the target's two-state cells, for the message)."""
+        if spiking:
+            v = self.v
+            return v, (S[0] if S[1] == v else S[1])
+        other = {S[0]: S[1], S[1]: S[0]}
+        cand = [x for x in S if self.is_zero(self.A[(x, other[x])], self.An[(x, other[x])])]
+        if len(cand) != 1:
+            raise self.refuse(f"its two states are coupled both ways; {cells} a current "
+                              "feeding a membrane")
+        return other[cand[0]], cand[0]
+
     def refuse(self, reason: str) -> Unsupported:
         return unsupported(self.target, f"neuron '{self.neuron.name}'", reason, self.loc)
 
@@ -482,18 +496,7 @@ def match_nir(an: Analysis, dt_s: float) -> NirNeuron:
             kind = "LIF" if spiking else "LI"
         syn = None
     else:  # two states (spikedsl.targets refuses other numbers)
-        if spiking:
-            v = an.v
-            s = S[0] if S[1] == v else S[1]
-        else:
-            # the synaptic state is the one that does not read the other
-            cand = [x for x in S if an.is_zero(an.A[(x, S[1] if x == S[0] else S[0])],
-                                               an.An[(x, S[1] if x == S[0] else S[0])])]
-            if len(cand) != 1:
-                raise an.refuse("its two states are coupled both ways; NIR's CubaLI is a "
-                                "current feeding a membrane")
-            s = cand[0]
-            v = S[1] if s == S[0] else S[0]
+        v, s = an.membrane_and_current(S, spiking, "NIR's CubaLI is")
         if not an.is_zero(an.A[(s, v)], an.An[(s, v)]):
             raise an.refuse(f"the step of '{s}' reads '{v}' (term {fmt(an.A[(s, v)])}·{v}); "
                             "in NIR's CubaLIF the current does not depend on the membrane")

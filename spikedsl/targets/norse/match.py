@@ -118,17 +118,7 @@ def match_norse(an: Analysis, dt_cell: float, allow_approx: bool = False,
             P["v_leak"] = c / (one - a)
             P["scale"] = b / (one - a)
     else:  # two states
-        if spiking:
-            v = an.v
-            s = S[0] if S[1] == v else S[1]
-        else:
-            cand = [x for x in S if an.is_zero(an.A[(x, S[1] if x == S[0] else S[0])],
-                                               an.An[(x, S[1] if x == S[0] else S[0])])]
-            if len(cand) != 1:
-                raise an.refuse("its two states are coupled both ways; Norse's cells have a "
-                                "current feeding a membrane")
-            s = cand[0]
-            v = S[1] if s == S[0] else S[0]
+        v, s = an.membrane_and_current(S, spiking, "Norse's cells have")
         if not an.is_zero(an.A[(s, v)], an.An[(s, v)]):
             raise an.refuse(f"the step of '{s}' contains the term '{fmt(an.A[(s, v)] * sp.Symbol(v))}';"
                             f" in Norse's cells the current does not read the membrane")
