@@ -14,6 +14,8 @@ import pytest
 
 pytest.importorskip("brian2")
 
+from helpers.models import cuba_small
+
 import spikedsl
 from spikedsl.runtime import reference
 from spikedsl.targets import brian2 as b2t
@@ -288,37 +290,7 @@ network Names {
 
 
 # ---------------------------------------------------------------- autonomous
-AUTO = """
-neuron Cuba {
-    param taum = 20 ms
-    param taue = 5 ms
-    param taui = 10 ms
-    param Vt   = -50 mV
-    param Vr   = -60 mV
-    param El   = -49 mV
-    state v  = Vr
-    state ge = 0 mV
-    state gi = 0 mV
-    input Ie : mV
-    input Ii : mV
-    jump ge += Ie
-    jump gi += Ii
-    dv/dt  = (ge + gi - (v - El)) / taum
-    dge/dt = -ge / taue
-    dgi/dt = -gi / taui
-    spike v > Vt
-    reset v = Vr
-    refractory 5 ms
-}
-network CUBA {
-    dt    = 0.1 ms
-    steps = 2000
-    layer exc[80] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 1) -> Ie + sparse(inh, p = 0.1, weight = -9 mV, seed = 2) -> Ii
-    layer inh[20] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 3, delay = 1) -> Ie + sparse(inh, p = 0.1, weight = -9 mV, seed = 4) -> Ii
-    output exc
-    output inh
-}
-"""
+AUTO = cuba_small()
 
 
 def test_autonomous_cuba_equals_the_reference():

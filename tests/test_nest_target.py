@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.models import cuba_small
 
 import spikedsl
 from spikedsl import targets
@@ -204,39 +205,7 @@ network Net {{
 
 
 # ---------------------------------------------------------------- CUBA network
-CUBA = """
-neuron Cuba {
-    param taum = 20 ms
-    param taue = 5 ms
-    param taui = 10 ms
-    param Vt   = -50 mV
-    param Vr   = -60 mV
-    param El   = -49 mV
-    state v  = Vr
-    state ge = 0 mV
-    state gi = 0 mV
-    input Ie : mV
-    input Ii : mV
-    jump ge += Ie
-    jump gi += Ii
-    dv/dt  = (ge + gi - (v - El)) / taum
-    dge/dt = -ge / taue
-    dgi/dt = -gi / taui
-    spike v > Vt
-    reset v = Vr
-    refractory 5 ms
-}
-network CUBA {
-    dt    = 0.1 ms
-    steps = 2000
-    layer exc[80] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 1) -> Ie
-                          + sparse(inh, p = 0.1, weight = -9 mV, seed = 2) -> Ii
-    layer inh[20] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 3, delay = 1) -> Ie
-                          + sparse(inh, p = 0.1, weight = -9 mV, seed = 4) -> Ii
-    output exc
-    output inh
-}
-"""
+CUBA = cuba_small()
 
 
 def test_cuba_neuron_is_iaf_psc_exp_in_nest_units():

@@ -15,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers.models import cuba_small
+
 import spikedsl
 from spikedsl.errors import Unsupported
 from spikedsl.runtime import reference
@@ -530,44 +532,10 @@ def test_compiled_form_of_the_scans_equals_eager():
 
 # ---------------------------------------------------------------- no input layer
 AUTO_STEPS = 700
-# Brian2's CUBA at reduced size (80 + 20 neurons), written the natural way
-AUTO = """
-neuron Cuba {{
-    param taum = 20 ms
-    param taue = 5 ms
-    param taui = 10 ms
-    param Vt   = -50 mV
-    param Vr   = -60 mV
-    param El   = -49 mV
-    state v  = Vr
-    state ge = 0 mV
-    state gi = 0 mV
-    input Ie : mV
-    input Ii : mV
-    jump ge += Ie
-    jump gi += Ii
-    dv/dt  = (ge + gi - (v - El)) / taum
-    dge/dt = -ge / taue
-    dgi/dt = -gi / taui
-    spike v > Vt
-    reset v = Vr
-    refractory 5 ms
-}}
-network CUBA {{
-    dt    = 0.1 ms
-    steps = {steps}
-    layer exc[80] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 1) -> Ie
-                          + sparse(inh, p = 0.1, weight = -9 mV, seed = 2) -> Ii
-    layer inh[20] = Cuba <- sparse(exc, p = 0.1, weight = 1.62 mV, seed = 3, delay = 1) -> Ie
-                          + sparse(inh, p = 0.1, weight = -9 mV, seed = 4) -> Ii
-    output exc
-    output inh
-}}
-"""
-
+# Brian2's CUBA at reduced size (80 + 20 neurons): tests/helpers/models.py
 
 def auto_net():
-    return net_of(AUTO.format(steps=AUTO_STEPS), "CUBA")
+    return net_of(cuba_small(AUTO_STEPS), "CUBA")
 
 
 def test_network_without_inputs_runs_for_its_steps():
@@ -592,7 +560,7 @@ def test_simulate_runs_a_network_without_inputs(tmp_path, capsys):
     net = auto_net()
     ref = reference.run(net, {})
     f = tmp_path / "auto.spk"
-    f.write_text(AUTO.format(steps=AUTO_STEPS))
+    f.write_text(cuba_small(AUTO_STEPS))
     assert main(["simulate", str(f), "-t", "torch"]) == 0
     text = capsys.readouterr().out
     assert "inputs: none" in text and "simulated 1 sample in" in text
