@@ -5,7 +5,7 @@ Every row is run through every implementation and every printer: a row
 added without one of them fails here.  Implementations agree to 1e-12 on
 random inputs; each derivative is the one torch's autograd computes for
 the printed code, and matches finite differences where the function is
-smooth; each surrogate's derivative is SPEC 1.2's closed form.
+smooth; each surrogate's derivative is the closed form of docs/language.md's table.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def _sig(x):
     return 1 / (1 + np.exp(-x))
 
 
-# dS/dx as SPEC 1.2 writes it (its table), and a function S with that derivative
+# dS/dx as docs/language.md's table writes it, and a function S with that derivative
 SPEC = {
     "sigmoid": ({"slope": 5.0}, lambda x, a: a["slope"] * _sig(a["slope"] * x)
                 * (1 - _sig(a["slope"] * x)),

@@ -60,7 +60,7 @@ def test_lif_first_spike_is_the_analytic_crossing(I):
     z = out["h"][:, 0, 0]
     t_star = tau * math.log(I / (I - 1.0))  # ms, r = v_th = 1
     n = int(np.nonzero(z)[0][0])
-    t_first = (n + 1) * dt  # SPEC 3: a spike in step n is at (n + 1) dt
+    t_first = (n + 1) * dt  # docs/semantics.md: a spike in step n is at (n + 1) dt
     # `exact` samples the continuous solution on the grid: the first grid time >= t*
     assert t_first == pytest.approx(math.ceil(t_star / dt - 1e-9) * dt, abs=1e-9)
     assert t_star <= t_first < t_star + dt
@@ -91,7 +91,7 @@ def test_lif_spike_count_with_refractory_period(I, t_ref):
 
 
 def test_lif_spec_example_numbers():
-    """SPEC 1.6: I = 2, tau = 10 ms, dt = 0.1 ms, 2 ms refractory, 50 ms."""
+    """A test block's case: I = 2, tau = 10 ms, dt = 0.1 ms, 2 ms refractory, 50 ms."""
     _, out = lif_net(2.0, 0.1, 500, t_ref_ms=2.0)
     times = (np.nonzero(out["h"][:, 0, 0])[0] + 1) * 0.1
     np.testing.assert_allclose(times, [7.0, 16.0, 25.0, 34.0, 43.0])
