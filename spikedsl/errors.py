@@ -357,6 +357,9 @@ class SpecError(Exception):
     def render(self) -> str:
         return "\n".join(d.render(self.sources) for d in self.diagnostics)
 
+    def __reduce__(self):  # pickled with its diagnostics (errors from a child process)
+        return type(self), (self.diagnostics, self.sources)
+
     @property
     def codes(self) -> list[str]:
         return [d.code for d in self.diagnostics]

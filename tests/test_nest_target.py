@@ -277,7 +277,9 @@ def test_mpi():
             f"net = spikedsl.loads({CUBA!r}).network('CUBA').ir\n"
             "out = t.run(net, None, batch=1)\n"
             "if nest.Rank() == 0: np.save('mpi_exc.npy', out['exc'])\n")
-    subprocess.run([mpirun, "-np", "2", sys.executable, "-c", code], check=True, timeout=600)
+    env = dict(os.environ, SPIKEDSL_NEST_IN_PROCESS="1")  # the ranks are the NEST processes
+    subprocess.run([mpirun, "-np", "2", sys.executable, "-c", code], check=True, timeout=600,
+                   env=env)
     single = nest_target.run(net_of(CUBA, "CUBA"), None, batch=1)
     np.testing.assert_array_equal(np.load("mpi_exc.npy"), single["exc"])
 

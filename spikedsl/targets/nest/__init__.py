@@ -21,6 +21,7 @@ build of NEST); the wheel from the package index is built without it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -48,11 +49,29 @@ def schedule(net: ir.LNetwork) -> ir.LNetwork:
 
 
 def mpi_available() -> bool:
-    """Whether the installed NEST is built with MPI."""
+    """Whether the installed NEST is built with MPI (asked in a child process, see
+    :func:`run`)."""
+    return bool(_nest_call(_have_mpi))
+
+
+def _have_mpi() -> bool:
     from spikedsl.targets.nest.runtime import import_nest
 
-    nest = import_nest()
-    return bool(nest.GetKernelStatus("build_info")["have_mpi"])
+    return bool(import_nest().GetKernelStatus("build_info")["have_mpi"])
+
+
+def _nest_call(fn, *args):
+    """``fn(*args)`` where NEST may be loaded: in a child process. NEST's wheel
+    brings its own OpenMP runtime; in a process that also runs torch's compiled
+    (OpenMP) kernels the two abort the process. ``SPIKEDSL_NEST_IN_PROCESS=1``
+    runs in this process (MPI runs under mpirun need it)."""
+    if os.environ.get("SPIKEDSL_NEST_IN_PROCESS") == "1":
+        return fn(*args)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
@@ -90,8 +109,6 @@ def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=np.float64, record
     (spikes, states after the reset: ``"h"``, ``"h.V_m"``), ``[T, B, ...]``.
     ``threads``: NEST's ``local_num_threads``; ``batch``: the samples of a
     network without inputs; ``timings``: filled with the seconds of the phases."""
-    from spikedsl.targets.nest.runtime import simulate
-
     del dtype  # NEST computes in double precision
     W = _weights.init_weights(net, seed)
     W.update(_weights.load_weights(net, weights))
@@ -99,7 +116,19 @@ def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=np.float64, record
     X = _inputs(net, inputs)
     T = next(iter(X.values())).shape[0] if X else net.steps
     B = next(iter(X.values())).shape[1] if X else (batch or 1)
-    return simulate(p, X, W, T, B, list(record or ()), threads=threads, timings=timings)
+    out, times = _nest_call(_simulate, p, X, W, T, B, list(record or ()), threads)
+    if timings is not None:
+        timings.update(times)
+    return out
+
+
+def _simulate(plan, X, W, T, B, record, threads):
+    """One NEST simulation (in this process); returns (outputs, phase timings)."""
+    from spikedsl.targets.nest.runtime import simulate
+
+    times: dict[str, float] = {}
+    out = simulate(plan, X, W, T, B, record, threads=threads, timings=times)
+    return out, times
 
 
 __all__ = ["check", "mpi_available", "plan", "run", "schedule"]
