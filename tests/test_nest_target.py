@@ -6,6 +6,7 @@ refusals with the nearest built-in."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
