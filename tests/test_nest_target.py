@@ -253,6 +253,23 @@ def test_cuba_verify_agrees_with_the_reference_under_the_delay_mapping(capsys):
     assert code == 0 and "reference@nest ~ nest" in text and "verified" in text
 
 
+def test_simulate_cli_runs_nest_and_saves_what_nest_records(tmp_path, capsys):
+    """``spikedsl simulate -t nest``: the spikes equal the NEST target's, the
+    membrane trace is the state after the reset (NEST has no pre-reset value)."""
+    spec = tmp_path / "cuba.spk"
+    spec.write_text(cuba_small(1000))
+    out = tmp_path / "run.npz"
+    code = cli(["simulate", str(spec), "-t", "nest", "--threads", "2", "-o", str(out),
+                "--plot", str(tmp_path / "plots")])
+    text = capsys.readouterr().out
+    assert code == 0 and "target nest" in text, text
+    saved = np.load(out)
+    direct = nest_target.run(net_of(cuba_small(1000), "CUBA"), None, record=["exc.v"])
+    np.testing.assert_array_equal(saved["exc"], direct["exc"])
+    np.testing.assert_array_equal(saved["exc.v"], direct["exc.v"])
+    assert saved["exc"].sum() > 10 and (tmp_path / "plots" / "traces.png").exists()
+
+
 def test_results_do_not_depend_on_the_number_of_threads():
     net = net_of(CUBA, "CUBA")
     one = nest_target.run(net, None, record=["exc.v", "exc.ge"], threads=1, batch=2)

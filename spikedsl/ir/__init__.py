@@ -333,6 +333,11 @@ class LNeuron(BaseModel):
     refractory_steps: int | None = None
     linear: bool = False  # the continuous system is linear in its states
     source_line: int = 0
+    source_file: str = ""  # the file that defines it (an imported neuron's own file)
+
+    def source(self, file: str = "") -> tuple[str, int]:
+        """Where the neuron is defined: its own file, else ``file``, and the line."""
+        return (self.source_file or file, self.source_line)
 
     def param(self, name: str) -> LParam:
         for p in self.params:

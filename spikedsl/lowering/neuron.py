@@ -477,7 +477,8 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         reset=tuple(a.model_copy(update={"value": _clean(a.value), "loc": None})
                     for a in n.reset),
         reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
-        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
+        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0,
+        source_file=n.loc.file if n.loc else "")
 
 
 def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,

@@ -254,7 +254,7 @@ def _one_arg_functions() -> frozenset[str]:
 
 def _neuron(t: Target, n, file: str, options: Mapping) -> None:
     caps, approx = t.caps, bool(options.get("allow_approx"))
-    loc = _loc(file, n.source_line)
+    loc = _loc(*n.source(file))
     what = f"neuron '{n.name}'"
     lo, hi = caps.states
     k = len(n.states)

@@ -200,7 +200,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], h_ms: float, time_ms:
     import sympy as sp
 
     n = lay.neuron
-    loc = Loc(file, n.source_line, 1) if n.source_line else None
+    loc = Loc(*n.source(file), 1) if n.source_line else None
     env = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     env["dt"] = np.float64(n.dt if n.dt is not None else 1.0)
     form = Form(neuron=n, layer=lay.name, shape=tuple(lay.shape), loc=loc, env=env,
@@ -358,7 +358,7 @@ def match_layer(lay: ir.LLayer, params: dict[str, np.ndarray], h_ms: float, time
     from spikedsl.targets.nest.models import MODELS
 
     n = lay.neuron
-    loc = Loc(file, n.source_line, 1) if n.source_line else None
+    loc = Loc(*n.source(file), 1) if n.source_line else None
     misses: dict[str, Miss] = {}
     try:
         form = analyse(lay, params, h_ms, time_ms, file)

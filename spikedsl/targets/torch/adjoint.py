@@ -568,7 +568,7 @@ _EQ_CACHE: dict[str, tuple] = {}
 
 
 def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:
-    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line"}), plan.R,
+    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line", "source_file"}), plan.R,
                       plan.step_names, plan.static_names, sorted(plan.held),
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.temps],
                       {k: v.model_dump(mode="json") for k, v in plan.updates.items()},
