@@ -288,3 +288,8 @@ def test_the_refusal_of_an_imported_neuron_points_at_its_own_file(target, tmp_pa
     text = err.render() if hasattr(err, "render") else str(err)
     assert f"{tmp_path / 'n.spk'}:3:1: error:" in text, text
     assert "neuron Q {" in text, text
+    if target == "nest":  # the command line gives the same answer, no traceback
+        code = cli(["simulate", str(tmp_path / "net.spk"), "-t", "nest"])
+        err = capsys.readouterr().err
+        assert code == 1 and f"{tmp_path / 'n.spk'}:3:1: error: NEST cannot express" in err, err
+        assert "Traceback" not in err
