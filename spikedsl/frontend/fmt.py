@@ -31,6 +31,17 @@ def expr(e: ir.Expr) -> str:
     return _P(e)
 
 
+def expect_text(e: ir.Expect, p=expr) -> str:
+    """An ``expect`` statement, its expressions written by ``p``."""
+    text = f"expect {p(e.quantity)}"
+    if e.at is not None:
+        text += f" at {p(e.at)}"
+    text += f" {e.op} {p(e.value)}"
+    if e.tol is not None:
+        text += f" +- {p(e.tol)}"
+    return text
+
+
 def _comments(text: str) -> dict[int, tuple[str, bool]]:
     """line -> (comment text, whether the line holds only the comment)."""
     out = {}
@@ -206,13 +217,7 @@ class Formatter:
         if t.run is not None:
             items.append((*self._pos(t.run), f"run {expr(t.run)}"))
         for e in t.expects:
-            text = f"expect {expr(e.quantity)}"
-            if e.at is not None:
-                text += f" at {expr(e.at)}"
-            text += f" {e.op} {expr(e.value)}"
-            if e.tol is not None:
-                text += f" +- {expr(e.tol)}"
-            items.append((*self._pos(e), text))
+            items.append((*self._pos(e), expect_text(e, expr)))
         self.block(f'test "{t.name}"', block_loc, items)
 
 

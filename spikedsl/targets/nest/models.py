@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikedsl.lowering import refractory
 from spikedsl.targets.nest.match import (
     Form,
     Match,
@@ -95,8 +96,9 @@ def _reset_to(form: Form, model: str, extra: dict[str, str] | None = None) -> di
 
 
 def _clamp(form: Form, model: str, clamp: set[str]) -> None:
-    if form.R > 0 and set(form.neuron.clamp) != clamp:
-        raise Miss(1, f"while refractory it holds {', '.join(form.neuron.clamp) or 'nothing'}; "
+    held = refractory.of(form.neuron).held
+    if form.R > 0 and set(held) != clamp:
+        raise Miss(1, f"while refractory it holds {', '.join(held) or 'nothing'}; "
                       f"{model} holds {', '.join(sorted(clamp))}")
 
 
@@ -620,7 +622,7 @@ def hh_psc_alpha(form: Form, **_) -> Match:
                                f"({last} = {v})")
     if form.reset:
         raise Miss(form_depth, f"it resets '{form.reset[0].target}'; {M} resets nothing")
-    if form.R > 0 and n.clamp:
+    if refractory.of(n).held:
         raise Miss(form_depth, f"while refractory it holds {', '.join(n.clamp)}; {M} holds "
                                "nothing")
     mm, hh, nn = sym(form, gates["m"]), sym(form, gates["h"]), sym(form, gates["n"])

@@ -53,12 +53,11 @@ class Derivation:
         env.update(self.P)
         env.update(self.X)
         env.update(self.s)
-        # jumps in order; a jump of a clamped state is lost while refractory
+        rf = plan.rf
+        hold = lambda kept, e: nr * e + (1 - nr) * kept  # noqa: E731
+        # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
-            e = b(j.value, env)
-            if j.target in plan.held:
-                e = nr * e + (1 - nr) * self.s[j.target]
-            env[j.target] = e
+            env[j.target] = rf.jump(j.target, b(j.value, env), self.s[j.target], hold)
         for t in plan.temps:
             env[t.target] = b(t.value, env)
         alt = {}
@@ -70,12 +69,7 @@ class Derivation:
         pre = {}
         for s in plan.states:
             if s in plan.updates:
-                e = b(plan.updates[s], env)
-                if s in alt:
-                    e = nr * e + (1 - nr) * alt[s]
-                if s in plan.held:
-                    e = nr * e + (1 - nr) * self.s[s]
-                pre[s] = e
+                pre[s] = rf.update(s, b(plan.updates[s], env), self.s[s], alt, hold)
             else:
                 pre[s] = env[s]
         self.pre = pre
