@@ -431,11 +431,10 @@ class NetworkLowering:
                                           projections=(p,), func=wrapper, source_line=line)
             self.order.append(name)
             return
-        if func in STAGES:
-            self.stage(lay, body)
-            return
-        if func in CELLS:
-            self.cell(lay, body)
+        if func in STAGES or func in CELLS:
+            src = self.stateless_source(lay, body)
+            if src is not None:
+                (self.stage if func in STAGES else self.cell)(lay, body, *src)
             return
         self.errors.add("unknown-neuron", body.loc, name=func or "?", hint=self._neuron_hint(func))
         self.failed.add(name)
@@ -549,12 +548,9 @@ class NetworkLowering:
                                           source_line=lay.loc.line if lay.loc else 0, **fields)
         self.order.append(lay.name)
 
-    def stage(self, lay: ir.Layer, call: ir.Call) -> None:
+    def stage(self, lay: ir.Layer, call: ir.Call, sname: str, sstate: str | None,
+              in_shape: tuple) -> None:
         name, kind = lay.name, call.func
-        src = self.stateless_source(lay, call)
-        if src is None:
-            return
-        sname, sstate, in_shape = src
         pos = ("kernel",) if kind.endswith("pool2d") else ("p",) if kind == "dropout" else ()
         kw = _kw_table(call, STAGES[kind], kind, self.errors, positional=pos)
         args: dict = {}
@@ -592,12 +588,9 @@ class NetworkLowering:
         self._add_stateless(lay, "stage", out, op=kind, source=sname, source_state=sstate,
                             args=args)
 
-    def cell(self, lay: ir.Layer, call: ir.Call) -> None:
+    def cell(self, lay: ir.Layer, call: ir.Call, sname: str, sstate: str | None,
+             in_shape: tuple) -> None:
         name, kind = lay.name, call.func
-        src = self.stateless_source(lay, call)
-        if src is None:
-            return
-        sname, sstate, in_shape = src
         kw = _kw_table(call, CELLS[kind], kind, self.errors)
         need = ("hidden",) if kind == "slstm" else ("channels", "kernel")
         for r in need:
