@@ -623,8 +623,8 @@ def hh_psc_alpha(form: Form, **_) -> Match:
     if form.reset:
         raise Miss(form_depth, f"it resets '{form.reset[0].target}'; {M} resets nothing")
     if refractory.of(n).held:
-        raise Miss(form_depth, f"while refractory it holds {', '.join(n.clamp)}; {M} holds "
-                               "nothing")
+        held = ", ".join(refractory.of(n).held)
+        raise Miss(form_depth, f"while refractory it holds {held}; {M} holds nothing")
     mm, hh, nn = sym(form, gates["m"]), sym(form, gates["h"]), sym(form, gates["n"])
     cur_states = [s for s in form.states if s not in (v, last, *gates.values())
                   and T.get(sym(form, s)) is not None]

@@ -367,7 +367,7 @@ class NetGen(StepMixin):
                     not la.neuron.states:
                 return False
             n = la.neuron
-            plan = make_plan(n, n.dt, n.refractory_steps,
+            plan = make_plan(n, n.dt, refractory.of(n).steps,
                              set(self.tensor_params(la)), "scan")
             return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
@@ -469,7 +469,7 @@ class NetGen(StepMixin):
 
     def seq_neuron(self, la: ir.LLayer, L: list[str]) -> None:
         n = la.neuron
-        R = n.refractory_steps
+        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
         plan = make_plan(n, n.dt, R, set(tparams), "scan")
         inputs = self.inputs_seq(la, L)

@@ -112,14 +112,14 @@ class StepMixin:
             if la.kind in ("neuron", "cell"):
                 for s in la.states:
                     self.finals.append((f"{name}.{s}", self.cur(f"{name}.{s}")))
-            if la.kind == "neuron" and la.neuron.refractory_steps > 0:
+            if la.kind == "neuron" and refractory.of(la.neuron):
                 self.finals.append((refractory.counter_key(name), self.nm(f"refr:{name}", f"{name}_r")))
 
     def neuron_step(self, la: ir.LLayer, src_at, pre: list[str], lines: list[str],
                     inside: set[str]) -> None:
         n = la.neuron
         name = la.name
-        R = n.refractory_steps
+        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
         plan = make_plan(n, n.dt, R, set(tparams), "step")
         env = dict(tparams)
