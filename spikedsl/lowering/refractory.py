@@ -81,9 +81,6 @@ class Refractory:
     def __bool__(self) -> bool:
         return self.steps > 0
 
-    def held_text(self, quote: str = "'", none: str = "no state") -> str:
-        return ", ".join(f"{quote}{s}{quote}" for s in self.held) or none
-
     def jump(self, state: str, value: V, old: V, hold: Hold) -> V:
         """A jump's value: lost on a held state while refractory."""
         return hold(old, value) if state in self.held else value
