@@ -328,7 +328,7 @@ class LNeuron(BaseModel):
     uses_units: bool = False
     # Resolved when the neuron is placed in a network (spikedsl.lowering.neuron.place;
     # None for a neuron outside a network): the value of ``dt`` in its step (net.dt in
-    # seconds when it uses units, else 1.0) and R = ceil(refractory / dt - 1e-9).
+    # seconds when it uses units, else 1.0) and R (spikedsl.lowering.refractory.steps).
     dt: Number | None = None
     refractory_steps: int | None = None
     linear: bool = False  # the continuous system is linear in its states

@@ -22,6 +22,7 @@ from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import names as expr_names
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv
+from spikedsl.lowering import refractory
 from spikedsl.targets import require
 from spikedsl.targets.brian2.code import Internal, neuron_code, rule_code
 from spikedsl.targets.brian2.printer import (
@@ -488,7 +489,7 @@ class Planner:
         assert neu is not None
         py = self.pyname[lay.name]
         names, nm, dims, pre_vars = self.ctx[lay.name]
-        R = neu.refractory_steps
+        R = refractory.of(neu).steps
         held = [a.target for a in neu.reset]
         title = f"layer {lay.name}{list(lay.shape)} = {neu.name}"
         g = Group(py=py, layer=lay.name, kind="neuron", shape=tuple(lay.shape), title=title)
@@ -681,9 +682,13 @@ class Planner:
             self.plan.synapses.append(syn)
             items = [syn]
         g.step = step
+        self._value_layer(lay, g, d, title, items)
+
+    def _value_layer(self, lay: ir.LLayer, g: Group, d: Dim, title: str, items: list) -> None:
+        """Place a layer whose output is its variable ``val`` (its step set)."""
         g.step_order = self.next()
         self._value_events(g, (lay.name, None), "val", d)
-        self.plan.records[lay.name] = Record(lay.name, py, "val", "state", "end", 0,
+        self.plan.records[lay.name] = Record(lay.name, g.py, "val", "state", "end", 0,
                                              tuple(lay.shape))
         self.plan.groups.append(g)
         self._block(title, g, items)
@@ -724,12 +729,7 @@ class Planner:
                             "the function needs a dimensionless argument", lay.source_line)
         zero = "0.0" if d == ONE else f"0.0*{unit_expr(d)}"
         g.step = f"val = {expr}\nacc = {zero}"
-        g.step_order = self.next()
-        self._value_events(g, (lay.name, None), "val", d)
-        self.plan.records[lay.name] = Record(lay.name, py, "val", "state", "end", 0,
-                                             tuple(lay.shape))
-        self.plan.groups.append(g)
-        self._block(title, g, items)
+        self._value_layer(lay, g, d, title, items)
 
     # ------------------------------------------------------------ outputs
     def _outputs(self) -> None:
