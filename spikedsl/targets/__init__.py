@@ -323,7 +323,9 @@ def _declared(t: Target, subject, options: Mapping) -> None:
     from spikedsl import ir
 
     if isinstance(subject, ir.LNeuron):
-        _neuron(t, subject, options.get("file", ""), options)
+        file = options.get("file", "")  # a neuron checked on its own: the caller's file
+        _neuron(t, subject.model_copy(update={"source_file": file}) if file else subject,
+                file, options)
     else:
         _network(t, subject, options)
 
