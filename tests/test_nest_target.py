@@ -336,6 +336,41 @@ def test_an_unmatched_neuron_is_refused_quickly_naming_the_nearest_builtin():
         targets.run("nest", net, np.zeros((10, 1, 2)))
 
 
+def test_an_exact_three_state_neuron_with_an_additive_reset_is_refused_not_crashed():
+    """Linear dynamics with an adaptation-like state but an exact step: every
+    matcher refuses (aeif_cond_exp's reads the derivatives, which an exact step
+    does not have), none raises."""
+    net = net_of("""
+neuron A {
+    param tau_w = 100 ms
+    param tau_s = 5 ms
+    param a = 2 nS
+    param C = 200 pF
+    param g = 10 nS
+    state v = 0 mV
+    state w = 0 pA
+    state s = 0 pA
+    input I : pA
+    dv/dt = (-g * v - w + s) / C
+    dw/dt = (a * v - w) / tau_w
+    ds/dt = -s / tau_s
+    jump s += I
+    spike v >= 10 mV
+    reset v = 0 mV; w += 10 pA
+    refractory 2 ms [clamp v]
+}
+network Net {
+    dt = 0.1 ms
+    steps = 50
+    input x[2] : direct
+    layer h[2] = A <- one_to_one(x, weight = 500 pA)
+    output h
+}
+""")
+    err = targets.refusal("nest", net)
+    assert err is not None and "NEST cannot express neuron 'A'" in err.diagnostics[0].message
+
+
 @pytest.mark.parametrize("change, fragment", [
     ("method exact", None),
     ("method euler", "method euler: NEST's iaf_psc_delta integrates exactly"),

@@ -439,7 +439,7 @@ def aeif_cond_exp(form: Form, **_) -> Match:
     # NEST's aeif models read V = min(V_m, V_peak) in their right-hand sides: the
     # bound is the built-in's own, so a spec that writes it matches
     peak = None
-    for e in form.rhs.values():
+    for e in (form.rhs or {}).values():  # None for an exact step: refused below
         for f in e.atoms(sp.Function):
             if f.func.__name__ in ("Min", "_f_min") and V in f.args and len(f.args) == 2:
                 peak = f
