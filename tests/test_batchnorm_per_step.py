@@ -330,3 +330,28 @@ def test_nir_refuses_it():
     err = targets.refusal("nir", net_of(CONV))
     assert err is not None and "NIR cannot express layer 'b' (batchnorm)" in str(err)
     assert "no batch normalisation node" in str(err) and ":15:1:" in str(err)
+
+
+def test_generated_code_is_deterministic_and_passes_ruff(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from spikedsl.targets.torch import convert
+
+    files = []
+    for text in (CONV, RECURRENT):
+        for fast in (True, False):
+            src = convert(net_of(text), fast=fast)
+            assert src == convert(net_of(text), fast=fast)
+            assert "_bn_step0(" in src and ("_bn_steps(" in src or "[b_t0 + t]" in src)
+            p = tmp_path / f"gen_{len(files)}.py"
+            p.write_text(src)
+            files.append(str(p))
+    ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
+    if not os.path.exists(ruff):
+        pytest.skip("ruff is not installed")
+    r = subprocess.run([ruff, "check", "--isolated", *files], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

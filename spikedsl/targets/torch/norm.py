@@ -18,10 +18,7 @@ def per_step_batchnorm(gen, la: ir.LLayer, src: str, lead: int) -> str:
     a, pre = la.args, gen.attr(la.name)
     key = f"{la.name}@step"
     t0 = gen.nm(f"bn_step0:{la.name}", f"{la.name}_t0")
-    if not getattr(gen, "_bn_t0", None):
-        gen._bn_t0 = set()
-    if la.name not in gen._bn_t0:
-        gen._bn_t0.add(la.name)
+    if all(k != key for k, _ in gen.finals):  # once per layer: the first step of the call
         gen.use.add("bn_steps")
         gen.fwd.append(f"{t0} = _bn_step0(self.state.get({key!r}) if self.stateful else None, "
                        f"T, {pre}.running_mean.shape[0], {la.name!r})")
