@@ -13,35 +13,8 @@ from spikedsl.ir.exprs import EvalError, evaluate
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import TIME, parse_unit
 from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values, place
+from spikedsl.lowering.tables import CELLS, ENCODERS, NET_SETTINGS, PROJECTIONS, REDUCTIONS, STAGES
 from spikedsl.lowering.weights import resolve_projection
-
-ENCODERS = {
-    "direct": {},
-    "poisson": {"max_rate": 1.0, "seed": 0.0},
-    "latency": {"tau": 5.0, "threshold": 0.01, "normalize": 1.0, "linear": 0.0},
-    "spikes": {},
-}
-PROJECTIONS = {
-    "dense": {"bias": True, "delay": 0, "init": "default", "sign": "none", "seed": 0},
-    "conv2d": {"channels": None, "kernel": None, "stride": 1, "padding": 0, "bias": True,
-               "delay": 0, "init": "default", "sign": "none", "seed": 0},
-    "sparse": {"p": 0.1, "weight": 1.0, "delay": 0, "seed": 0, "sign": "none"},
-    "one_to_one": {"weight": 1.0, "delay": 0, "sign": "none"},
-}
-STAGES = {
-    "avgpool2d": {"kernel": None, "stride": None},
-    "sumpool2d": {"kernel": None, "stride": None},
-    "maxpool2d": {"kernel": None, "stride": None},
-    "flatten": {},
-    "batchnorm": {"momentum": 0.1, "eps": 1e-5},
-    "dropout": {"p": 0.5},
-}
-CELLS = {
-    "slstm": {"hidden": None, "threshold": 1.0},
-    "sconv_lstm": {"channels": None, "kernel": None, "threshold": 1.0},
-}
-REDUCTIONS = ("sum", "mean", "last")
-NET_SETTINGS = ("dt", "steps", "weights", "seed")
 
 
 @dataclass
@@ -576,6 +549,13 @@ class NetworkLowering:
         else:
             out = tuple(in_shape)
             for key, default in STAGES[kind].items():
+                if key == "per_step":  # batchnorm: statistics and affine per time step
+                    v = _bool(kw[key], f"{kind} {key}", self.errors) if key in kw else default
+                    if v is None:
+                        self.failed.add(name)
+                        return
+                    args[key] = v
+                    continue
                 v = _num(kw[key]) if key in kw else default
                 if v is None:
                     return self._fail(name, "not-a-number", kw[key].loc, what=key)

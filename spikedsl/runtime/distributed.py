@@ -471,7 +471,7 @@ def _failure(nproc: int, exited: dict[int, int | None], errors: dict[int, tuple]
 
 def train_on_processes(prog_or_path, train_name, nproc: int, *, run_dir, run_name, resume, epochs,
             device, dtype, progress, limit, log, callback, build, threads,
-            timeout):
+            timeout, seed=None):
     """``train(..., nproc=N)``: checks what can be checked here (spec errors are
     located before any process starts), runs the ranks, returns rank 0's
     result with the trained module rebuilt in this process."""
@@ -506,7 +506,7 @@ def train_on_processes(prog_or_path, train_name, nproc: int, *, run_dir, run_nam
     say = log if log is not None else (print if progress else _quiet)
     kwargs = {"run_dir": str(rdir), "run_name": None, "resume": resume,
               "epochs": epochs, "device": device, "dtype": dtype, "progress": progress,
-              "limit": limit, "threads": threads}
+              "limit": limit, "threads": threads, "seed": seed}
     rep = launch(os.path.abspath(spec), cfg.name, nproc, device=device or cfg.device,
                  timeout=timeout, log=say, kwargs=kwargs)
     history: list[dict[str, float]] = list(rep.get("history") or [])

@@ -270,7 +270,7 @@ class _Run:
                 if lay.func:
                     out = A.funcs[lay.func](out)
             elif lay.kind == "stage":
-                out = self.stage(lay, self.source(lay.source, lay.source_state, n, 0, ()))
+                out = self.stage(lay, self.source(lay.source, lay.source_state, n, 0, ()), n)
             else:
                 out = self.cell(lay, self.source(lay.source, lay.source_state, n, 0, ()))
             self.hist[lay.name].append(A.to_float(out))
@@ -380,7 +380,7 @@ class _Run:
             self.hist[f"{name}.{s}_pre"].append(v)
         return A.to_float(mem > float(lay.args.get("threshold", 1.0)))
 
-    def stage(self, lay: ir.LLayer, x):
+    def stage(self, lay: ir.LLayer, x, n: int = 0):
         op, B = lay.op, x.shape[0]
         if op == "flatten":
             return x.reshape(B, -1)
@@ -393,6 +393,11 @@ class _Run:
             g, b = w[f"{lay.name}.weight"], w[f"{lay.name}.bias"]
             m, v = w[f"{lay.name}.running_mean"], w[f"{lay.name}.running_var"]
             eps = float(lay.args.get("eps", 1e-5))
+            if lay.args.get("per_step"):  # row n of [steps, C]: BatchNorm-through-time
+                if n >= g.shape[0]:
+                    raise ValueError(f"batchnorm '{lay.name}' is per step and has statistics "
+                                     f"for {g.shape[0]} steps; step {n} has none")
+                g, b, m, v = g[n], b[n], m[n], v[n]
             shape = (1, -1) + (1,) * (x.ndim - 2)
             return ((x - m.reshape(shape)) / self.A.sqrt(v.reshape(shape) + eps)
                     * g.reshape(shape) + b.reshape(shape))

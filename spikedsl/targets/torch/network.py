@@ -37,6 +37,7 @@ from spikedsl.targets.torch.neuron import (
     surrogate_code,
     surrogate_doc,
 )
+from spikedsl.targets.torch.norm import per_step_batchnorm
 from spikedsl.targets.torch.params import draws, register_layer
 from spikedsl.targets.torch.scan import ScanGen
 from spikedsl.targets.torch.step import StepMixin
@@ -321,6 +322,8 @@ class NetGen(StepMixin):
             return f"{fn}({src}, {k}, {s}{extra})"
         if op == "dropout":
             return f"F.dropout({src}, {number(float(a['p']))}, self.training)"
+        if op == "batchnorm" and a.get("per_step"):
+            return per_step_batchnorm(self, la, src, lead)
         if op == "batchnorm":
             pre = self.attr(la.name)
             args = (f"{pre}.running_mean, {pre}.running_var, {pre}.weight, {pre}.bias, "
