@@ -195,8 +195,8 @@ def readout(f_tr, y_tr, f_te, y_te):
 
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--wta-digits", type=int, default=400,
-                   help="digits shown to the competitive network (default 400)")
+    p.add_argument("--wta-digits", type=int, default=800,
+                   help="digits shown to the competitive network (default 800)")
     p.add_argument("--wta-brian2", type=int, default=20,
                    help="how many of them also run in Brian2 (default 20)")
     args = p.parse_args(argv)
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
 
     # ---------------------------------------- STDP with competition (Diehl & Cook)
     wta, wta_frozen = prog.network("WTA"), prog.network("WTAFrozen")
-    n_wta = 30 if args.smoke else (1500 if args.full else args.wta_digits)
+    n_wta = 10 if args.smoke else (1500 if args.full else args.wta_digits)
     n_b2 = 2 if args.smoke else min(args.wta_brian2, n_wta)
     m0 = wta_frozen.to_torch(seed=args.seed)
     wta_init = {k: np.asarray(v, dtype=np.float64) for k, v in m0.export_weights().items()}

@@ -64,15 +64,19 @@ def vae_inputs(x, steps: int, n_latent: int, gen):
     return {"x": x.expand(steps, b, -1), "u": torch.rand(steps, b, n_latent, generator=gen)}
 
 
-def elbo(out, x, beta: float):
-    """(loss, reconstruction BCE, KL), each averaged over the batch."""
+def elbo(out, x, beta: float, free_bits: float = 0.0):
+    """(loss, reconstruction BCE, KL), each averaged over the batch. With
+    ``free_bits`` > 0 an image's KL enters the loss only above that many nats
+    (Kingma et al. 2016), which keeps the posterior from collapsing onto the
+    prior before the decoder has learned to read the latent spikes."""
     import torch
 
     logits = out["mean(y)"]
     rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     rec = rec.sum(1).mean()
-    kl = bernoulli_kl(out["z.p"], out["zp.p"]).sum((0, 2)).mean()
-    return rec + beta * kl, rec, kl
+    kl_i = bernoulli_kl(out["z.p"], out["zp.p"]).sum((0, 2))
+    kl_term = kl_i.clamp(min=free_bits).mean() if free_bits else kl_i.mean()
+    return rec + beta * kl_term, rec, kl_i.mean()
 
 
 def sampler_weights(vae_state: dict) -> dict:
@@ -83,7 +87,7 @@ def sampler_weights(vae_state: dict) -> dict:
     return w
 
 
-def train(prog, x_tr, *, epochs, batch, lr, beta, warmup, seed, log):
+def train(prog, x_tr, *, epochs, batch, lr, beta, warmup, free_bits, seed, log):
     import numpy as np
     import torch
 
@@ -106,7 +110,7 @@ def train(prog, x_tr, *, epochs, batch, lr, beta, warmup, seed, log):
             out = model(vae_inputs(xb, steps, n_lat, gen))
             # KL warm-up: beta grows linearly over the first `warmup` epochs
             b_now = beta * min(1.0, (ep + i / n) / warmup) if warmup else beta
-            loss, rec, kl = elbo(out, xb, b_now)
+            loss, rec, kl = elbo(out, xb, b_now, free_bits)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -142,9 +146,11 @@ def generate(sampler, n: int, steps: int, seed: int):
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=float, default=10,
-                   help="epochs over which the KL weight grows from 0 to beta (default 10)")
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--free-bits", type=float, default=20.0,
+                   help="nats of KL per image that cost nothing (default 20; 0: plain ELBO)")
+    p.add_argument("--warmup", type=float, default=5,
+                   help="epochs over which the KL weight grows from 0 to beta (default 5)")
     args = p.parse_args(argv)
     if args.full:
         sys.exit("spiking_vae has no --full run (digits only)")
@@ -161,7 +167,7 @@ def main(argv=None) -> int:
     prog = spikedsl.load(SPEC)
     data = load_dataset("digits", {}, str(HERE), args.seed)
     x_tr, x_te, y_te = data.x_train, data.x_test, data.y_test
-    epochs = args.epochs or (1 if args.smoke else 60)
+    epochs = args.epochs or (1 if args.smoke else 30)
     if args.smoke:
         x_tr, x_te, y_te = x_tr[:128], x_te[:64], y_te[:64]
     steps = prog.network("VAE").ir.steps
@@ -174,7 +180,8 @@ def main(argv=None) -> int:
     clock = C.Clock()
     print(f"== spiking VAE: {len(x_tr)} training digits, {epochs} epochs")
     model, hist = train(prog, x_tr, epochs=epochs, batch=64, lr=args.lr, beta=args.beta,
-                        warmup=args.warmup if not args.smoke else 0, seed=args.seed,
+                        warmup=args.warmup if not args.smoke else 0,
+                        free_bits=args.free_bits, seed=args.seed,
                         log=print)
     train_s = clock.elapsed()
     rec, rate = reconstruct(model, x_te, steps, seed=1)
