@@ -31,7 +31,7 @@ EXAMPLES = {
     "conv_lstm": ("conv_lstm.spk", ["SConvLSTM"], ["result.png", "results.json"]),
     "spiking_gan": ("spiking_gan.spk", ["Generator", "Discriminator", "DiscriminatorMB"],
                     ["samples.png", "result.png", "results.json"]),
-    "spiking_vae": ("spiking_vae.spk", ["VAE", "Sampler"],
+    "spiking_vae": ("spiking_vae.spk", ["VAE", "Prior", "Sampler"],
                     ["reconstructions.png", "samples.png", "result.png", "results.json"]),
     "lsm_stdp": ("lsm_stdp.spk", ["LSM", "WTA", "WTAFrozen"],
                  ["weights.png", "wta_weights.png", "result.png", "results.json"]),
@@ -150,8 +150,7 @@ def test_spiking_vae_smoke(tmp_path):
 
 
 def test_spiking_vae_sampler_takes_the_vae_weights():
-    """The Sampler's latent layer is the VAE's prior: same weights, same
-    probabilities for the same latent spikes."""
+    """The Sampler is the Prior's latent layer and the VAE's decoder."""
     import numpy as np
     import torch
 
@@ -159,12 +158,14 @@ def test_spiking_vae_sampler_takes_the_vae_weights():
 
     prog = spikedsl.load(EX / "spiking_vae" / "spiking_vae.spk")
     mod = _module("spiking_vae")
-    vae = prog.network("VAE").to_torch()
+    vae, prior = prog.network("VAE").to_torch(), prog.network("Prior").to_torch(seed=1)
     state = {k: v.detach().numpy() for k, v in vae.state_dict().items()}
-    w = mod.sampler_weights(state)
+    pstate = {k: v.detach().numpy() for k, v in prior.state_dict().items()}
+    w = mod.sampler_weights(state, pstate)
     sampler = prog.network("Sampler").to_torch(weights=w)
     assert set(w) | {"z.u.weight"} == set(sampler.state_dict())
-    np.testing.assert_array_equal(w["z.z.weight"], state["zp.weight"])
+    np.testing.assert_array_equal(w["z.z.weight"], pstate["zp.weight"])
+    np.testing.assert_array_equal(w["d1.weight"], state["d1.weight"])
     # u = 0: every latent neuron with p > 0 fires at every step
     out = sampler(torch.zeros(4, 2, 16))
     assert out["z"].min() == 1.0

@@ -65,26 +65,42 @@ def vae_inputs(x, steps: int, n_latent: int, gen):
 
 
 def elbo(out, x, beta: float, free_bits: float = 0.0):
-    """(loss, reconstruction BCE, KL), each averaged over the batch. With
-    ``free_bits`` > 0 an image's KL enters the loss only above that many nats
-    (Kingma et al. 2016), which keeps the posterior from collapsing onto the
-    prior before the decoder has learned to read the latent spikes."""
+    """(loss, reconstruction BCE, KL), averaged over the batch; the KL is the
+    true one, summed over steps and latent neurons.
+
+    With ``free_bits`` > 0 (Kingma et al. 2016) the encoder feels an image's KL
+    only above that many nats, which keeps the posterior from collapsing onto
+    the prior before the decoder has learned to read the latent spikes; the
+    prior is always fitted to the posterior by the full KL (the two halves
+    of the KL gradient are split with ``detach``; the prior reads the
+    posterior's spikes without gradient, see ``forward``)."""
     import torch
 
     logits = out["mean(y)"]
     rec = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     rec = rec.sum(1).mean()
-    kl_i = bernoulli_kl(out["z.p"], out["zp.p"]).sum((0, 2))
-    kl_term = kl_i.clamp(min=free_bits).mean() if free_bits else kl_i.mean()
-    return rec + beta * kl_term, rec, kl_i.mean()
+    q, p = out["z.p"], out["zp.p"]
+    kl = bernoulli_kl(q, p).sum((0, 2))
+    if not free_bits:
+        return rec + beta * kl.mean(), rec, kl.mean()
+    kl_enc = bernoulli_kl(q, p.detach()).sum((0, 2)).clamp(min=free_bits)
+    kl_prior = bernoulli_kl(q.detach(), p).sum((0, 2))
+    return rec + beta * (kl_enc.mean() + kl_prior.mean()), rec, kl.mean()
 
 
-def sampler_weights(vae_state: dict) -> dict:
-    """The Sampler's weights from the VAE's: the decoder's as they are, the
-    latent layer's recurrent projection from the prior `zp`."""
+def sampler_weights(vae_state: dict, prior_state: dict) -> dict:
+    """The Sampler's weights: the VAE's decoder as it is, the latent layer's
+    recurrent projection from the Prior."""
     w = {k: v for k, v in vae_state.items() if k.split(".")[0] in ("d1", "d2", "y")}
-    w["z.z.weight"], w["z.z.bias"] = vae_state["zp.weight"], vae_state["zp.bias"]
+    w["z.z.weight"], w["z.z.bias"] = prior_state["zp.weight"], prior_state["zp.bias"]
     return w
+
+
+def forward(model, prior, inputs):
+    """The VAE's outputs plus the prior's probabilities ``zp.p`` on its spikes."""
+    out = dict(model(inputs))
+    out["zp.p"] = prior(out["z"].detach())["zp.p"]
+    return out
 
 
 def train(prog, x_tr, *, epochs, batch, lr, beta, warmup, free_bits, seed, log):
@@ -93,35 +109,36 @@ def train(prog, x_tr, *, epochs, batch, lr, beta, warmup, free_bits, seed, log):
 
     torch.manual_seed(seed)
     net = prog.network("VAE")
-    model = net.to_torch()
+    model, prior = net.to_torch(), prog.network("Prior").to_torch()
     steps, n_lat = net.ir.steps, 16
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam([*model.parameters(), *prior.parameters()], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     x_all = torch.as_tensor(x_tr, dtype=torch.float32)
     n = len(x_all)
     hist = []
     for ep in range(epochs):
         perm = torch.randperm(n, generator=gen)
-        sums, nb = np.zeros(3), 0
+        sums, nb = np.zeros(2), 0
         model.train()
         for i in range(0, n, batch):
             idx = perm[i:i + batch]
             xb = x_all[idx]
-            out = model(vae_inputs(xb, steps, n_lat, gen))
+            out = forward(model, prior, vae_inputs(xb, steps, n_lat, gen))
             # KL warm-up: beta grows linearly over the first `warmup` epochs
             b_now = beta * min(1.0, (ep + i / n) / warmup) if warmup else beta
             loss, rec, kl = elbo(out, xb, b_now, free_bits)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sums += [float(loss.detach()), float(rec.detach()), float(kl.detach())]
+            sums += [float(rec.detach()), float(kl.detach())]
             nb += 1
-        hist.append(dict(zip(("loss", "reconstruction", "kl"), sums / nb)))
+        h = dict(zip(("reconstruction", "kl"), sums / nb))
+        hist.append(dict(h, neg_elbo=h["reconstruction"] + h["kl"]))
         if log and (ep == 0 or (ep + 1) % max(1, epochs // 8) == 0 or ep == epochs - 1):
             h = hist[-1]
-            log(f"  epoch {ep + 1:3d}/{epochs}: ELBO loss {h['loss']:.2f} (reconstruction "
+            log(f"  epoch {ep + 1:3d}/{epochs}: -ELBO {h['neg_elbo']:.2f} nats (reconstruction "
                 f"{h['reconstruction']:.2f}, KL {h['kl']:.2f})")
-    return model, hist
+    return model, prior, hist
 
 
 def reconstruct(model, x, steps: int, seed: int):
@@ -179,7 +196,7 @@ def main(argv=None) -> int:
 
     clock = C.Clock()
     print(f"== spiking VAE: {len(x_tr)} training digits, {epochs} epochs")
-    model, hist = train(prog, x_tr, epochs=epochs, batch=64, lr=args.lr, beta=args.beta,
+    model, prior, hist = train(prog, x_tr, epochs=epochs, batch=64, lr=args.lr, beta=args.beta,
                         warmup=args.warmup if not args.smoke else 0,
                         free_bits=args.free_bits, seed=args.seed,
                         log=print)
@@ -187,8 +204,8 @@ def main(argv=None) -> int:
     rec, rate = reconstruct(model, x_te, steps, seed=1)
     mse = float(((rec - x_te) ** 2).mean())
     mse_mean = float(((x_te - x_tr.mean(0)) ** 2).mean())  # predicting the mean digit
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    sampler = prog.network("Sampler").to_torch(weights=sampler_weights(state))
+    sampler = prog.network("Sampler").to_torch(weights=sampler_weights(
+        *({k: v.detach().numpy() for k, v in m.state_dict().items()} for m in (model, prior))))
     n_samples = 100 if args.smoke else 1000
     samples = generate(sampler, n_samples, steps, seed=2)
     # the VAE is unconditional: a sample's digit is the one the reference
