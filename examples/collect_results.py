@@ -111,12 +111,12 @@ def rows() -> list[list[str]]:
         comp = r.get("competitive")
         if comp:
             ro = comp["readout"]
-            out.append(["lsm_stdp", (f"STDP with competition (100E, lateral inhibition, "
+            out.append(["lsm_stdp", (f"STDP with competition (200E+200I, lateral inhibition, "
                                      f"homeostatic theta), {comp['n_stdp_digits']} digits"),
                         "readout test accuracy (after STDP / untrained)",
                         (f"{pct(ro['after STDP']['test_accuracy'])} / "
                          f"{pct(ro['initial']['test_accuracy'])}"),
-                        "- (Diehl & Cook: MNIST 82.9 % with 100 neurons)", "", ""])
+                        "- (review, no figure)", "", ""])
             tb = comp["torch_vs_brian2"]
             out.append(["lsm_stdp", f"same, first {tb['digits']} digits in torch and Brian2",
                         "max abs(w_torch - w_brian2)",

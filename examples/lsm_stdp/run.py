@@ -279,7 +279,7 @@ def main(argv=None) -> int:
                           "active_neurons": int((f_tr.sum(0) > 0).sum())}
         print(f"  {label:10s} weights: test accuracy {100 * acc_te:.1f} % (train "
               f"{100 * acc_tr:.1f} %), {res_wta[label]['spikes_per_digit']:.1f} spikes per "
-              f"digit, {res_wta[label]['active_neurons']} of 100 neurons active")
+              f"digit, {res_wta[label]['active_neurons']} of {f_tr.shape[1]} neurons active")
 
     # ---------------------------------------------------------------- figures
     w0 = w_init[PLASTIC].ravel()
@@ -347,12 +347,12 @@ def main(argv=None) -> int:
                             "seconds_brian2": round(wt["seconds_brian2"], 1)},
         "theta_mean": float(wt["weights"][WTA_THETA].mean()),
         "readout": res_wta}
-    fig, axes = plt.subplots(10, 10, figsize=(6, 6))
     wl = wt["weights"][WTA_W]
+    fig, axes = plt.subplots(len(wl) // 20, 20, figsize=(10, 0.5 * len(wl) // 20 + 0.4))
     for i, ax in enumerate(axes.ravel()):
         ax.imshow(wl[i].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
         ax.axis("off")
-    fig.suptitle(f"input weights of the 100 excitatory neurons after competitive STDP "
+    fig.suptitle(f"input weights of the {len(wl)} excitatory neurons after competitive STDP "
                  f"({n_wta} digits); readout {100 * res_wta['after STDP']['test_accuracy']:.1f}"
                  f" % (untrained {100 * res_wta['initial']['test_accuracy']:.1f} %)", fontsize=8)
     C.save(fig, out / "wta_weights.png", dpi=80)
