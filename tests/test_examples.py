@@ -34,7 +34,8 @@ EXAMPLES = {
     "spiking_vae": ("spiking_vae.spk", ["VAE", "Prior", "Sampler"],
                     ["reconstructions.png", "samples.png", "result.png", "results.json"]),
     "lsm_stdp": ("lsm_stdp.spk", ["LSM", "WTA", "WTAFrozen"],
-                 ["weights.png", "wta_weights.png", "result.png", "results.json"]),
+                 ["weights.png", "weights_small.png", "wta_weights.png", "result.png",
+                  "results.json"]),
 }
 
 
