@@ -81,10 +81,31 @@ def rows() -> list[list[str]]:
         cls = r["classes"]
         d_gen = sum(c["nn_rms_distance_generated"] for c in cls.values()) / len(cls)
         d_real = sum(c["nn_rms_distance_real_test"] for c in cls.values()) / len(cls)
+        extra = ("minibatch std + feature matching" if r.get("mbstd") and r.get("fm")
+                 else "minibatch std" if r.get("mbstd") else
+                 "feature matching" if r.get("fm") else "plain")
         out.append(["spiking_gan", (f"TTFS IF GAN, one per digit ({len(cls)}), "
-                    f"{r['epochs']} ep."), "samples classified as their digit; NN RMS dist.",
-                    f"{pct(r['mean_samples_classified_as_class'])}; {d_gen:.3f} (real {d_real:.3f})",
+                    f"{r['epochs']} ep., {extra}"),
+                    "samples classified as their digit; diversity / real (pixels, PCA 16); "
+                    "NN RMS dist.",
+                    (f"{pct(r['mean_samples_classified_as_class'])}; "
+                     f"{100 * r['mean_diversity_ratio']:.0f} %, "
+                     f"{100 * r['mean_diversity_ratio_pca']:.0f} %; {d_gen:.3f} "
+                     f"(real {d_real:.3f})"),
                     "qualitative only (Fig. 2)", fmt_time(r), "python examples/spiking_gan/run.py"])
+    r = load("spiking_vae")
+    if r:
+        out.append(["spiking_vae", f"Bernoulli-latent spiking VAE, {r['epochs']} ep.",
+                    "test MSE (mean digit); samples classified (real); classes; diversity "
+                    "(pixels, PCA 16)",
+                    (f"{r['test_reconstruction_mse']:.4f} ({r['test_mse_of_mean_digit']:.4f}); "
+                     f"{pct(r['samples_confidently_classified'])} "
+                     f"({pct(r['real_test_confidently_classified'])}); "
+                     f"{r['classes_with_2pc_of_samples']}/10; "
+                     f"{100 * r['mean_diversity_ratio']:.0f} %, "
+                     f"{100 * r['mean_diversity_ratio_pca']:.0f} %"),
+                    "FSVAE MNIST: FID 97.06 (notes, table)", fmt_time(r),
+                    "python examples/spiking_vae/run.py"])
     r = load("lsm_stdp")
     if r:
         ro = r["readout"]
@@ -97,6 +118,20 @@ def rows() -> list[list[str]]:
         out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max abs(w_torch - w_brian2)",
                     (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
                     f"{tb['identical_spikes']})"), "-", "", ""])
+        comp = r.get("competitive")
+        if comp:
+            ro = comp["readout"]
+            out.append(["lsm_stdp", (f"STDP with competition (200E+200I, lateral inhibition, "
+                                     f"homeostatic theta), {comp['n_stdp_digits']} digits"),
+                        "readout test accuracy (after STDP / untrained)",
+                        (f"{pct(ro['after STDP']['test_accuracy'])} / "
+                         f"{pct(ro['initial']['test_accuracy'])}"),
+                        "- (review, no figure)", "", ""])
+            tb = comp["torch_vs_brian2"]
+            out.append(["lsm_stdp", f"same, first {tb['digits']} digits in torch and Brian2",
+                        "max abs(w_torch - w_brian2)",
+                        (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
+                         f"{tb['identical_spikes']})"), "-", "", ""])
     return out
 
 
