@@ -204,7 +204,7 @@ def audio_args(args):
     if args.path:
         a["path"] = str(Path(args.path).resolve())
     if args.source == "espeak":
-        a["per_digit"] = args.per_digit or (12 if args.smoke else 400 if args.full else 100)
+        a["per_digit"] = args.per_digit or (4 if args.smoke else 400 if args.full else 100)
     return a
 
 
@@ -269,14 +269,14 @@ def main(argv=None) -> int:
                    help="spoken digits: espeak-ng synthesis (default), FSDD or TI-46 files")
     p.add_argument("--path", default=None, help="folder of the FSDD / TI-46 recordings")
     p.add_argument("--per-digit", type=int, default=None,
-                   help="espeak utterances per digit (default 100; --smoke 12, --full 400)")
+                   help="espeak utterances per digit (default 100; --smoke 4, --full 400)")
     p.add_argument("--th", default=None,
                    help="T_h values for Dataset A, comma-separated (default 1,2,5,10,15)")
     p.add_argument("--th-b", default=None, help="T_h values for Dataset B (default 10)")
     p.add_argument("--ac-epochs", type=int, default=None,
-                   help="audiocoder epochs (default 10; --smoke 1; --full 20)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="audiocoder Adam learning rate (default 5e-4)")
+                   help="audiocoder epochs (default 6; --smoke 1; --full 20)")
+    p.add_argument("--lr", type=float, default=2e-3, help="audiocoder Adam learning rate")
+    p.add_argument("--batch", type=int, default=10, help="audiocoder batch size")
     args = p.parse_args(argv)
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
@@ -296,8 +296,8 @@ def main(argv=None) -> int:
                                 else ("Audiocoder", "AudioToImage", "Decoder"))
     th_a = [int(t) for t in (args.th or ("2,10" if args.smoke else "1,2,5,10,15")).split(",")]
     th_b = [int(t) for t in (args.th_b or "10").split(",")]
-    ac_epochs = args.ac_epochs or (1 if args.smoke else 20 if full else 10)
-    lr = args.lr or 5e-4
+    ac_epochs = args.ac_epochs or (1 if args.smoke else 20 if full else 6)
+    lr, batch = args.lr, args.batch
     ae_steps = prog.network("AE784").ir.steps
     if max(th_a + th_b) > ae_steps or min(th_a + th_b) < 1:
         sys.exit(f"T_h must lie in 1..{ae_steps} (the AE's duration)")
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     t_audio = clock.elapsed()
     print(f"== audio: {audio.info['source']}: {len(xa_tr)} train / {len(xa_te)} test "
           f"spectrograms of {audio.info['channels']} x {audio.info['frames']} "
-          f"({t_audio:.1f} s{', cached' if 'cache' in audio.info else ''})")
+          f"({t_audio:.1f} s{', from the cache' if audio.info.get('from_cache') else ''})")
 
     # ---------------------------------------------------------------- AE-SNN
     ae_epochs = args.epochs or (1 if args.smoke else None)
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
                "autoencoder": {"run": ae_run, "epochs": cfg.epochs if ae_epochs is None
                                else ae_epochs, "test_mse": float(ae_te.mean()),
                                "train_seconds": round(t_ae, 1)},
-               "audiocoder": {"network": ac_net, "epochs": ac_epochs, "lr": lr, "batch": 50,
+               "audiocoder": {"network": ac_net, "epochs": ac_epochs, "lr": lr, "batch": batch,
                               "steps": prog.network(ac_net).ir.steps},
                "paper": PAPER, "runs": {}}
     steps = prog.network(ac_net).ir.steps
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
             print(f"== audiocoder, Dataset {kind}, T_h = {th}: {ac_epochs} epoch(s)")
             target = repeat_th(maps[kind], th, steps)
             clock = C.Clock()
-            ac, hist = train_audiocoder(prog, ac_net, xa_tr, target, epochs=ac_epochs, batch=50,
+            ac, hist = train_audiocoder(prog, ac_net, xa_tr, target, epochs=ac_epochs, batch=batch,
                                         lr=lr, seed=args.seed, log=lambda m: print("  " + m))
             t_ac = clock.elapsed()
             o_tr = synthesize(prog, a2i_net, ac, ae, xa_tr, seed=args.seed + 3)
@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     print(f"paper (TI-46 -> MNIST, Table 1): A {PAPER['A']['mse']} (T_h 15), "
           f"B {PAPER['B']['mse']} (T_h 10)")
     figure_sweep(results, th_a, out / "mse_vs_th.png")
-    th_show = 10 if f"A_Th10" in keep and f"B_Th10" in keep else None
+    th_show = 10 if "A_Th10" in keep and "B_Th10" in keep else None
     ka = f"A_Th{th_show}" if th_show else next(k for k in keep if k.startswith("A_"))
     kb = f"B_Th{th_show}" if th_show else next(k for k in keep if k.startswith("B_"))
     spec = np.stack([xa_te[np.flatnonzero(ya_te == d)[0]].reshape(audio.info["channels"], -1)

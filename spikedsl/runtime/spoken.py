@@ -46,7 +46,7 @@ PITCH = (20, 80)     # espeak-ng -p (0-99)
 SPEED = (120, 200)   # espeak-ng -s (words per minute)
 FMAX = 4000.0        # Hz: the mel bands span 50 Hz .. 4 kHz for every source (FSDD is 8 kHz)
 FMIN = 50.0
-DYNAMIC_RANGE = 60.0  # dB below the utterance's loudest cell that map to 0
+DYNAMIC_RANGE = 30.0  # dB below the utterance's loudest cell that map to 0
 _FORMAT = 1           # bump when the features change (cache key)
 
 PARAMS = ("source", "path", "per_digit", "frames", "channels", "noise", "snr_min", "snr_max",
@@ -257,7 +257,7 @@ def _espeak(per_digit: int, frames: int, channels: int, noise: bool, snr: tuple[
                      f"which is not installed; {INSTALL_ESPEAK}. Or read recordings: "
                      "spoken_digits(source = fsdd, path = ...) or (source = ti46, path = ...)")
     version = espeak_version(exe)
-    key = ["espeak", version, per_digit, frames, channels, noise, snr, gen_seed, ACCENTS,
+    key = ["espeak", version, per_digit, frames, channels, noise, snr, gen_seed, ACCENTS, DYNAMIC_RANGE,
            VARIANTS, PITCH, SPEED]
     hit = _cache_read(cache, "espeak", key)
     if hit is not None:
@@ -315,7 +315,7 @@ def _recordings(kind: str, root: Path, frames: int, channels: int, cache: Path |
                 log) -> dict[str, Any]:
     files = _files(kind, root)
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p, *_ in files]
-    key = [kind, frames, channels, stats]
+    key = [kind, frames, channels, DYNAMIC_RANGE, stats]
     hit = _cache_read(cache, kind, key)
     if hit is not None:
         return hit
@@ -349,7 +349,7 @@ def _cache_read(cache: Path | None, kind: str, key: list) -> dict[str, Any] | No
         with np.load(p, allow_pickle=False) as z:
             return {"x": z["x"], "y": z["y"], "speaker": z["speaker"],
                     "test": z["test"] if bool(z["has_test"]) else None, "rate": int(z["rate"]),
-                    "what": str(z["what"]), "cache": str(p)}
+                    "what": str(z["what"]), "cache": str(p), "from_cache": True}
     except Exception:  # an unreadable entry is recomputed
         return None
 
@@ -424,4 +424,5 @@ def load_spoken(a, base_dir: str, seed: int, log=None):
                  speakers_test=[str(s) for s in d["speaker"][i_te]])
     if "cache" in d:
         ds.info["cache"] = d["cache"]
+        ds.info["from_cache"] = bool(d.get("from_cache", False))
     return ds
