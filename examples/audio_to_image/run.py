@@ -29,7 +29,7 @@ The pipeline of the paper's Fig. 8:
 
 Figures: out/mse_vs_th.png (test MSE against T_h, as Fig. 10A; A and B as
 Fig. 9A), out/generated.png (5 test samples per digit for A and B, as
-Fig. 9B), out/result.png (small), out/ae784_*/metrics.png.
+Fig. 9B), out/result.png (both, small), out/ae784_*/metrics.png.
 """
 
 from __future__ import annotations
@@ -250,6 +250,8 @@ def figure_images(panels, ref_images, spec_example, path, dpi=100, per_class=5):
                 ax = row[1 + p * per_class + j]
                 if j < len(sel):
                     ax.imshow(maps[sel[j]].reshape(28, 28), cmap="gray")
+                else:
+                    ax.axis("off")
                 if d == 0 and j == 0:
                     ax.set_title(label, fontsize=7, loc="left")
         row[-1].imshow(spec_example[d], cmap="magma", aspect="auto", origin="lower")
@@ -263,6 +265,21 @@ def figure_images(panels, ref_images, spec_example, path, dpi=100, per_class=5):
     return C.save(fig, path, dpi=dpi)
 
 
+def figure_result(left: Path, right: Path, path: Path):
+    """result.png: the MSE-vs-T_h plot beside the small image grid."""
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    a, b = mpimg.imread(left), mpimg.imread(right)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), width_ratios=[a.shape[1] / a.shape[0],
+                                                                  b.shape[1] / b.shape[0]])
+    for ax, im in zip(axes, (a, b), strict=True):
+        ax.imshow(im)
+        ax.axis("off")
+    fig.subplots_adjust(wspace=0.02, left=0, right=1, top=1, bottom=0)
+    return C.save(fig, path, dpi=80)
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--source", choices=("espeak", "fsdd", "ti46"), default="espeak",
@@ -274,7 +291,7 @@ def main(argv=None) -> int:
                    help="T_h values for Dataset A, comma-separated (default 1,2,5,10,15)")
     p.add_argument("--th-b", default=None, help="T_h values for Dataset B (default 10)")
     p.add_argument("--ac-epochs", type=int, default=None,
-                   help="audiocoder epochs (default 6; --smoke 1; --full 20)")
+                   help="audiocoder epochs (default 15; --smoke 1; --full 20)")
     p.add_argument("--lr", type=float, default=2e-3, help="audiocoder Adam learning rate")
     p.add_argument("--batch", type=int, default=10, help="audiocoder batch size")
     args = p.parse_args(argv)
@@ -296,7 +313,7 @@ def main(argv=None) -> int:
                                 else ("Audiocoder", "AudioToImage", "Decoder"))
     th_a = [int(t) for t in (args.th or ("2,10" if args.smoke else "1,2,5,10,15")).split(",")]
     th_b = [int(t) for t in (args.th_b or "10").split(",")]
-    ac_epochs = args.ac_epochs or (1 if args.smoke else 20 if full else 6)
+    ac_epochs = args.ac_epochs or (1 if args.smoke else 20 if full else 15)
     lr, batch = args.lr, args.batch
     ae_steps = prog.network("AE784").ir.steps
     if max(th_a + th_b) > ae_steps or min(th_a + th_b) < 1:
@@ -396,8 +413,8 @@ def main(argv=None) -> int:
     panels = [(f"A, T_h={results['runs'][ka]['th']}", keep[ka], ya_te),
               (f"B, T_h={results['runs'][kb]['th']}", keep[kb], ya_te)]
     figure_images(panels, x_img[a_idx], spec, out / "generated.png")
-    figure_images([(lbl, m, y) for lbl, m, y in panels], x_img[a_idx], spec,
-                  out / "result.png", dpi=55, per_class=3)
+    figure_images(panels, x_img[a_idx], spec, out / "generated_small.png", dpi=60, per_class=3)
+    figure_result(out / "mse_vs_th.png", out / "generated_small.png", out / "result.png")
     C.write_results(out, results)
     return 0
 
