@@ -15,9 +15,9 @@ The pipeline of the paper's Fig. 8:
    block ``ae784_digits``: masked membrane loss, T = 15);
 2. each training audio sample is paired with an image (Dataset A: one image
    per digit class; Dataset B: a random training image of its class per
-   sample); the paired image, Poisson-encoded for 15 steps, goes through the
-   AE's encoder and the hidden spike map (196 x 15) is stored; only its first
-   T_h steps are kept;
+   sample); each distinct image, Poisson-encoded for 15 steps, goes through
+   the AE's encoder and its hidden spike map (196 x 15) is stored; only its
+   first T_h steps are kept;
 3. the audiocoder AC-SNN (spectrogram -> 256 -> 196) learns to emit that map,
    repeated over its T = 30 steps, with the masked membrane loss (eqs. 5-8,
    the stored map in the place of the input spikes);
@@ -64,6 +64,18 @@ def hidden_maps(ae, images, steps: int, seed: int, batch: int = 250):
             x = torch.as_tensor(images[i:i + batch], dtype=torch.float32)
             out.append(ae(poisson(x, steps, gen))["h"])
     return torch.cat(out, 1)
+
+
+def image_maps(ae, images, pairs, steps: int, seed: int):
+    """The stored hidden state of a multimodal data set: one map per distinct
+    image (the paper generates the hidden-state representations "of the images"),
+    returned per pair [steps, len(pairs), 196]."""
+    import numpy as np
+    import torch
+
+    uniq, inv = np.unique(pairs, return_inverse=True)
+    maps = hidden_maps(ae, images[uniq], steps, seed)
+    return maps[:, torch.as_tensor(inv)]
 
 
 def repeat_th(maps, th: int, steps: int):
@@ -212,7 +224,7 @@ def figure_sweep(results, th_list, path):
     import matplotlib.pyplot as plt
 
     runs = results["runs"]
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
     a = [runs[f"A_Th{t}"] for t in th_list if f"A_Th{t}" in runs]
     ts = [r["th"] for r in a]
     ax.plot(ts, [r["test_mse"] for r in a], "o-", label="Dataset A, test")
@@ -228,7 +240,7 @@ def figure_sweep(results, th_list, path):
     ax.set_xlabel("T_h (stored hidden-state steps)")
     ax.set_ylabel("MSE (normalised maps)")
     ax.set_title("audio-to-image synthesis: MSE vs T_h", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return C.save(fig, path, dpi=110)
 
@@ -354,7 +366,7 @@ def main(argv=None) -> int:
     a_idx = class_images(x_img, y_img)
     pairs = {"A": a_idx[ya_tr],
              "B": np.array([rng.choice(np.flatnonzero(y_img == d)) for d in ya_tr])}
-    maps = {k: hidden_maps(ae, x_img[v], ae_steps, seed=args.seed + 11) for k, v in pairs.items()}
+    maps = {k: image_maps(ae, x_img, v, ae_steps, seed=args.seed + 11) for k, v in pairs.items()}
     for k, m in maps.items():
         print(f"  Dataset {k}: {len(pairs[k])} pairs, {len(np.unique(pairs[k]))} distinct images;"
               f" hidden maps {list(m.shape)} (rate {float(m.mean()):.3f} spikes/step)")
