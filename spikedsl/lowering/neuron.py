@@ -257,6 +257,8 @@ def exact_step_at(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
         v = evaluate(table[name], env) if name in table else env[name]
         values[sym_] = sp.Rational(repr(float(v)))
     A = A.subs(values)
+    if not all(e.is_finite for e in A):  # e.g. a time constant of 0
+        raise NonFinite()
     aug = sp.zeros(2 * n, 2 * n)  # exp([[A, 1], [0, 0]] dt) = [[Phi, Gamma], [0, 1]]
     aug[:n, :n] = A * dt
     aug[:n, n:] = sp.eye(n) * dt
@@ -291,7 +293,14 @@ def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, floa
             return temps, updates
         if needs:
             raise SingularExact(sorted(needs)[0])
-    return _exact_at_cached(states, rhs, env, symbolic)
+    try:
+        return _exact_at_cached(states, rhs, env, symbolic)
+    except NonFinite:  # no closed form at these values: the symbolic one says so at run time
+        return exact_step(states, rhs)
+
+
+class NonFinite(Exception):
+    """The system matrix is not finite at the parameters' values."""
 
 
 def _acyclic(A) -> bool:
