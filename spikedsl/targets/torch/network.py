@@ -42,6 +42,10 @@ from spikedsl.targets.torch.step import StepMixin
 
 TARGET = "torch"
 
+# rows x density above which a sparse projection runs as one dense product
+# (measured with benchmarks/bench_sparse.py; docs/torch.md, "Sparse projections")
+SPARSE_DENSE_ABOVE = 1.0
+
 # attributes of torch.nn.Module and of the generated class: no layer may take these names
 _MODULE_ATTRS = {
     "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
@@ -57,7 +61,7 @@ _MODULE_ATTRS = {
     "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
     "zero_grad", "steps", "dt", "inputs", "outputs", "encoders", "stateful", "state",
     "carry_grad", "reset_state", "clamp_parameters", "load_weights", "export_weights", "encode",
-    "source",
+    "source", "sparse_dense_above",
 }
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.()#\-]+$")
 
@@ -100,6 +104,8 @@ class NetGen(StepMixin):
         self.scan_count = 0
         self.plastic = {lp.projection: lp for lp in net.plasticity}
         self.plastic_records: list[tuple[str, str]] = []  # (trace name, list local)
+        self.sparse: dict[str, tuple[int, int]] = {}  # event-driven sparse weights -> (out, in)
+        self.sparse_setup: dict[str, tuple[str, str]] = {}  # param name -> (local, code)
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -196,7 +202,22 @@ class NetGen(StepMixin):
     def register_projection(self, p: ir.LProjection) -> None:
         """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
-        if p.kind == "sparse":
+        if p.kind == "sparse" and pn not in self.plastic:
+            # index lists grouped by presynaptic neuron (no (out, in) matrix)
+            n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
+            w = number(p.weight if p.weight is not None else 1.0)
+            syn = self.nm.fresh(f"{pn.replace('.', '_')}_synapses")
+            self.init.append(f"{syn} = _synapses(mask_pairs({int(p.seed)}, {number(p.p)}, "
+                             f"{n_out}, {n_in}), {n_out}, {n_in})")
+            self.param(f"{pn}.weight", f"torch.full(({syn}[2],), {w}, dtype=torch.float64)",
+                       buffer=True)
+            holder = self.attr(pn)
+            self.init.append(f'{holder}.register_buffer("_post", {syn}[0], persistent=False)')
+            self.init.append(f'{holder}.register_buffer("_syn", {syn}[1], persistent=False)')
+            self.init.append(f"{holder}.dense_shape = ({n_out}, {n_in})")
+            self.sparse[f"{pn}.weight"] = (n_out, n_in)
+            self.use.add("sparse")
+        elif p.kind == "sparse":
             n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
             w = number(p.weight if p.weight is not None else 1.0)
             mask = f"_tensor(mask_values({int(p.seed)}, {number(p.p)}, {n_out * n_in}), " \
@@ -291,7 +312,10 @@ class NetGen(StepMixin):
             "dense", "conv2d") else ""
         if p.kind in ("dense", "sparse"):
             x = src if len(p.in_shape) == 1 else f"{src}.flatten({lead})"
-            y = f"F.linear({x}, {W}{b})"
+            if f"{p.param_name}.weight" in self.sparse:
+                y = f"_sparse({x}, {self.sparse_weights(p, lead)})"
+            else:
+                y = f"F.linear({x}, {W}{b})"
             if len(p.out_shape) > 1:
                 y = f"{y}.unflatten({lead}, {_tup(p.out_shape)})"
             return y
@@ -305,6 +329,17 @@ class NetGen(StepMixin):
         if tuple(p.in_shape) != tuple(p.out_shape):
             x = f"{src}.reshape({src}.shape[:{lead}] + {_tup(p.out_shape)})"
         return f"{W} * {x}"
+
+    def sparse_weights(self, p: ir.LProjection, lead: int) -> str:
+        """The local holding a sparse projection's weights for this call
+        (dense or event-driven, chosen once per forward call)."""
+        pn = p.param_name
+        if pn not in self.sparse_setup:
+            var = self.nm(f"sparse:{pn}", f"{pn.replace('.', '_')}_w")
+            rows = "B" if lead == 1 else "T * B"
+            self.sparse_setup[pn] = (var, f"{var} = _sparse_weights({self.weight(p)}, "
+                                          f"{self.attr(pn)}, {rows}, self.sparse_dense_above)")
+        return self.sparse_setup[pn][0]
 
     # ---------------------------------------------------------------- stages
     def stage(self, la: ir.LLayer, src: str, lead: int) -> list[str] | str:
@@ -342,6 +377,7 @@ class NetGen(StepMixin):
                 self.seq_layer(la, L)
             else:
                 self.step_group(grp, L)
+        L[0:0] = [code for _, code in self.sparse_setup.values()]
         # outputs
         L.append("result = {}")
         for key, lst in self.plastic_records:
@@ -562,7 +598,8 @@ class NetGen(StepMixin):
             self.use.add("poisson")
         if "latency" in kinds:
             self.use.add("latency")
-        helpers = [self.env.get_template("helpers.py.j2").render(use=self.use).strip()]
+        helpers = [self.env.get_template("helpers.py.j2").render(
+            use=self.use, sparse_dense_above=number(SPARSE_DENSE_ABOVE)).strip()]
         if "init" in self.use:
             helpers.append(_weights.generated_source())
             self.uses_math = True
@@ -575,6 +612,8 @@ class NetGen(StepMixin):
         self.uses_math = self.uses_math or any("math." in c for c in self.classes + extra) or any(
             "math." in x for x in self.fwd + self.init)
         init = list(self.init)
+        if self.sparse:
+            init.append("self.sparse_dense_above = SPARSE_DENSE_ABOVE")
         code = self.env.get_template("module.py.j2").render(**self.template_vars(),
             title=f"PyTorch module for network {net.name}.",
             source=f"{src_file}:{net.source_line}" if net.source_line else src_file,
@@ -582,7 +621,7 @@ class NetGen(StepMixin):
             dt=number(net.dt), dt_unit=net.dt_unit, steps=int(net.steps), helpers=helpers,
             classes=self.classes, cls=class_name(net.name), net_name=net.name,
             param_names=", ".join(self.params) or "none", inputs=inputs, outputs=outputs,
-            encoders=encoders, init=init,
+            encoders=encoders, init=init, sparse=self.sparse,
             clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f)
         return _tidy(code)
 
