@@ -106,6 +106,9 @@ class NetGen(StepMixin):
         self.plastic_records: list[tuple[str, str]] = []  # (trace name, list local)
         self.sparse: dict[str, tuple[int, int]] = {}  # event-driven sparse weights -> (out, in)
         self.sparse_setup: dict[str, tuple[str, str]] = {}  # param name -> (local, code)
+        self.on_cache: dict[str, str] | None = None  # source code -> its _active(...) local
+        self.group_on: dict[str, str] = {}
+        self.on_pending: list[str] = []
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -313,7 +316,7 @@ class NetGen(StepMixin):
         if p.kind in ("dense", "sparse"):
             x = src if len(p.in_shape) == 1 else f"{src}.flatten({lead})"
             if f"{p.param_name}.weight" in self.sparse:
-                y = f"_sparse({x}, {self.sparse_weights(p, lead)})"
+                y = self.sparse_code(p, x, lead)
             else:
                 y = f"F.linear({x}, {W}{b})"
             if len(p.out_shape) > 1:
@@ -329,6 +332,21 @@ class NetGen(StepMixin):
         if tuple(p.in_shape) != tuple(p.out_shape):
             x = f"{src}.reshape({src}.shape[:{lead}] + {_tup(p.out_shape)})"
         return f"{W} * {x}"
+
+    def sparse_code(self, p: ir.LProjection, x: str, lead: int) -> str:
+        """``_sparse(...)`` of a sparse projection of ``x``; inside a neuron step the
+        nonzero entries of each source are found once (``self.on_cache``)."""
+        args = [x, self.sparse_weights(p, lead)]
+        if self.on_cache is not None:
+            if x not in self.on_cache:
+                var = self.nm.fresh(f"{p.source}_on")
+                self.on_cache[x] = var
+                self.on_pending.append(f"{var} = _active({x})")
+            args.append(self.on_cache[x])
+        src = self.layers[p.source]
+        if p.source_state is None and src.kind == "neuron":  # spikes: 0 or 1
+            args += ([] if len(args) == 3 else ["None"]) + ["True"]
+        return f"_sparse({', '.join(args)})"
 
     def sparse_weights(self, p: ir.LProjection, lead: int) -> str:
         """The local holding a sparse projection's weights for this call

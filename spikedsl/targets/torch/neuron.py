@@ -312,7 +312,7 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             lhs, rhs = split_spike(plan.spike)
             x = ir.BinOp(op="-", left=lhs, right=rhs) if not (
                 isinstance(rhs, ir.Num) and rhs.value == 0.0) else lhs
-            lines.append(f"{z_var} = {spike_fn(n.spike_op)}.apply({P(fold(x))})  # spike "
+            lines.append(f"{z_var} = {spike_fn(n.spike_op)}.fire({P(fold(x))})  # spike "
                          f"{spk(lhs)} {n.spike_op} {spk(rhs)}")
         else:
             lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
@@ -345,8 +345,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             if cur[s] != state_vars[s]:
                 lines.append(f"{state_vars[s]} = {cur[s]}")
         if R > 0:
-            lines.append(f"{ref_var} = torch.where({z_var} > 0, {float(R)!r}, "
-                         f"({ref_var} - 1.0).clamp(min=0.0))")
+            lines.append(f"{ref_var} = ({ref_var} - 1.0).clamp_(min=0.0).masked_fill_("
+                         f"{z_var} > 0, {float(R)!r})")
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")

@@ -24,6 +24,7 @@ class StepMixin:
     # ---------------------------------------------------------------- step groups
     def step_group(self, grp: list[str], L: list[str]) -> None:
         inside = set(grp)
+        self.group_on = {}  # the nonzero entries of each source, once per step
         L.append(f"# ---- step by step: {', '.join(grp)}")
         pre: list[str] = []  # before the loop
         post: list[str] = []  # after the loop
@@ -137,6 +138,7 @@ class StepMixin:
         if advance:  # a rule without dynamics of its own has nothing to advance
             lines.append("with torch.no_grad():  # synapse rules: their own dynamics")
             lines += ["    " + x for x in advance]
+        self.on_cache = self.group_on
         for k in n.inputs:
             terms = [f"{ext[k]}[t]"] if k in ext else []
             for p in la.projections:
@@ -149,11 +151,14 @@ class StepMixin:
                 else:
                     terms.append(self.proj(p, x, 1))
             v = self.nm(f"in:{name}.{k}", f"{name}_{k}_t")
+            lines += self.on_pending
+            self.on_pending = []
             if terms:
                 lines.append(f"{v} = {' + '.join(terms)}")
             else:
                 lines.append(f"{v} = self._like.new_zeros({shape})")
             env[k] = v
+        self.on_cache = None
         P = TorchPrinter(env, "self._like")
         for kind, hname, e in plan.hoisted:
             v = self.nm(f"hoist:{name}.{hname}", f"{name}_{hname.lstrip('%')}")
