@@ -109,6 +109,7 @@ class NetGen(StepMixin):
         self.on_cache: dict[str, str] | None = None  # source code -> its _active(...) local
         self.group_on: dict[str, str] = {}
         self.on_pending: list[str] = []
+        self.reduced: dict[str, tuple[str | None, str]] = {}  # key -> (sum local, last value)
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -402,7 +403,13 @@ class NetGen(StepMixin):
             L.append("if self.record_plastic:")
             L.append(f"    result[{key!r}] = torch.stack({lst})")
         for o in self.net.outputs:
-            tr = self.trace(_key(o.layer, o.state, o.pre_reset))
+            k = _key(o.layer, o.state, o.pre_reset)
+            if k in self.reduced:  # accumulated step by step
+                acc, last = self.reduced[k]
+                code = {"sum": acc, "mean": f"{acc} / T", "last": last}[o.reduce]
+                L.append(f"result[{o.name!r}] = {code}")
+                continue
+            tr = self.trace(k)
             code = {"none": tr, "sum": f"{tr}.sum(0)", "mean": f"{tr}.mean(0)",
                     "last": f"{tr}[-1]"}[o.reduce]
             L.append(f"result[{o.name!r}] = {code}")

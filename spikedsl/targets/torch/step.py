@@ -44,14 +44,39 @@ class StepMixin:
                                        (c in inside and self.fast is False and False)
                                        for c, _ in cs):
                 export.append(key)
+        # a whole trace is kept only when something reads it over time: a layer
+        # outside the group or an output without reduction; otherwise sums and
+        # last values are accumulated and delay lines keep their last steps
+        outs: dict[str, list[ir.LOutput]] = {}
+        for o in self.net.outputs:
+            outs.setdefault(_key(o.layer, o.state, o.pre_reset), []).append(o)
+
+        def whole(key: str) -> bool:
+            return key in export and (
+                any(c != "@output" and c not in inside for c, _ in self.cons[key])
+                or any(o.reduce == "none" for o in outs.get(key, ())))
+
         lists: dict[str, str] = {}
+        windows: set[str] = set()  # delay lines holding only the last steps
         for key, depth in sorted(hist.items()):
             h = self.nm(f"hist:{key}", key.replace(".", "_") + "_hist")
             past = self.past(key, depth, pre)
             pre.append(f"{h} = list({past}.unbind(0))")
             lists[key] = h
+            if not whole(key):
+                windows.add(key)
+                self.finals = [(k, f"torch.stack({h})" if k == key + "@past" else c)
+                               for k, c in self.finals]
+        sums: dict[str, str] = {}  # key -> running sum over the steps
         for key in export:
-            if key not in lists:
+            if not whole(key):
+                if any(o.reduce in ("sum", "mean") for o in outs.get(key, ())):
+                    acc = self.nm(f"sum:{key}", key.replace(".", "_") + "_sum")
+                    layer = self.layers[_split_key(key)[0]]
+                    pre.append(f"{acc} = self._like.new_zeros((B,) + {_tup(layer.shape)})")
+                    sums[key] = acc
+                self.reduced[key] = (sums.get(key), self.cur(key))
+            elif key not in lists:
                 lst = self.nm(f"list:{key}", key.replace(".", "_") + "_list")
                 pre.append(f"{lst} = []")
                 lists[key] = lst
@@ -62,6 +87,8 @@ class StepMixin:
                 if delay == 0:
                     return self.cur(key)
                 off = hist[key] - delay
+                if key in windows:
+                    return f"{lists[key]}[{off}]"
                 return f"{lists[key]}[t + {off}]" if off else f"{lists[key]}[t]"
             if delay == 0:
                 return f"{self.trace(key)}[t]"
@@ -94,17 +121,22 @@ class StepMixin:
             for key in keys:
                 if key in lists:
                     lines.append(f"{lists[key]}.append({self.cur(key)})")
+                if key in sums:
+                    lines.append(f"{sums[key]} = {sums[key]} + {self.cur(key)}")
+        body_layers.append([f"del {lists[key]}[0]" for key in sorted(windows)])
         L += pre
         L.append("for t in range(T):")
         for lines in body_layers:
             L += ["    " + x for x in lines]
         for key in export:
+            if key not in lists or key in windows:
+                continue
             lst = lists[key]
             skip = hist.get(key, 0)
             stacked = f"torch.stack({lst}[{skip}:])" if skip else f"torch.stack({lst})"
             post.append(f"{self.trace(key)} = {stacked}")
         for key in sorted(hist):
-            if key not in export:
+            if key not in export and key not in windows:
                 post.append(f"{self.trace(key)} = torch.stack({lists[key]}[{hist[key]}:])")
         L += post
         for name in grp:
