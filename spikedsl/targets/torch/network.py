@@ -44,7 +44,7 @@ TARGET = "torch"
 
 # rows x density above which a sparse projection runs as one dense product
 # (measured with benchmarks/bench_sparse.py; docs/torch.md, "Sparse projections")
-SPARSE_DENSE_ABOVE = 1.0
+SPARSE_DENSE_ABOVE = 4.0
 
 # attributes of torch.nn.Module and of the generated class: no layer may take these names
 _MODULE_ATTRS = {
