@@ -56,40 +56,37 @@ class StepMixin:
                 any(c != "@output" and c not in inside for c, _ in self.cons[key])
                 or any(o.reduce == "none" for o in outs.get(key, ())))
 
-        lists: dict[str, str] = {}
-        windows: set[str] = set()  # delay lines holding only the last steps
+        lists: dict[str, str] = {}  # delay lines: the last `delay` steps
         for key, depth in sorted(hist.items()):
             h = self.nm(f"hist:{key}", key.replace(".", "_") + "_hist")
             past = self.past(key, depth, pre)
             pre.append(f"{h} = list({past}.unbind(0))")
             lists[key] = h
-            if not whole(key):
-                windows.add(key)
-                self.finals = [(k, f"torch.stack({h})" if k == key + "@past" else c)
-                               for k, c in self.finals]
+            self.finals = [(k, f"torch.stack({h})" if k == key + "@past" else c)
+                           for k, c in self.finals]
         sums: dict[str, str] = {}  # key -> running sum over the steps
+        records: dict[str, tuple[str, str]] = {}  # key -> (put, get) of a whole trace
         for key in export:
+            layer = self.layers[_split_key(key)[0]]
             if not whole(key):
                 if any(o.reduce in ("sum", "mean") for o in outs.get(key, ())):
                     acc = self.nm(f"sum:{key}", key.replace(".", "_") + "_sum")
-                    layer = self.layers[_split_key(key)[0]]
                     pre.append(f"{acc} = self._like.new_zeros((B,) + {_tup(layer.shape)})")
                     sums[key] = acc
                 self.reduced[key] = (sums.get(key), self.cur(key))
-            elif key not in lists:
-                lst = self.nm(f"list:{key}", key.replace(".", "_") + "_list")
-                pre.append(f"{lst} = []")
-                lists[key] = lst
+            else:
+                stem = key.replace(".", "_")
+                put, get = self.nm(f"put:{key}", f"{stem}_put"), self.nm(f"get:{key}", f"{stem}_get")
+                pre.append(f"{put}, {get} = _trace(T, (B,) + {_tup(layer.shape)}, self._like)")
+                records[key] = (put, get)
+                self.use.add("trace")
 
         def src_at(key: str, delay: int) -> str:
             layer = _split_key(key)[0]
             if layer in inside:
                 if delay == 0:
                     return self.cur(key)
-                off = hist[key] - delay
-                if key in windows:
-                    return f"{lists[key]}[{off}]"
-                return f"{lists[key]}[t + {off}]" if off else f"{lists[key]}[t]"
+                return f"{lists[key]}[{hist[key] - delay}]"
             if delay == 0:
                 return f"{self.trace(key)}[t]"
             return f"{self.seq_src(key, delay, pre)}[t]"
@@ -121,23 +118,17 @@ class StepMixin:
             for key in keys:
                 if key in lists:
                     lines.append(f"{lists[key]}.append({self.cur(key)})")
+                if key in records:
+                    lines.append(f"{records[key][0]}(t, {self.cur(key)})")
                 if key in sums:
                     lines.append(f"{sums[key]} = {sums[key]} + {self.cur(key)}")
-        body_layers.append([f"del {lists[key]}[0]" for key in sorted(windows)])
+        body_layers.append([f"del {lists[key]}[0]" for key in sorted(lists)])
         L += pre
         L.append("for t in range(T):")
         for lines in body_layers:
             L += ["    " + x for x in lines]
-        for key in export:
-            if key not in lists or key in windows:
-                continue
-            lst = lists[key]
-            skip = hist.get(key, 0)
-            stacked = f"torch.stack({lst}[{skip}:])" if skip else f"torch.stack({lst})"
-            post.append(f"{self.trace(key)} = {stacked}")
-        for key in sorted(hist):
-            if key not in export and key not in windows:
-                post.append(f"{self.trace(key)} = torch.stack({lists[key]}[{hist[key]}:])")
+        for key, (_, get) in records.items():
+            post.append(f"{self.trace(key)} = {get}()")
         L += post
         for name in grp:
             la = self.layers[name]
