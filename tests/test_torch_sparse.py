@@ -208,3 +208,35 @@ def test_continuation_through_the_delay_window():
         second = m()["sum(exc)"]
     assert float(whole.sum()) > 10
     np.testing.assert_array_equal((first + second).numpy(), whole.numpy())
+
+
+def test_a_torch_checkpoint_of_sparse_values_is_a_weights_file(tmp_path):
+    net = cuba(ne=40, ni=10, steps=60)
+    m = build(net, dtype=F64)
+    with torch.no_grad():
+        m.exc.exc.weight.mul_(torch.linspace(0.5, 2.0, m.exc.exc.weight.numel(), dtype=F64))
+    torch.save({"model": m.state_dict()}, tmp_path / "ck.pt")
+    from spikedsl.runtime import validate
+
+    w = validate.weights(net, str(tmp_path / "ck.pt"))
+    np.testing.assert_array_equal(w["exc.exc.weight"], m.export_weights()["exc.exc.weight"])
+    out = spikedsl.targets.run("torch", net, None, weights=str(tmp_path / "ck.pt"))
+    ref = reference.run(net, None, weights=w)
+    np.testing.assert_array_equal(out["exc"], ref["exc"])
+
+
+def test_brunel_at_a_reduced_size():
+    """specs/networks/brunel.spk with 400 neurons (the same expected in-degree,
+    p = 0.1 * 5000 / 400 capped at 0.5 as benchmarks/bench_scale.py does)."""
+    with open("specs/networks/brunel.spk", encoding="utf-8") as fh:
+        text = fh.read()
+    text = text.replace("exc[4000]", "exc[320]").replace("inh[1000]", "inh[80]")
+    text = text.replace("p = 0.1,", "p = 0.5,").replace("steps = 10000", "steps = 300")
+    net = spikedsl.loads(text, file="specs/networks/brunel.spk").network("Brunel").ir
+    assert [p.delay for la in net.layers for p in la.projections] == [15] * 4
+    out = spikedsl.targets.run("torch", net, None)
+    ref = reference.run(net, None)
+    for k in ("exc", "inh"):
+        np.testing.assert_array_equal(out[k], ref[k])
+    rate = out["exc"].sum() / 320 / 0.03
+    assert 5 < rate < 200, rate  # asynchronous firing, not silent, not saturated
