@@ -57,6 +57,9 @@ network Net { steps = 1; input x[300000] : spikes
 
 def test_cuba_events_equal_dense_and_reference():
     net = cuba()
+    # exc feeds exc and inh with the same delay: one event pass for both
+    assert "exc_exc_y, inh_exc_y = _sparse_fan(exc_hist[0], exc_fan_w, exc_on, True)" in \
+        convert(net)
     _, ev = forward(net, EVENTS)
     m, de = forward(net, DENSE)
     ref = reference.run(net, None)

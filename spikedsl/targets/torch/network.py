@@ -109,6 +109,10 @@ class NetGen(StepMixin):
         self.on_cache: dict[str, str] | None = None  # source code -> its _active(...) local
         self.group_on: dict[str, str] = {}
         self.on_pending: list[str] = []
+        # event-driven projections of one source and delay in a step group, run as one
+        self.fans: dict[str, list[ir.LProjection]] = {}  # param name -> the fan's members
+        self.fan_out: dict[str, str] = {}  # param name -> its output local
+        self.fan_setup: list[str] = []
         self.reduced: dict[str, tuple[str | None, str]] = {}  # key -> (sum local, last value)
 
     # ---------------------------------------------------------------- checks
@@ -345,8 +349,20 @@ class NetGen(StepMixin):
                 self.on_pending.append(f"{var} = _active({x})")
             args.append(self.on_cache[x])
         src = self.layers[p.source]
-        if p.source_state is None and src.kind == "neuron":  # spikes: 0 or 1
+        spikes = p.source_state is None and src.kind == "neuron"  # 0 or 1
+        if spikes:
             args += ([] if len(args) == 3 else ["None"]) + ["True"]
+        members = self.fans.get(p.param_name) if self.on_cache is not None else None
+        if members:  # several projections of this source: one _events for all
+            if p.param_name not in self.fan_out:
+                ws = [self.sparse_weights(q, 1) for q in members]
+                fw = self.nm.fresh(f"{p.source}_fan_w")
+                self.fan_setup.append(f"{fw} = _sparse_join({', '.join(ws)})")
+                ys = [self.nm.fresh(f"{q.param_name.replace('.', '_')}_y") for q in members]
+                self.on_pending.append(f"{', '.join(ys)} = _sparse_fan({x}, {fw}, {args[2]}"
+                                       f"{', True' if spikes else ''})")
+                self.fan_out.update({q.param_name: y for q, y in zip(members, ys)})
+            return self.fan_out[p.param_name]
         return f"_sparse({', '.join(args)})"
 
     def sparse_weights(self, p: ir.LProjection, lead: int) -> str:
@@ -396,7 +412,7 @@ class NetGen(StepMixin):
                 self.seq_layer(la, L)
             else:
                 self.step_group(grp, L)
-        L[0:0] = [code for _, code in self.sparse_setup.values()]
+        L[0:0] = [code for _, code in self.sparse_setup.values()] + self.fan_setup
         # outputs
         L.append("result = {}")
         for key, lst in self.plastic_records:

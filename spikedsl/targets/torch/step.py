@@ -25,6 +25,18 @@ class StepMixin:
     def step_group(self, grp: list[str], L: list[str]) -> None:
         inside = set(grp)
         self.group_on = {}  # the nonzero entries of each source, once per step
+        fans: dict[tuple[str, int], list[ir.LProjection]] = {}
+        for name in grp:
+            la = self.layers[name]
+            if la.kind != "neuron":
+                continue
+            for p in la.projections:
+                if f"{p.param_name}.weight" in self.sparse and (
+                        not self.fast or p.source in inside):
+                    fans.setdefault((_key(p.source, p.source_state), p.delay), []).append(p)
+        for members in fans.values():
+            if len(members) > 1:
+                self.fans.update({p.param_name: members for p in members})
         L.append(f"# ---- step by step: {', '.join(grp)}")
         pre: list[str] = []  # before the loop
         post: list[str] = []  # after the loop
