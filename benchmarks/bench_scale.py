@@ -181,8 +181,9 @@ def measure(model: str, n: int, runner: str, timeout: float, save: str | None = 
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {p.returncode}: {tail[:200]}"}
+    lines = p.stderr.strip().splitlines() or ["no output"]
+    said = [ln for ln in lines if "error" in ln.lower()] or lines
+    return {"error": f"exit {p.returncode}: {said[-1].strip()[:300]}"}
 
 
 def done(timeout: float) -> int:
