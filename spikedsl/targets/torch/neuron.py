@@ -316,7 +316,9 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
                          f"{spk(lhs)} {n.spike_op} {spk(rhs)}")
         else:
             lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
-        if R > 0:
+        if R > 0 and plan.spike is not None:  # z is this step's own tensor
+            lines.append(f"{z_var} = {z_var}.masked_fill_({now}, 0.0)")
+        elif R > 0:
             lines.append(f"{z_var} = {z_var}.masked_fill({now}, 0.0)")
         zr = z_var
         if plan.resets and n.reset_detach:
