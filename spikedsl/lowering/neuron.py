@@ -23,6 +23,7 @@ from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.surrogates import DEFAULT as DEFAULT_SURROGATE
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import dim_str
+from spikedsl.lowering import refractory
 
 METHODS = ("exact", "euler", "rk2", "rk4", "exponential_euler")
 
@@ -68,21 +69,18 @@ def _fmt_sym(term) -> str:
         return str(term)
 
 
-@lru_cache(maxsize=256)
-def _exact_cached(key: str) -> tuple[str, str]:
-    """key: JSON of (states, rhs-list as IR JSON).  Returns JSON (temps, updates)."""
+def _linear_system(states: list[str], rhs: list[ir.Expr]):
+    """(SymPy right-hand sides, state symbols, dt, opaque table, A, b) of
+    dx/dt = A x + b; raises :class:`NonLinear` naming the first term that is
+    not linear in the states."""
     import sympy as sp
 
-    data = json.loads(key)
-    states: list[str] = data["states"]
-    rhs = [_EXPR.validate_python(r) for r in data["rhs"]]
     table: dict[str, ir.Expr] = {}
-    rhs = [_opaque(r, set(states), table) for r in rhs]
+    opaque = [_opaque(_clean(r), set(states), table) for r in rhs]
     syms: dict = {}
-    fs = [to_sympy(r, syms) for r in rhs]
+    fs = [to_sympy(r, syms) for r in opaque]
     xs = [syms.setdefault(s, sp.Symbol(s, real=True)) for s in states]
     dt = syms.setdefault("dt", sp.Symbol("dt", positive=True))
-    n = len(xs)
     # linearity: every additive term's derivative w.r.t. each state is state-free
     for f in fs:
         for term in sp.Add.make_args(sp.expand(f)):
@@ -92,8 +90,22 @@ def _exact_cached(key: str) -> tuple[str, str]:
                     raise NonLinear(_fmt_sym(term))
             if not term.is_polynomial(*xs) and term.free_symbols & set(xs):
                 raise NonLinear(_fmt_sym(term))
+    n = len(xs)
     A = sp.Matrix(n, n, lambda i, j: sp.diff(fs[i], xs[j]))
     b = sp.Matrix(n, 1, lambda i, _: fs[i].subs({x: 0 for x in xs}))
+    return fs, xs, dt, table, A, b
+
+
+@lru_cache(maxsize=256)
+def _exact_cached(key: str) -> tuple[str, str]:
+    """key: JSON of (states, rhs-list as IR JSON).  Returns JSON (temps, updates)."""
+    import sympy as sp
+
+    data = json.loads(key)
+    states: list[str] = data["states"]
+    rhs = [_EXPR.validate_python(r) for r in data["rhs"]]
+    fs, xs, dt, table, A, b = _linear_system(states, rhs)
+    n = len(xs)
     temps: list[ir.Assign] = []
     updates: list[ir.Assign] = []
     if A.is_diagonal():
@@ -148,10 +160,11 @@ def _strip_locs(e):
 
 
 def _clean(e: ir.Expr) -> ir.Expr:
-    return _EXPR.validate_python(_dump_noloc(e))
+    return _EXPR.validate_python(dump_noloc(e))
 
 
-def _dump_noloc(e) -> dict:
+def dump_noloc(e) -> dict:
+    """The JSON dump of an IR node without its locations."""
     d = e.model_dump(mode="json")
 
     def strip(x):
@@ -169,7 +182,7 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
     memory and on disk (spikedsl.cache), so SymPy runs once per system."""
     from spikedsl import cache
 
-    key = json.dumps({"states": states, "rhs": [_dump_noloc(r) for r in rhs]}, sort_keys=True)
+    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs]}, sort_keys=True)
     if key in _MEMO:
         hit = _MEMO[key]
     else:
@@ -195,10 +208,113 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
 _MEMO: dict[str, dict] = {}
 
 
+class SingularExact(Exception):
+    """The closed form of a linear system is singular or complex at the
+    parameters' values (equal time constants, oscillating modes) and its matrix
+    depends on a parameter that must stay symbolic (trainable, per neuron)."""
+
+    def __init__(self, param: str):
+        super().__init__(param)
+        self.param = param
+
+
+def _real_at(assigns: list[ir.Assign], env: dict[str, float], names_: set[str]) -> bool:
+    """Do the step's expressions evaluate to finite real numbers at the
+    parameters' values (states, inputs and dt probed at ordinary values)?"""
+    probe = dict(env)
+    probe.update({k: 1.0 for k in names_})
+    probe.setdefault("dt", 1e-4)
+    for a in assigns:
+        try:
+            v = evaluate(a.value, probe)
+        except KeyError:  # a name the probe does not know: nothing to say
+            return True
+        except (ArithmeticError, ValueError):
+            return False
+        if isinstance(v, complex) or not math.isfinite(v):
+            return False
+        probe[a.target] = v
+    return True
+
+
+def exact_step_at(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
+                  symbolic: set[str]) -> tuple[list[ir.Assign], list[ir.Assign]]:
+    """The closed-form step with the parameters' values in the system matrix
+    (exact rationals): real and finite where the symbolic solution divides by a
+    difference of time constants that is zero here, or takes the square root of
+    a negative discriminant (oscillating modes: e^{a dt} cos(b dt) terms).  The
+    inputs and the constant terms stay symbolic; ``dt`` too.  Raises
+    :class:`SingularExact` when the matrix needs a parameter of ``symbolic``."""
+    import sympy as sp
+
+    fs, xs, dt, table, A, b = _linear_system(states, rhs)
+    n = len(xs)
+    values = {}
+    for sym_ in A.free_symbols - {dt}:
+        name = str(sym_)
+        if name in symbolic:
+            raise SingularExact(name)
+        v = evaluate(table[name], env) if name in table else env[name]
+        values[sym_] = sp.Rational(repr(float(v)))
+    A = A.subs(values)
+    aug = sp.zeros(2 * n, 2 * n)  # exp([[A, 1], [0, 0]] dt) = [[Phi, Gamma], [0, 1]]
+    aug[:n, :n] = A * dt
+    aug[:n, n:] = sp.eye(n) * dt
+    E = aug.exp()
+
+    def real(e):  # c·e^{a dt}·cos(b dt) terms with 25-digit coefficients
+        return sp.nfloat(sp.expand(sp.expand_complex(e).as_real_imag()[0]), 25)
+
+    phi = E[:n, :n].applyfunc(real)
+    gamma = E[:n, n:].applyfunc(real)
+    updates = []
+    for i in range(n):
+        new = sum((phi[i, j] * xs[j] + gamma[i, j] * b[j] for j in range(n)), sp.Integer(0))
+        updates.append(ir.Assign(target=states[i], value=substitute(from_sympy(new), table)))
+    return [], updates
+
+
+def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
+                      symbolic: set[str], names_: set[str]):
+    """The exact step of a neuron with parameter values ``env``: a diagonal
+    system (independent decays) symbolically, a coupled one with the values in
+    its matrix (:func:`exact_step_at`: fast, and real and finite where the
+    symbolic solution is not) unless the matrix needs a parameter of
+    ``symbolic``; then symbolically, which must be real and finite here."""
+    *_, table, A, _b = _linear_system(states, rhs)
+    needs = {str(x) for x in A.free_symbols} & symbolic
+    if A.is_diagonal() or needs:
+        temps, updates = exact_step(states, rhs)
+        if needs and not _real_at(temps + updates, env, names_):
+            raise SingularExact(sorted(needs)[0])
+        return temps, updates
+    return _exact_at_cached(states, rhs, env, symbolic)
+
+
+def _exact_at_cached(states, rhs, env, symbolic):
+    """:func:`exact_step_at`, cached in memory and on disk by the system and
+    the values of the parameters."""
+    from spikedsl import cache
+
+    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs],
+                      "env": {k: repr(float(v)) for k, v in sorted(env.items())}},
+                     sort_keys=True)
+    hit = _MEMO.get(key) or cache.get_json("exact_at", key)
+    if hit is None:
+        t, u = exact_step_at(states, rhs, env, symbolic)
+        hit = {"temps": json.dumps([a.model_dump(mode="json", exclude_none=True) for a in t]),
+               "updates": json.dumps([a.model_dump(mode="json", exclude_none=True)
+                                      for a in u])}
+        cache.put_json("exact_at", key, hit)
+    _MEMO[key] = hit
+    return (list(_ASSIGNS.validate_json(hit["temps"])),
+            list(_ASSIGNS.validate_json(hit["updates"])))
+
+
 def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
     """None if linear, else the first nonlinear term (as text)."""
     try:
-        exact_step(states, rhs)
+        _linear_system(states, rhs)
     except NonLinear as e:
         return e.term
     return None
@@ -325,10 +441,14 @@ def exponential_euler_step(states: list[str], rhs: list[ir.Expr], taken: set[str
     return temps, updates
 
 
-def ode_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str]):
-    """Temporaries and updates of one step of an ODE system with ``method``."""
+def ode_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str],
+             valued: tuple[dict[str, float], set[str], set[str]] | None = None):
+    """Temporaries and updates of one step of an ODE system with ``method``;
+    ``valued``: (parameter values, parameters kept symbolic, state and input
+    names) for an exact step that must be real and finite at those values."""
     if method == "exact":
-        return exact_step(states, rhs)
+        return exact_step(states, rhs) if valued is None else exact_step_valued(
+            states, rhs, *valued)
     if method == "exponential_euler":
         return exponential_euler_step(states, rhs, taken)
     return explicit_step(method, states, rhs, taken)
@@ -368,8 +488,8 @@ def normal_spike_cond(c: ir.Expr) -> ir.Expr:
 
 
 def _same(a: list[ir.Assign], b: list[ir.Assign]) -> bool:
-    return [(x.target, _dump_noloc(x.value)) for x in a] == \
-        [(x.target, _dump_noloc(x.value)) for x in b]
+    return [(x.target, dump_noloc(x.value)) for x in a] == \
+        [(x.target, dump_noloc(x.value)) for x in b]
 
 
 def choose_method(n: ir.Neuron) -> str:
@@ -426,11 +546,13 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
     temps: list[ir.Assign] = []
     updates: list[ir.Assign] = []
     linear = False
+    valued = (env, {p.name for p in n.params if p.trainable or p.per_neuron},
+              {s.name for s in n.states} | {i.name for i in n.inputs})
     order = [o.state for o in n.odes]
     rhs = [o.rhs for o in n.odes]
     if n.odes:
         linear = is_linear(order, rhs) is None
-        temps, updates = ode_step(method, order, rhs, taken)
+        temps, updates = ode_step(method, order, rhs, taken, valued)
     if n.updates:
         # ODEs first; `update` statements then read the states as the ODE step
         # left them (named temporaries), the other states as before the step
@@ -444,19 +566,11 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
                    for u in updates]
         updates += [ir.Assign(target=a.target, value=substitute(a.value, after))
                     for a in map(_as_set, n.updates)]
-    clamp = tuple(c.id for c in n.clamp) if n.clamp is not None else tuple(
-        dict.fromkeys(a.target for a in n.reset))
-    refr_temps: list[ir.Assign] = []
-    refr_updates: list[ir.Assign] = []
-    if n.refractory is not None and n.odes and set(clamp) & set(order):
-        # while refractory the clamped states are held: step the rest of the
-        # system with their derivatives 0 (exactly, where the method is exact)
-        held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
-        rt, ru = ode_step(method, order, held, set(taken) | {t.target for t in temps})
-        ru = [u for u in ru if u.target not in clamp]
-        normal = [u for u in updates if u.target in set(order) - set(clamp)]
-        if not _same(ru, normal):
-            refr_temps, refr_updates = rt, ru
+    clamp = refractory.clamp_of(n)
+    refr_temps, refr_updates = refractory.step_while_refractory(
+        n, clamp, order, rhs, updates,
+        lambda held: ode_step(method, order, held, set(taken) | {t.target for t in temps},
+                              valued), _same)
     spike_x, spike_op, spike_cond, spiking = None, ">=", None, bool(n.spikes)
     if n.spikes:
         c = n.spikes[0]
@@ -477,7 +591,8 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         reset=tuple(a.model_copy(update={"value": _clean(a.value), "loc": None})
                     for a in n.reset),
         reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
-        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
+        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0,
+        source_file=n.loc.file if n.loc else "")
 
 
 def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
@@ -485,7 +600,7 @@ def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
     """A lowered neuron (or synapse rule) as part of a network whose ``dt`` is
     ``net_dt`` (seconds when ``dt_unit`` is set, else a unitless number):
     resolves ``dt`` of its step and, for a neuron, the number of refractory
-    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period.
+    steps R (spikedsl.lowering.refractory.steps).
 
     A neuron with units steps by ``net_dt`` seconds.  A unitless neuron counts
     time in its own unit: a unitless network ``dt`` (``dt = 0.5``) is the step
@@ -497,8 +612,7 @@ def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
         dt = float(net_dt) if dt_unit is None else 1.0
     if isinstance(n, ir.LSynapse):
         return n.model_copy(update={"dt": dt})
-    R = math.ceil(n.refractory / dt - 1e-9) if n.refractory and n.refractory > 0 else 0
-    return n.model_copy(update={"dt": dt, "refractory_steps": R})
+    return n.model_copy(update={"dt": dt, "refractory_steps": refractory.steps(n.refractory, dt)})
 
 
 def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,
@@ -531,6 +645,7 @@ __all__ = [
     "METHODS",
     "Collector",
     "NonLinear",
+    "SingularExact",
     "dim_str",
     "exact_step",
     "explicit_step",

@@ -53,12 +53,11 @@ class Derivation:
         env.update(self.P)
         env.update(self.X)
         env.update(self.s)
-        # jumps in order; a jump of a clamped state is lost while refractory
+        rf = plan.rf
+        hold = lambda kept, e: nr * e + (1 - nr) * kept  # noqa: E731
+        # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
-            e = b(j.value, env)
-            if j.target in plan.held:
-                e = nr * e + (1 - nr) * self.s[j.target]
-            env[j.target] = e
+            env[j.target] = rf.jump(j.target, b(j.value, env), self.s[j.target], hold)
         for t in plan.temps:
             env[t.target] = b(t.value, env)
         alt = {}
@@ -70,12 +69,7 @@ class Derivation:
         pre = {}
         for s in plan.states:
             if s in plan.updates:
-                e = b(plan.updates[s], env)
-                if s in alt:
-                    e = nr * e + (1 - nr) * alt[s]
-                if s in plan.held:
-                    e = nr * e + (1 - nr) * self.s[s]
-                pre[s] = e
+                pre[s] = rf.update(s, b(plan.updates[s], env), self.s[s], alt, hold)
             else:
                 pre[s] = env[s]
         self.pre = pre
@@ -371,16 +365,7 @@ class Derivation:
         if gen.compiled:
             lists = {j: nm.fresh(f"U_{j}_l") for j in states}
             for j in states:
-                g = gS[j]
-                gF = grads.get(f"F:{j}")
-                if g is None and gF is not None:  # only the final state is an output
-                    body.append(f"{ul[j]} = {gF} if {gF} is not None else torch.zeros_like("
-                                f"{cname[j]}[0])")
-                elif g is None:
-                    body.append(f"{ul[j]} = torch.zeros_like({cname[j]}[0])")
-                else:
-                    body.append(f"{ul[j]} = {g}[T] if {g} is not None else torch.zeros_like("
-                                f"{cname[j]}[0])")
+                body.append(_final_adjoint(ul[j], gS[j], grads.get(f"F:{j}"), f"{cname[j]}[0]"))
                 body.append(f"{lists[j]} = [{ul[j]}]")
             body.append("for t in range(T - 1, 0, -1):")
             new_u = {j: nm.fresh(f"u_{j}_new") for j in states}
@@ -470,16 +455,7 @@ class Derivation:
             L.append("# chunks of steps that stay in cache, from the last one to the first")
             L.append(f"chunk = max(1, min(T, {CHUNK_ELEMENTS} // max(1, {like}[0].numel())))")
             for j in states:
-                g = gS[j]
-                gF = grads.get(f"F:{j}")
-                if g is None and gF is not None:  # only the final state is an output
-                    L.append(f"{ul[j]} = {gF} if {gF} is not None else "
-                             f"torch.zeros_like({like}[0])")
-                elif g is None:
-                    L.append(f"{ul[j]} = torch.zeros_like({like}[0])")
-                else:
-                    L.append(f"{ul[j]} = {g}[T] if {g} is not None else "
-                             f"torch.zeros_like({like}[0])")
+                L.append(_final_adjoint(ul[j], gS[j], grads.get(f"F:{j}"), f"{like}[0]"))
             L += pre_loop
             L.append("for t1 in range(T, 0, -chunk):")
             L.append("    t0 = max(t1 - chunk, 0)")
@@ -558,6 +534,17 @@ class Derivation:
         return True  # static tensors are small; their gradient is reduced to their shape
 
 
+def _final_adjoint(u: str, g: str | None, gF: str | None, like: str) -> str:
+    """``u`` after the last step: the gradient of the state's trajectory at T,
+    else of its final value (only the final state is an output), else 0."""
+    zero = f"torch.zeros_like({like})"
+    if g is None and gF is not None:
+        return f"{u} = {gF} if {gF} is not None else {zero}"
+    if g is None:
+        return f"{u} = {zero}"
+    return f"{u} = {g}[T] if {g} is not None else {zero}"
+
+
 def gen_arg_index(A: dict[str, str], key: str) -> int:
     """Index of an argument in ``apply(T, *args)`` (``T`` is 0)."""
     return 1 + list(A).index(key)
@@ -568,7 +555,7 @@ _EQ_CACHE: dict[str, tuple] = {}
 
 
 def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:
-    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line"}), plan.R,
+    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line", "source_file"}), plan.R,
                       plan.step_names, plan.static_names, sorted(plan.held),
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.temps],
                       {k: v.model_dump(mode="json") for k, v in plan.updates.items()},

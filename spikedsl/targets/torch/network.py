@@ -14,6 +14,7 @@ import re
 from spikedsl import ir
 from spikedsl.errors import name_loc, unsupported
 from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.torch.expr import (
@@ -36,6 +37,7 @@ from spikedsl.targets.torch.neuron import (
     surrogate_code,
     surrogate_doc,
 )
+from spikedsl.targets.torch.norm import per_step_batchnorm
 from spikedsl.targets.torch.params import draws, register_layer
 from spikedsl.targets.torch.scan import ScanGen
 from spikedsl.targets.torch.step import StepMixin
@@ -390,6 +392,8 @@ class NetGen(StepMixin):
             return f"{fn}({src}, {k}, {s}{extra})"
         if op == "dropout":
             return f"F.dropout({src}, {number(float(a['p']))}, self.training)"
+        if op == "batchnorm" and a.get("per_step"):
+            return per_step_batchnorm(self, la, src, lead)
         if op == "batchnorm":
             pre = self.attr(la.name)
             args = (f"{pre}.running_mean, {pre}.running_var, {pre}.weight, {pre}.bias, "
@@ -443,7 +447,7 @@ class NetGen(StepMixin):
                     not la.neuron.states:
                 return False
             n = la.neuron
-            plan = make_plan(n, n.dt, n.refractory_steps,
+            plan = make_plan(n, n.dt, refractory.of(n).steps,
                              set(self.tensor_params(la)), "scan")
             return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
@@ -545,7 +549,7 @@ class NetGen(StepMixin):
 
     def seq_neuron(self, la: ir.LLayer, L: list[str]) -> None:
         n = la.neuron
-        R = n.refractory_steps
+        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
         plan = make_plan(n, n.dt, R, set(tparams), "scan")
         inputs = self.inputs_seq(la, L)
@@ -587,7 +591,7 @@ class NetGen(StepMixin):
                 args.append(inits[key])
             else:
                 rv = self.nm(f"init:{la.name}:r", f"{la.name}_r0")
-                L.append(f"{rv} = self._initial({la.name + ':refractory'!r}, 0.0, {shape})")
+                L.append(f"{rv} = self._initial({refractory.counter_key(la.name)!r}, 0.0, {shape})")
                 args.append(rv)
         outs = []
         for key in sc.out_keys:
@@ -610,7 +614,7 @@ class NetGen(StepMixin):
             final = traj[f"F:{s}"] if S is None else f"{S}[-1]"
             self.finals.append((f"{la.name}.{s}", final))
         if R > 0:
-            self.finals.append((f"{la.name}:refractory", traj["r"]))
+            self.finals.append((refractory.counter_key(la.name), traj["r"]))
 
     def value(self, e: ir.Expr, env: dict[str, str]) -> str:
         if isinstance(e, ir.Num):
