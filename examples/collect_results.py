@@ -42,6 +42,9 @@ def rows() -> list[list[str]]:
                         if run["network"] == "784-196-784" else "-",
                         fmt_time(r) if i == 0 else "",
                         "python examples/autoencoder/run.py" if i == 0 else ""])
+    r = load("audio_to_image")
+    if r:
+        out.extend(audio_rows(r))
     r = load("mdn_classifier")
     if r:
         paper = {"lif1": "98.69", "fs": "98.67", "rs": "98.33", "sds": "94.87", "wds": "95.34"}
@@ -133,6 +136,34 @@ def rows() -> list[list[str]]:
                         (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
                          f"{tb['identical_spikes']})"), "-", "", ""])
     return out
+
+
+def audio_rows(r: dict) -> list[list[str]]:
+    """Audio to image (paper 001, sect. 4.2): test MSE against T_h on Dataset A,
+    Dataset B at its T_h."""
+    au, ac, runs = r["audio"], r["audiocoder"], r["runs"]
+    src = au["source"].split(" (")[0]
+    a = sorted((v for k, v in runs.items() if k.startswith("A_")), key=lambda v: v["th"])
+    b = sorted((v for k, v in runs.items() if k.startswith("B_")), key=lambda v: v["th"])
+    size = "1560-2048-196" if ac["network"].endswith("Full") else "1560-256-196"
+    rows = []
+    if a:
+        rows.append(["audio_to_image",
+                     (f"Dataset A: {src} digits ({au['n_train']}/{au['n_test']}) -> digits 28x28, "
+                      f"AC {size}/196-784, T = {ac['steps']}, {ac['epochs']} ep."),
+                     f"test MSE at T_h = {' / '.join(str(v['th']) for v in a)}",
+                     " / ".join(f"{v['test_mse']:.3f}" for v in a),
+                     "TI-46 -> MNIST: 0.254 at T_h = 15 (Table 1, Fig. 10A)", fmt_time(r),
+                     "python examples/audio_to_image/run.py"])
+        rows.append(["audio_to_image", "Dataset A: test outputs nearest their digit's image",
+                     f"share at T_h = {' / '.join(str(v['th']) for v in a)}",
+                     " / ".join(pct(v["test_class_match"]) for v in a), "-", "", ""])
+    for v in b:
+        rows.append(["audio_to_image", f"Dataset B (one image per audio sample), T_h = {v['th']}",
+                     "test / train MSE", f"{v['test_mse']:.3f} / {v['train_mse']:.3f}",
+                     "0.543 (test, T_h = 10; Table 1)" if v["th"] == 10 else "-",
+                     "" if a else fmt_time(r), ""])
+    return rows
 
 
 def main() -> int:

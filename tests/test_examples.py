@@ -36,7 +36,18 @@ EXAMPLES = {
     "lsm_stdp": ("lsm_stdp.spk", ["LSM", "WTA", "WTAFrozen"],
                  ["weights.png", "weights_small.png", "wta_weights.png", "result.png",
                   "results.json"]),
+    "audio_to_image": ("audio_to_image.spk", ["AE784", "Audiocoder", "AudioToImage", "Decoder"],
+                       ["mse_vs_th.png", "generated.png", "result.png", "results.json"]),
 }
+NEEDS_ESPEAK = {"audio_to_image"}
+
+
+def _need_tools(name: str) -> None:
+    from spikedsl.runtime.spoken import espeak_binary
+
+    if name in NEEDS_ESPEAK and espeak_binary() is None:
+        pytest.skip("espeak-ng is not installed (make espeak, or apt-get install espeak-ng): "
+                    "it speaks the example's digits")
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -82,6 +93,7 @@ def _smoke(name: str, tmp_path: Path, *extra: str) -> dict:
     """``run.py --smoke`` in this process; returns its results.json."""
     import torch
 
+    _need_tools(name)
     threads = torch.get_num_threads()
     try:
         rc = _main(name)(["--smoke", "--out", str(tmp_path), "--threads", str(threads), *extra])
@@ -102,6 +114,7 @@ def test_smoke_command(name, tmp_path):
 
 
 def _smoke_command(name: str, tmp_path: Path, *extra: str) -> dict:
+    _need_tools(name)
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
     r = subprocess.run([sys.executable, str(EX / name / "run.py"), "--smoke", "--out",
                         str(tmp_path), *extra], capture_output=True, text=True, cwd=ROOT,
@@ -235,3 +248,13 @@ def test_competitive_stdp_same_on_torch_and_brian2():
     assert w[mod.WTA_THETA].max() > 0.0
     # lateral inhibition: far fewer spikes than 100 neurons firing freely
     assert 0 < st["spikes_per_digit"] < 100
+
+
+def test_audio_to_image_smoke(tmp_path):
+    res = _smoke("audio_to_image", tmp_path)
+    assert res["audio"]["channels"] == 39 and res["audio"]["n_train"] > 0
+    assert set(res["runs"]) == {"A_Th2", "A_Th10", "B_Th10"}
+    for r in res["runs"].values():
+        for k in ("test_mse", "train_mse", "target_floor_mse"):
+            assert 0.0 <= r[k] < 4.0  # standardised maps: 2.0 = uncorrelated
+        assert 0.0 <= r["test_class_match"] <= 1.0

@@ -276,19 +276,36 @@ def exact_step_at(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
 
 def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
                       symbolic: set[str], names_: set[str]):
-    """The exact step of a neuron with parameter values ``env``: a diagonal
-    system (independent decays) symbolically, a coupled one with the values in
-    its matrix (:func:`exact_step_at`: fast, and real and finite where the
-    symbolic solution is not) unless the matrix needs a parameter of
-    ``symbolic``; then symbolically, which must be real and finite here."""
-    *_, table, A, _b = _linear_system(states, rhs)
+    """The exact step of a neuron with parameter values ``env``.  Symbolic in
+    the parameters (as the matchers of NIR and NEST read it) where the states
+    feed each other without a cycle (decays, a synaptic current into the
+    membrane) and the closed form is real and finite at these values; else
+    with the values in its matrix (:func:`exact_step_at`: equal time
+    constants, oscillating modes, and mutual coupling, whose symbolic solution
+    takes SymPy minutes), unless the matrix needs a parameter of ``symbolic``."""
+    *_, A, _b = _linear_system(states, rhs)
     needs = {str(x) for x in A.free_symbols} & symbolic
-    if A.is_diagonal() or needs:
+    if needs or _acyclic(A):
         temps, updates = exact_step(states, rhs)
-        if needs and not _real_at(temps + updates, env, names_):
+        if _real_at(temps + updates, env, names_):
+            return temps, updates
+        if needs:
             raise SingularExact(sorted(needs)[0])
-        return temps, updates
     return _exact_at_cached(states, rhs, env, symbolic)
+
+
+def _acyclic(A) -> bool:
+    """Is the coupling of the states (x_j feeds x_i where A[i, j] != 0) free of
+    cycles, i.e. the matrix triangular up to an ordering of the states?"""
+    n = A.shape[0]
+    feeds = {i: {j for j in range(n) if j != i and A[i, j] != 0} for i in range(n)}
+    done: set[int] = set()
+    while len(done) < n:
+        ready = [i for i in range(n) if i not in done and feeds[i] <= done]
+        if not ready:
+            return False
+        done.update(ready)
+    return True
 
 
 def _exact_at_cached(states, rhs, env, symbolic):
