@@ -197,6 +197,8 @@ def main(args) -> int:
     except ValueError as e:
         return _usage(str(e))
     record, spiking, states = _record_keys(net, pre=args.target != "nest")
+    if not (args.output or args.plot):
+        record = spiking  # the summary counts spikes; traces only for a plot or a file
     print(f"network {net.name}: {len(net.layers)} layers, {net.steps} steps of "
           f"{_dt_text(net)}; target {args.target}"
           + (f" ({args.device or 'runtime'})" if args.target == "brian2" else ""))

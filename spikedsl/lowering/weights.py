@@ -245,6 +245,27 @@ def mask_values(seed, p, size):
     order: 1.0 where ``numpy.random.default_rng(seed).random(size) < p``, else 0.0."""
     u = random_floats(int(seed), size)
     return [1.0 if x < p else 0.0 for x in u] if isinstance(u, list) else (u < p) * 1.0
+
+
+def mask_pairs(seed, p, n_out, n_in):
+    """The synapses of ``mask_values(seed, p, n_out * n_in)`` as two index
+    sequences (post, pre) in C order, without the (out, in) matrix: numpy's
+    generator draws the same stream a block of rows at a time (lists from
+    ``mask_values`` without numpy)."""
+    try:
+        import numpy
+    except ImportError:
+        flat = [k for k, x in enumerate(mask_values(seed, p, n_out * n_in)) if x]
+        return [k // n_in for k in flat], [k % n_in for k in flat]
+    rng = numpy.random.default_rng(int(seed))
+    rows = max(1, (1 << 22) // max(int(n_in), 1))
+    posts, pres = [numpy.zeros(0, dtype=numpy.int64)], [numpy.zeros(0, dtype=numpy.int64)]
+    for r0 in range(0, int(n_out), rows):
+        r1 = min(int(n_out), r0 + rows)
+        post, pre = numpy.nonzero(rng.random((r1 - r0, int(n_in))) < p)
+        posts.append(post.astype(numpy.int64) + r0)
+        pres.append(pre.astype(numpy.int64))
+    return numpy.concatenate(posts), numpy.concatenate(pres)
 # --- end init ---
 
 
@@ -402,6 +423,14 @@ def sparse_mask(p: ir.LProjection) -> np.ndarray:
     n_out, n_in = weight_shape(p)
     return np.asarray(mask_values(p.seed, p.p, n_out * n_in), dtype=np.float64).reshape(
         n_out, n_in)
+
+
+def sparse_pairs(p: ir.LProjection) -> tuple[np.ndarray, np.ndarray]:
+    """The synapses of ``sparse``: (post, pre) index arrays of the nonzero entries
+    of :func:`sparse_mask`, in C order, drawn without the (out, in) matrix."""
+    n_out, n_in = weight_shape(p)
+    post, pre = mask_pairs(p.seed, p.p, n_out, n_in)
+    return np.asarray(post, dtype=np.int64), np.asarray(pre, dtype=np.int64)
 
 
 def sparse_matrix(p: ir.LProjection) -> np.ndarray:

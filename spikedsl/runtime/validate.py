@@ -160,6 +160,7 @@ class Entry:
     shape: tuple[int, ...]
     required: bool = True
     param: ir.LParam | None = None  # a neuron parameter (range, dimension)
+    sparse: ir.LProjection | None = None  # the weight of a sparse projection
 
 
 def entries(net: ir.LNetwork) -> dict[str, Entry]:
@@ -176,7 +177,7 @@ def entries(net: ir.LNetwork) -> dict[str, Entry]:
         for p in lay.projections:
             key = f"{p.param_name}.weight"
             if p.kind == "sparse" and key not in out:
-                out[key] = Entry(key, weight_shape(p), False)
+                out[key] = Entry(key, weight_shape(p), False, sparse=p)
             elif p.kind == "one_to_one" and key not in out:
                 out[key] = Entry(key, (), False)
         if lay.kind == "stage" and lay.op == "batchnorm":
@@ -196,6 +197,15 @@ def _entry(net: ir.LNetwork, e: Entry, value, origin: str) -> np.ndarray:
         v = to_numpy(value).astype(np.float64)
     except (TypeError, ValueError):
         raise _fail("weights-not-numeric", origin=origin, name=e.name) from None
+    if tuple(v.shape) != e.shape and e.sparse is not None and v.ndim == 1:
+        # a torch state_dict holds one value per synapse of a sparse projection
+        from spikedsl.lowering.weights import sparse_pairs
+
+        post, pre = sparse_pairs(e.sparse)
+        if v.size == post.size:
+            dense = np.zeros(e.shape)
+            dense[post, pre] = v
+            v = dense
     if tuple(v.shape) != e.shape:
         if e.shape == () and v.size == 1:
             v = v.reshape(())

@@ -429,8 +429,7 @@ class Planner:
                     f"{list(p.kernel)}, stride {list(p.stride)}, padding {list(p.padding)}")
         elif kind == "sparse":
             wv = p.weight if p.weight is not None else 1.0
-            setup.append(f"post, pre = np.nonzero(sparse_mask({n_out}, {n_in}, {p.p!r}, "
-                         f"{p.seed}))")
+            setup.append(f"post, pre = mask_pairs({p.seed}, {p.p!r}, {n_out}, {n_in})")
             setup.append(f'w = signed(sparse_weights(weights, "{p.param_name}.weight", post, pre, '
                          f'{n_out}, {n_in}, {float(wv)!r}), "{p.sign}")')
             desc = f"sparse {n_in} -> {n_out}, p = {p.p}, seed {p.seed}"

@@ -267,7 +267,7 @@ def synapses(c: Connection, W: dict[str, np.ndarray]) -> Synapses:
         return Synapses("dense", np.asarray(w, dtype=np.float64).reshape(n_out, n_in)
                         * f[:, None], shape=(n_out, n_in))
     if p.kind == "sparse":
-        post, pre = np.nonzero(sparse_mask(p))
+        post, pre = _weights.sparse_pairs(p)  # the mask's pairs, without the (out, in) matrix
         w = (np.asarray(W[key], dtype=np.float64).reshape(n_out, n_in)[post, pre] if key in W
              else np.full(len(post), p.weight if p.weight is not None else 1.0))
     else:

@@ -44,6 +44,10 @@ from spikedsl.targets.torch.step import StepMixin
 
 TARGET = "torch"
 
+# rows x density above which a sparse projection runs as one dense product
+# (measured with benchmarks/bench_sparse.py; docs/torch.md, "Sparse projections")
+SPARSE_DENSE_ABOVE = 4.0
+
 # attributes of torch.nn.Module and of the generated class: no layer may take these names
 _MODULE_ATTRS = {
     "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
@@ -59,7 +63,7 @@ _MODULE_ATTRS = {
     "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
     "zero_grad", "steps", "dt", "inputs", "outputs", "encoders", "stateful", "state",
     "carry_grad", "reset_state", "clamp_parameters", "load_weights", "export_weights", "encode",
-    "source",
+    "source", "sparse_dense_above",
 }
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.()#\-]+$")
 
@@ -102,6 +106,16 @@ class NetGen(StepMixin):
         self.scan_count = 0
         self.plastic = {lp.projection: lp for lp in net.plasticity}
         self.plastic_records: list[tuple[str, str]] = []  # (trace name, list local)
+        self.sparse: dict[str, tuple[int, int]] = {}  # event-driven sparse weights -> (out, in)
+        self.sparse_setup: dict[str, tuple[str, str]] = {}  # param name -> (local, code)
+        self.on_cache: dict[str, str] | None = None  # source code -> its _active(...) local
+        self.group_on: dict[str, str] = {}
+        self.on_pending: list[str] = []
+        # event-driven projections of one source and delay in a step group, run as one
+        self.fans: dict[str, list[ir.LProjection]] = {}  # param name -> the fan's members
+        self.fan_out: dict[str, str] = {}  # param name -> its output local
+        self.fan_setup: list[str] = []
+        self.reduced: dict[str, tuple[str | None, str]] = {}  # key -> (sum local, last value)
 
     # ---------------------------------------------------------------- checks
     def validate(self) -> None:
@@ -198,7 +212,22 @@ class NetGen(StepMixin):
     def register_projection(self, p: ir.LProjection) -> None:
         """The fixed weights of sparse / one_to_one projections (buffers)."""
         pn = p.param_name
-        if p.kind == "sparse":
+        if p.kind == "sparse" and pn not in self.plastic:
+            # index lists grouped by presynaptic neuron (no (out, in) matrix)
+            n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
+            w = number(p.weight if p.weight is not None else 1.0)
+            syn = self.nm.fresh(f"{pn.replace('.', '_')}_synapses")
+            self.init.append(f"{syn} = _synapses(mask_pairs({int(p.seed)}, {number(p.p)}, "
+                             f"{n_out}, {n_in}), {n_out}, {n_in})")
+            self.param(f"{pn}.weight", f"torch.full(({syn}[2],), {w}, dtype=torch.float64)",
+                       buffer=True)
+            holder = self.attr(pn)
+            self.init.append(f'{holder}.register_buffer("_post", {syn}[0], persistent=False)')
+            self.init.append(f'{holder}.register_buffer("_syn", {syn}[1], persistent=False)')
+            self.init.append(f"{holder}.dense_shape = ({n_out}, {n_in})")
+            self.sparse[f"{pn}.weight"] = (n_out, n_in)
+            self.use.add("sparse")
+        elif p.kind == "sparse":
             n_out, n_in = _prod(p.out_shape), _prod(p.in_shape)
             w = number(p.weight if p.weight is not None else 1.0)
             mask = f"_tensor(mask_values({int(p.seed)}, {number(p.p)}, {n_out * n_in}), " \
@@ -293,7 +322,10 @@ class NetGen(StepMixin):
             "dense", "conv2d") else ""
         if p.kind in ("dense", "sparse"):
             x = src if len(p.in_shape) == 1 else f"{src}.flatten({lead})"
-            y = f"F.linear({x}, {W}{b})"
+            if f"{p.param_name}.weight" in self.sparse:
+                y = self.sparse_code(p, x, lead)
+            else:
+                y = f"F.linear({x}, {W}{b})"
             if len(p.out_shape) > 1:
                 y = f"{y}.unflatten({lead}, {_tup(p.out_shape)})"
             return y
@@ -307,6 +339,44 @@ class NetGen(StepMixin):
         if tuple(p.in_shape) != tuple(p.out_shape):
             x = f"{src}.reshape({src}.shape[:{lead}] + {_tup(p.out_shape)})"
         return f"{W} * {x}"
+
+    def sparse_code(self, p: ir.LProjection, x: str, lead: int) -> str:
+        """``_sparse(...)`` of a sparse projection of ``x``; inside a neuron step the
+        nonzero entries of each source are found once (``self.on_cache``)."""
+        args = [x, self.sparse_weights(p, lead)]
+        if self.on_cache is not None:
+            if x not in self.on_cache:
+                var = self.nm.fresh(f"{p.source}_on")
+                self.on_cache[x] = var
+                self.on_pending.append(f"{var} = _active({x})")
+            args.append(self.on_cache[x])
+        src = self.layers[p.source]
+        spikes = p.source_state is None and src.kind == "neuron"  # 0 or 1
+        if spikes:
+            args += ([] if len(args) == 3 else ["None"]) + ["True"]
+        members = self.fans.get(p.param_name) if self.on_cache is not None else None
+        if members:  # several projections of this source: one _events for all
+            if p.param_name not in self.fan_out:
+                ws = [self.sparse_weights(q, 1) for q in members]
+                fw = self.nm.fresh(f"{p.source}_fan_w")
+                self.fan_setup.append(f"{fw} = _sparse_join({', '.join(ws)})")
+                ys = [self.nm.fresh(f"{q.param_name.replace('.', '_')}_y") for q in members]
+                self.on_pending.append(f"{', '.join(ys)} = _sparse_fan({x}, {fw}, {args[2]}"
+                                       f"{', True' if spikes else ''})")
+                self.fan_out.update({q.param_name: y for q, y in zip(members, ys)})
+            return self.fan_out[p.param_name]
+        return f"_sparse({', '.join(args)})"
+
+    def sparse_weights(self, p: ir.LProjection, lead: int) -> str:
+        """The local holding a sparse projection's weights for this call
+        (dense or event-driven, chosen once per forward call)."""
+        pn = p.param_name
+        if pn not in self.sparse_setup:
+            var = self.nm(f"sparse:{pn}", f"{pn.replace('.', '_')}_w")
+            rows = "B" if lead == 1 else "T * B"
+            self.sparse_setup[pn] = (var, f"{var} = _sparse_weights({self.weight(p)}, "
+                                          f"{self.attr(pn)}, {rows}, self.sparse_dense_above)")
+        return self.sparse_setup[pn][0]
 
     # ---------------------------------------------------------------- stages
     def stage(self, la: ir.LLayer, src: str, lead: int) -> list[str] | str:
@@ -346,13 +416,20 @@ class NetGen(StepMixin):
                 self.seq_layer(la, L)
             else:
                 self.step_group(grp, L)
+        L[0:0] = [code for _, code in self.sparse_setup.values()] + self.fan_setup
         # outputs
         L.append("result = {}")
         for key, lst in self.plastic_records:
             L.append("if self.record_plastic:")
             L.append(f"    result[{key!r}] = torch.stack({lst})")
         for o in self.net.outputs:
-            tr = self.trace(_key(o.layer, o.state, o.pre_reset))
+            k = _key(o.layer, o.state, o.pre_reset)
+            if k in self.reduced:  # accumulated step by step
+                acc, last = self.reduced[k]
+                code = {"sum": acc, "mean": f"{acc} / T", "last": last}[o.reduce]
+                L.append(f"result[{o.name!r}] = {code}")
+                continue
+            tr = self.trace(k)
             code = {"none": tr, "sum": f"{tr}.sum(0)", "mean": f"{tr}.mean(0)",
                     "last": f"{tr}[-1]"}[o.reduce]
             L.append(f"result[{o.name!r}] = {code}")
@@ -566,7 +643,8 @@ class NetGen(StepMixin):
             self.use.add("poisson")
         if "latency" in kinds:
             self.use.add("latency")
-        helpers = [self.env.get_template("helpers.py.j2").render(use=self.use).strip()]
+        helpers = [self.env.get_template("helpers.py.j2").render(
+            use=self.use, sparse_dense_above=number(SPARSE_DENSE_ABOVE)).strip()]
         if "init" in self.use:
             helpers.append(_weights.generated_source())
             self.uses_math = True
@@ -579,6 +657,8 @@ class NetGen(StepMixin):
         self.uses_math = self.uses_math or any("math." in c for c in self.classes + extra) or any(
             "math." in x for x in self.fwd + self.init)
         init = list(self.init)
+        if self.sparse:
+            init.append("self.sparse_dense_above = SPARSE_DENSE_ABOVE")
         code = self.env.get_template("module.py.j2").render(**self.template_vars(),
             title=f"PyTorch module for network {net.name}.",
             source=f"{src_file}:{net.source_line}" if net.source_line else src_file,
@@ -586,7 +666,7 @@ class NetGen(StepMixin):
             dt=number(net.dt), dt_unit=net.dt_unit, steps=int(net.steps), helpers=helpers,
             classes=self.classes, cls=class_name(net.name), net_name=net.name,
             param_names=", ".join(self.params) or "none", inputs=inputs, outputs=outputs,
-            encoders=encoders, init=init,
+            encoders=encoders, init=init, sparse=self.sparse,
             clamp=self.clamp, forward=self.fwd, encoder_kinds=kinds, uses_f=uses_f)
         return _tidy(code)
 

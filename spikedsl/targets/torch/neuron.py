@@ -315,12 +315,13 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             lhs, rhs = split_spike(plan.spike)
             x = ir.BinOp(op="-", left=lhs, right=rhs) if not (
                 isinstance(rhs, ir.Num) and rhs.value == 0.0) else lhs
-            lines.append(f"{z_var} = {spike_fn(n.spike_op)}.apply({P(fold(x))})  # spike "
+            lines.append(f"{z_var} = {spike_fn(n.spike_op)}.fire({P(fold(x))})  # spike "
                          f"{spk(lhs)} {n.spike_op} {spk(rhs)}")
         else:
             lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
-        if R > 0:
-            lines.append(f"{z_var} = {rf.spike(z_var, lambda z: f'{z}.masked_fill({now}, 0.0)')}")
+        if R > 0:  # the fired spike is this step's own tensor: masked in place
+            fill = "masked_fill_" if plan.spike is not None else "masked_fill"
+            lines.append(f"{z_var} = {rf.spike(z_var, lambda z: f'{z}.{fill}({now}, 0.0)')}")
         zr = z_var
         if plan.resets and n.reset_detach:
             zr = namer.fresh(f"{z_var}_d")
@@ -348,15 +349,18 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             if cur[s] != state_vars[s]:
                 lines.append(f"{state_vars[s]} = {cur[s]}")
         if R > 0:
-            lines.append(counter_code(ref_var, z_var, R))
+            lines.append(counter_code(ref_var, z_var, R, inplace=True))
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")
     return lines
 
 
-def counter_code(r: str, z: str, R: int) -> str:
-    """The refractory counter after the spike: R where fired, else max(r - 1, 0)."""
+def counter_code(r: str, z: str, R: int, inplace: bool = False) -> str:
+    """The refractory counter after the spike: R where fired, else max(r - 1, 0)
+    (``inplace``: on the fresh ``r - 1``, no ``torch.where``)."""
+    if inplace:
+        return f"{r} = ({r} - 1.0).clamp_(min=0.0).masked_fill_({z} > 0, {float(R)!r})"
     return f"{r} = torch.where({z} > 0, {float(R)!r}, ({r} - 1.0).clamp(min=0.0))"
 
 

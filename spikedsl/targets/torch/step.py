@@ -25,6 +25,19 @@ class StepMixin:
     # ---------------------------------------------------------------- step groups
     def step_group(self, grp: list[str], L: list[str]) -> None:
         inside = set(grp)
+        self.group_on = {}  # the nonzero entries of each source, once per step
+        fans: dict[tuple[str, int], list[ir.LProjection]] = {}
+        for name in grp:
+            la = self.layers[name]
+            if la.kind != "neuron":
+                continue
+            for p in la.projections:
+                if f"{p.param_name}.weight" in self.sparse and (
+                        not self.fast or p.source in inside):
+                    fans.setdefault((_key(p.source, p.source_state), p.delay), []).append(p)
+        for members in fans.values():
+            if len(members) > 1:
+                self.fans.update({p.param_name: members for p in members})
         L.append(f"# ---- step by step: {', '.join(grp)}")
         pre: list[str] = []  # before the loop
         post: list[str] = []  # after the loop
@@ -44,25 +57,49 @@ class StepMixin:
                                        (c in inside and self.fast is False and False)
                                        for c, _ in cs):
                 export.append(key)
-        lists: dict[str, str] = {}
+        # a whole trace is kept only when something reads it over time: a layer
+        # outside the group or an output without reduction; otherwise sums and
+        # last values are accumulated and delay lines keep their last steps
+        outs: dict[str, list[ir.LOutput]] = {}
+        for o in self.net.outputs:
+            outs.setdefault(_key(o.layer, o.state, o.pre_reset), []).append(o)
+
+        def whole(key: str) -> bool:
+            return key in export and (
+                any(c != "@output" and c not in inside for c, _ in self.cons[key])
+                or any(o.reduce == "none" for o in outs.get(key, ())))
+
+        lists: dict[str, str] = {}  # delay lines: the last `delay` steps
         for key, depth in sorted(hist.items()):
             h = self.nm(f"hist:{key}", key.replace(".", "_") + "_hist")
             past = self.past(key, depth, pre)
             pre.append(f"{h} = list({past}.unbind(0))")
             lists[key] = h
+            self.finals = [(k, f"torch.stack({h})" if k == key + "@past" else c)
+                           for k, c in self.finals]
+        sums: dict[str, str] = {}  # key -> running sum over the steps
+        records: dict[str, tuple[str, str]] = {}  # key -> (put, get) of a whole trace
         for key in export:
-            if key not in lists:
-                lst = self.nm(f"list:{key}", key.replace(".", "_") + "_list")
-                pre.append(f"{lst} = []")
-                lists[key] = lst
+            layer = self.layers[_split_key(key)[0]]
+            if not whole(key):
+                if any(o.reduce in ("sum", "mean") for o in outs.get(key, ())):
+                    acc = self.nm(f"sum:{key}", key.replace(".", "_") + "_sum")
+                    pre.append(f"{acc} = self._like.new_zeros((B,) + {_tup(layer.shape)})")
+                    sums[key] = acc
+                self.reduced[key] = (sums.get(key), self.cur(key))
+            else:
+                stem = key.replace(".", "_")
+                put, get = self.nm(f"put:{key}", f"{stem}_put"), self.nm(f"get:{key}", f"{stem}_get")
+                pre.append(f"{put}, {get} = _trace(T, (B,) + {_tup(layer.shape)}, self._like)")
+                records[key] = (put, get)
+                self.use.add("trace")
 
         def src_at(key: str, delay: int) -> str:
             layer = _split_key(key)[0]
             if layer in inside:
                 if delay == 0:
                     return self.cur(key)
-                off = hist[key] - delay
-                return f"{lists[key]}[t + {off}]" if off else f"{lists[key]}[t]"
+                return f"{lists[key]}[{hist[key] - delay}]"
             if delay == 0:
                 return f"{self.trace(key)}[t]"
             return f"{self.seq_src(key, delay, pre)}[t]"
@@ -94,18 +131,17 @@ class StepMixin:
             for key in keys:
                 if key in lists:
                     lines.append(f"{lists[key]}.append({self.cur(key)})")
+                if key in records:
+                    lines.append(f"{records[key][0]}(t, {self.cur(key)})")
+                if key in sums:
+                    lines.append(f"{sums[key]} = {sums[key]} + {self.cur(key)}")
+        body_layers.append([f"del {lists[key]}[0]" for key in sorted(lists)])
         L += pre
         L.append("for t in range(T):")
         for lines in body_layers:
             L += ["    " + x for x in lines]
-        for key in export:
-            lst = lists[key]
-            skip = hist.get(key, 0)
-            stacked = f"torch.stack({lst}[{skip}:])" if skip else f"torch.stack({lst})"
-            post.append(f"{self.trace(key)} = {stacked}")
-        for key in sorted(hist):
-            if key not in export:
-                post.append(f"{self.trace(key)} = torch.stack({lists[key]}[{hist[key]}:])")
+        for key, (_, get) in records.items():
+            post.append(f"{self.trace(key)} = {get}()")
         L += post
         for name in grp:
             la = self.layers[name]
@@ -138,6 +174,7 @@ class StepMixin:
         if advance:  # a rule without dynamics of its own has nothing to advance
             lines.append("with torch.no_grad():  # synapse rules: their own dynamics")
             lines += ["    " + x for x in advance]
+        self.on_cache = self.group_on
         for k in n.inputs:
             terms = [f"{ext[k]}[t]"] if k in ext else []
             for p in la.projections:
@@ -150,11 +187,14 @@ class StepMixin:
                 else:
                     terms.append(self.proj(p, x, 1))
             v = self.nm(f"in:{name}.{k}", f"{name}_{k}_t")
+            lines += self.on_pending
+            self.on_pending = []
             if terms:
                 lines.append(f"{v} = {' + '.join(terms)}")
             else:
                 lines.append(f"{v} = self._like.new_zeros({shape})")
             env[k] = v
+        self.on_cache = None
         P = TorchPrinter(env, "self._like")
         for kind, hname, e in plan.hoisted:
             v = self.nm(f"hoist:{name}.{hname}", f"{name}_{hname.lstrip('%')}")
