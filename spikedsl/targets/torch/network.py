@@ -287,7 +287,8 @@ class NetGen(StepMixin):
             "dense", "conv2d") else ""
         if p.kind in ("dense", "sparse"):
             x = src if len(p.in_shape) == 1 else f"{src}.flatten({lead})"
-            y = f"F.linear({x}, {W}{b})"
+            self.use.add("linear")
+            y = f"_linear({x}, {W}{b})"
             if len(p.out_shape) > 1:
                 y = f"{y}.unflatten({lead}, {_tup(p.out_shape)})"
             return y
