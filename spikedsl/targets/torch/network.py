@@ -310,6 +310,11 @@ class NetGen(StepMixin):
             return f"{src}.flatten({lead})"
         if op in ("avgpool2d", "sumpool2d", "maxpool2d"):
             k, s = _tup(a["kernel"]), _tup(a["stride"])
+            if op == "maxpool2d" and k == s == "(2, 2)":
+                self.use.add("maxpool2")
+                if lead == 2:
+                    return f"_MaxPool2.apply({src}.flatten(0, 1)).unflatten(0, (T, B))"
+                return f"_MaxPool2.apply({src})"
             fn = "F.max_pool2d" if op == "maxpool2d" else "F.avg_pool2d"
             extra = ", divisor_override=1" if op == "sumpool2d" else ""
             if lead == 2:
