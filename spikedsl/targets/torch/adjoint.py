@@ -231,6 +231,7 @@ class Derivation:
         else:
             like = f"{S[states[0]]}[1:]"
         gS = {j: grads.get(f"S:{j}") for j in states}  # None: not an output
+        gF = {j: grads.get(f"F:{j}") if gen.carry else None for j in states}  # final state
         saved = self._saved(A, S, Q, used, need_S)
         self.saved_names = [v for _, v in saved]
         L.append(f"ftype = {like}.dtype")
@@ -395,6 +396,29 @@ class Derivation:
                         sub.append(f"{k_i} = torch.addcmul({k_i}, {n_il}, {sl(g, 1)})")
                     body.append(f"if {g} is not None:")
                     body += ["    " + x for x in sub]
+        # the gradients of the final states (carried to the next chunk of steps): u[T-1]
+        if form == "gq":
+            for i in states:
+                for l in states:
+                    g = gF[l]
+                    if g is None or Nm[(i, l)] == 0:
+                        continue
+                    sub = []
+                    n_il = lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}")
+                    n_last = f"{n_il}[-1]" if lean.is_big(Nm[(i, l)]) else n_il
+                    if ("K", i) not in key_of:
+                        k_i = nm.fresh(f"K_{i}")
+                        body.append(f"{k_i} = torch.zeros_like({like_c})")
+                        key_of[("K", i)] = k_i
+                        coded[k_i] = (k_i, True, False)
+                    k_i, big, _num = coded[key_of[("K", i)]]
+                    if not big:
+                        body.append(f"{k_i} = {k_i} + torch.zeros_like({like_c})")
+                        coded[key_of[("K", i)]] = (k_i, True, False)
+                    sub.append(f"{k_i} = {k_i}.clone()")  # it may be a view of a gradient
+                    sub.append(f"{k_i}[-1] += {n_last} * {g}")
+                    body.append(f"if {g} is not None and t1 == T:")
+                    body += ["    " + x for x in sub]
         # -------- what is wanted: gradients of the per-step inputs and static tensors
         wanted = [(f"step:{k}", gX[k].subs(zero)) for k in plan.step_names] + [
             (f"static:{k}", gP[k].subs(zero)) for k in plan.static_names]
@@ -420,10 +444,11 @@ class Derivation:
             else:
                 pre_loop.append(f"{gout[k]} = None")
         for i in states:
-            if form == "gq" or not gS[i]:
+            last = gS[i] and f"{gS[i]}[T]" or gF[i]  # the gradient of the final state
+            if form == "gq" or not last:
                 pre_loop.append(f"{carry[i]} = torch.zeros_like({like}[0])")
             else:
-                pre_loop.append(f"{carry[i]} = {gS[i]}[T] if {gS[i]} is not None else "
+                pre_loop.append(f"{carry[i]} = {last} if {gS[i] or gF[i]} is not None else "
                                 f"torch.zeros_like({like}[0])")
 
         def chain(base, terms, out):

@@ -86,7 +86,8 @@ class ScanGen:
     ``autograd.Function`` tying them together."""
 
     def __init__(self, plan: NeuronPlan, cls: str, need_pre: set[str], compiled: bool,
-                 need_post: set[str] | None = None):
+                 need_post: set[str] | None = None, carry: bool = False):
+        self.carry = carry  # the final states are differentiable (carried to the next call)
         self.plan = plan
         self.cls = cls
         self.n = plan.neuron
@@ -167,7 +168,8 @@ class ScanGen:
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
                         backward=add_dels(prune(bwd)),
-                        nondiff=[F[s] for s in plan.states if s in F] + (["r"] if R > 0 else []),
+                        nondiff=([] if self.carry else [F[s] for s in plan.states if s in F]) +
+                        (["r"] if R > 0 else []),
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
