@@ -41,9 +41,11 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -73,6 +75,8 @@ IMPLS = ["spikedsl", "spikedsl+compile", "snntorch-same", "snntorch-same+compile
          "snntorch-default", "snntorch-default+compile", "norse", "gemm"]
 MODES = {"cpu1": (1, "cpu"), "wall2": (2, "wall")}
 TAG = "@@bench "  # prefix of the worker's protocol lines (anything else is ignored)
+# inductor's cache of this benchmark (not the machine-wide one, which others may clear)
+INDUCTOR_CACHE = os.path.join(tempfile.gettempdir(), f"spikedsl-bench-inductor-{os.getuid()}")
 
 
 def spec(cfg) -> str:
@@ -369,14 +373,18 @@ def worker(impl: str, cname: str, threads: int, clock: str, warmup: int) -> None
     except OSError:
         pass
     _say({"ready": True, "build_s": built, "threads": torch.get_num_threads()})
+    faults = []
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             a = clk()
             step()
             _say({"t": clk() - a})
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         elif cmd == "stats":
-            _say({"peak_mib": (_vm("VmHWM") - rss) / 1024, "dynamo": _dynamo_summary()})
+            _say({"peak_mib": (_vm("VmHWM") - rss) / 1024, "dynamo": _dynamo_summary(),
+                  "faults": statistics.median(faults) if faults else 0})
         elif cmd == "quit":
             return
 
@@ -385,6 +393,7 @@ class Worker:
     def __init__(self, impl, cname, threads, clock, warmup, log):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS=str(threads))
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", INDUCTOR_CACHE)
         self.impl = impl
         self.p = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", impl, cname,
@@ -443,6 +452,7 @@ def run_config(cname, impls, mode, rounds, warmup, log) -> dict:
             "median_ms": med, "min_ms": {k: min(v) * 1e3 for k, v in times.items()},
             "speedup": {o: {k: ratio(o, k) for k in impls} for o in ours},
             "peak_mib": {k: s["peak_mib"] for k, s in stats.items()},
+            "page_faults_per_step": {k: s["faults"] for k, s in stats.items()},
             "dynamo": {k: s["dynamo"] for k, s in stats.items() if k.endswith("+compile")},
             "build_s": {k: w.info["build_s"] for k, w in workers.items()}}
 
@@ -456,12 +466,12 @@ def print_table(res: dict, impls: list[str]) -> None:
     head = f"   | {'implementation':26s} | median ms | min ms |"
     for o in ours:
         head += f" {o} is x faster |"
-    print(head + " peak MiB |")
+    print(head + " peak MiB | page faults |")
     for k in impls:
         row = f"   | {k:26s} | {res['median_ms'][k]:9.1f} | {res['min_ms'][k]:6.1f} |"
         for o in ours:
             row += f" {res['speedup'][o][k]:{len(o) + 13}.2f} |"
-        print(row + f" {res['peak_mib'][k]:8.0f} |")
+        print(row + f" {res['peak_mib'][k]:8.0f} | {res['page_faults_per_step'][k]:11.0f} |")
     for k, d in res["dynamo"].items():
         print(f"   {k}: {d['graphs']} graph(s), {d['graph_breaks']} graph break(s), "
               f"frames {d['frames']}")
