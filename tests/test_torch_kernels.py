@@ -79,6 +79,7 @@ def test_maxpool2_is_used_for_2x2_windows_only():
 
 
 # ------------------------------------------------------------------ dense products
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
 def test_linear_takes_onednn_for_large_float32_products_only():
     ns, _ = helpers()
     if not ns._ONEDNN:
@@ -230,3 +231,18 @@ network Net {
     xx = x.clone().requires_grad_()
     m(xx)["h"].sum().backward()
     assert xx.grad.abs().max() > 0
+
+
+@pytest.mark.slow
+def test_the_whole_module_compiles():
+    """torch.compile(module) traces the generated module (the oneDNN product
+    steps aside while torch.compile traces: inductor lowers F.linear itself)."""
+    _, m = helpers(width=96)
+    m.to(torch.float32)
+    x = (torch.rand((3, 40, 2, 7, 9), generator=torch.Generator().manual_seed(2)) < 0.5).float()
+    ref = m(x)["d"]
+    torch._dynamo.reset()
+    out = torch.compile(m)(x)["d"]
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    assert m.c.weight.grad is not None
