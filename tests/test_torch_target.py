@@ -292,7 +292,7 @@ network Net {
 
 
 @pytest.mark.parametrize("elements", [4 * 108, 9 * 4 * 108, 1 << 30])
-def test_chunked_forward_equals_the_step_path(monkeypatch, elements):
+def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=False):
     """A feed-forward network runs chunk by chunk of steps (1, 3 and all 11
     here); the neuron states and their gradients cross the chunk boundaries."""
     from spikedsl.targets.torch import NetGen, _load_class
@@ -300,7 +300,7 @@ def test_chunked_forward_equals_the_step_path(monkeypatch, elements):
 
     monkeypatch.setattr(_torch_network, "STEP_CHUNK_ELEMENTS", elements)
     net = net_of(CHUNKABLE)
-    src = NetGen(net, fast=True, compiled=False).render()
+    src = NetGen(net, fast=True, compiled=compiled).render()
     assert f"chunk = max(1, min(T, {elements} // (B * 108)))" in src
     fast = _load_class(src, "Net")(seed=3, dtype=F64)
     slow = build(net, dtype=F64, fast=False, seed=3)
@@ -327,6 +327,11 @@ def test_chunked_forward_equals_the_step_path(monkeypatch, elements):
         assert grads[0][k].abs().max() > 0, k
     for k in ("c.v", "a.v", "a.syn", "q.v", "q:refractory"):
         torch.testing.assert_close(fast.state[k], slow.state[k], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_compiled_chunked_forward_equals_the_step_path(monkeypatch):
+    test_chunked_forward_equals_the_step_path(monkeypatch, 9 * 4 * 108, compiled=True)
 
 
 @pytest.mark.slow
