@@ -18,7 +18,10 @@ same weights:
 * ``norse``                     ``LIFBoxCell`` in a loop (its own discretisation, same cost)
 * ``gemm``                      the floor: the matrix products of forward and backward
                                 alone (``F.linear`` / ``F.conv2d`` as a user calls them, with
-                                fixed output gradients), no neuron, no optimiser
+                                fixed output gradients, on the chunks of steps the generated
+                                module uses), no neuron, no optimiser
+* ``gemm-onednn``               the same with the dense products through oneDNN, as the
+                                generated module computes them
 
 Python float parameters, float32 throughout.  Every implementation runs in a
 fresh process of its own (one compiled model per process: dynamo's recompile
@@ -72,7 +75,7 @@ CONFIGS = {
     "conv100": {"kind": "conv", "T": 100, "B": 32},
 }
 IMPLS = ["spikedsl", "spikedsl+compile", "snntorch-same", "snntorch-same+compile",
-         "snntorch-default", "snntorch-default+compile", "norse", "gemm"]
+         "snntorch-default", "snntorch-default+compile", "norse", "gemm", "gemm-onednn"]
 MODES = {"cpu1": (1, "cpu"), "wall2": (2, "wall")}
 TAG = "@@bench "  # prefix of the worker's protocol lines (anything else is ignored)
 # inductor's cache of this benchmark (not the machine-wide one, which others may clear)
@@ -215,12 +218,17 @@ def copy_weights(src, dst_mods, cfg):
 
 class GemmFloor(torch.nn.Module):
     """The matrix products of one training step and nothing else: every
-    projection's forward (on all T steps at once) and backward (the weight and
-    bias gradients, and the gradient of its input where a layer below needs
-    it), with fixed spike inputs and fixed output gradients."""
+    projection's forward and backward (the weight and bias gradients, and the
+    gradient of its input where a layer below needs it), with fixed spike
+    inputs and fixed output gradients, on the chunks of steps the generated
+    module uses (large tensors would add page faults to the floor).
+    ``onednn``: the dense products through the generated module's
+    ``_linear`` (oneDNN) instead of ``F.linear``."""
 
-    def __init__(self, cfg, base):
+    def __init__(self, cfg, base, onednn=False):
         super().__init__()
+        from spikedsl.targets.torch.network import STEP_CHUNK_ELEMENTS
+
         T, B = cfg["T"], cfg["B"]
         g = torch.Generator().manual_seed(2)
         spikes = lambda *shape: (torch.rand(shape, generator=g) < 0.2).float()  # noqa: E731
@@ -228,19 +236,37 @@ class GemmFloor(torch.nn.Module):
                                          if isinstance(m, torch.nn.Linear | torch.nn.Conv2d))
         copy_weights(base, list(self.projs), cfg)
         if cfg["kind"] == "mlp":
+            widest = 256
             self.srcs = [spikes(T, B, 784), spikes(T, B, 256).requires_grad_()]
         else:
-            self.srcs = [spikes(T * B, 1, 28, 28), spikes(T * B, 12, 12, 12).requires_grad_(),
+            widest = 12 * 24 * 24
+            self.srcs = [spikes(T, B, 1, 28, 28), spikes(T, B, 12, 12, 12).requires_grad_(),
                          spikes(T, B, 512).requires_grad_()]
+        self.chunk = max(1, min(T, STEP_CHUNK_ELEMENTS // (B * widest)))
+        self.T = T
+        linear = type(base)._spikedsl_namespace["_linear"] if onednn else \
+            torch.nn.functional.linear
+
+        def apply(p, x):
+            if isinstance(p, torch.nn.Conv2d):
+                return p(x.flatten(0, 1))
+            return linear(x, p.weight, p.bias)
+
+        self.apply_proj = apply
         with torch.no_grad():
-            self.grads = [torch.randn(p(s).shape, generator=g) * 1e-3
+            self.grads = [torch.randn(apply(p, s).shape, generator=g) * 1e-3
                           for p, s in zip(self.projs, self.srcs)]
 
     def step(self):
         for s in self.srcs:
             s.grad = None
-        outs = [p(s) for p, s in zip(self.projs, self.srcs)]
-        torch.autograd.backward(outs, self.grads)
+        for t0 in range(0, self.T, self.chunk):
+            t1 = min(t0 + self.chunk, self.T)
+            outs = [self.apply_proj(p, s[t0:t1]) for p, s in zip(self.projs, self.srcs)]
+            n = (t1 - t0) * self.srcs[0].shape[1]
+            grads = [g[t0:t1] if g.shape[0] == self.T else g[t0 * n // (t1 - t0):][:n]
+                     for g in self.grads]
+            torch.autograd.backward(outs, grads)
 
 
 def make(impl, cfg):
@@ -271,9 +297,9 @@ def data(cfg, seed=0):
 
 
 def trainer(impl, cfg):
-    if impl == "gemm":
+    if impl.startswith("gemm"):
         base, _ = spikedsl_model(cfg)
-        return GemmFloor(cfg, base).step
+        return GemmFloor(cfg, base, onednn=impl == "gemm-onednn").step
     params, fwd = make(impl, cfg)
     opt = torch.optim.Adam(params.parameters(), lr=1e-3)
     x, y = data(cfg)
@@ -477,6 +503,41 @@ def print_table(res: dict, impls: list[str]) -> None:
               f"frames {d['frames']}")
 
 
+NAMES = {"spikedsl": "spikedsl (eager)", "spikedsl+compile": "spikedsl + compile",
+         "snntorch-same": "snnTorch, same semantics", "snntorch-same+compile":
+         "snnTorch, same semantics + compile", "snntorch-default": "snnTorch defaults",
+         "snntorch-default+compile": "snnTorch defaults + compile", "norse": "Norse",
+         "gemm": "matrix products alone (floor)",
+         "gemm-onednn": "matrix products alone, dense ones through oneDNN"}
+
+
+def markdown(results: dict) -> str:
+    """The tables of docs/benchmarks.md from the JSON results."""
+    out = []
+    for cname, entry in results["configs"].items():
+        cfg = entry["config"]
+        for mode in MODES:
+            res = entry.get(mode)
+            if res is None:
+                continue
+            la = res["load_average"]
+            out.append(f"**{cname}** ({cfg['kind']}, T = {cfg['T']}, batch {cfg['B']}), "
+                       f"{res['threads']} thread(s), "
+                       f"{'CPU time' if res['clock'] == 'cpu' else 'wall clock'}, "
+                       f"load average {la[0]:.1f} -> {la[1]:.1f}:\n")
+            ours = list(res["speedup"])
+            out.append("| implementation | median ms | " + " | ".join(
+                f"{NAMES[o]} is x faster" for o in ours) + " | peak MiB | page faults / step |")
+            out.append("|---|---:|" + "---:|" * len(ours) + "---:|---:|")
+            for k, ms in res["median_ms"].items():
+                ratios = " | ".join(f"{res['speedup'][o][k]:.2f}" for o in ours)
+                out.append(f"| {NAMES.get(k, k)} | {ms:.1f} | {ratios} | "
+                           f"{res['peak_mib'][k]:.0f} | "
+                           f"{res['page_faults_per_step'][k]:.0f} |")
+            out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="mlp25,mlp100,conv25,conv100")
@@ -487,11 +548,16 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the float64 comparison")
     ap.add_argument("--log", default=os.devnull, help="the workers' stderr goes here")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", metavar="JSON", help="print the tables of a --json file")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         impl, cname, threads, clock, warmup = args.worker
         worker(impl, cname, int(threads), clock, int(warmup))
+        return
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(markdown(json.load(fh)))
         return
     impls = args.impls.split(",")
     results: dict = {"torch": torch.__version__, "cpus": os.cpu_count(), "configs": {}}
