@@ -387,17 +387,16 @@ def test_generated_code_is_deterministic():
 
 
 def test_generated_code_imports_only_torch_and_math_and_passes_ruff(tmp_path):
-    net = net_of(FEATURES)
     files = []
-    for fast in (True, False):
-        for comp in (False, True):
-            src = convert(net, fast=fast, compile=comp)
-            imports = {ln.split()[1] for ln in src.splitlines()
-                       if ln.startswith(("import ", "from "))}
-            assert imports <= {"math", "torch", "torch.nn.functional"}, imports
-            p = tmp_path / f"gen_{int(fast)}{int(comp)}.py"
-            p.write_text(src)
-            files.append(str(p))
+    for fast, comp, net in [(f, c, n) for f in (True, False) for c in (False, True)
+                            for n in (net_of(FEATURES), net_of(CHUNKABLE))]:
+        src = convert(net, fast=fast, compile=comp)
+        imports = {ln.split()[1] for ln in src.splitlines()
+                   if ln.startswith(("import ", "from "))}
+        assert imports <= {"math", "torch", "torch.nn.functional"}, imports
+        p = tmp_path / f"gen_{len(files)}.py"
+        p.write_text(src)
+        files.append(str(p))
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
     if not os.path.exists(ruff):
         pytest.skip("ruff is not installed")
