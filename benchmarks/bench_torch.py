@@ -317,7 +317,8 @@ def trainer(impl, cfg):
 # ------------------------------------------------------------------ numerics
 def check_numerics(cfg, B=8, seed=1) -> dict:
     """spikedsl vs snnTorch with the same semantics, float64, same weights:
-    output spikes and weight gradients."""
+    output spikes and the gradients of the weights and biases (the largest
+    difference relative to the largest gradient of the same tensor)."""
     import snntorch.surrogate as sg
 
     class FastSigmoid64(sg.FastSigmoid):  # snnTorch's surrogate, spikes kept in float64
@@ -346,8 +347,9 @@ def check_numerics(cfg, B=8, seed=1) -> dict:
     projs = [q for q in ref.mods if isinstance(q, torch.nn.Linear | torch.nn.Conv2d)]
     gmax = 0.0
     for name, q in zip(_names(cfg), projs):
-        g1 = getattr(m, name).weight.grad
-        gmax = max(gmax, float((g1 - q.weight.grad).abs().max() / g1.abs().max().clamp(min=1e-30)))
+        for attr in ("weight", "bias"):
+            g1, g2 = getattr(getattr(m, name), attr).grad, getattr(q, attr).grad
+            gmax = max(gmax, float((g1 - g2).abs().max() / g1.abs().max().clamp(min=1e-30)))
     return {"spikes_equal": bool(torch.equal(a, b)), "spikes": int(a.sum()),
             "max_rel_grad_diff": gmax}
 
