@@ -237,12 +237,15 @@ class GemmFloor(torch.nn.Module):
         copy_weights(base, list(self.projs), cfg)
         if cfg["kind"] == "mlp":
             widest = 256
-            self.srcs = [spikes(T, B, 784), spikes(T, B, 256).requires_grad_()]
+            self.srcs = [spikes(T, B, 784), spikes(T, B, 256)]
+            self.need_grad = [False, True]
         else:
             widest = 12 * 24 * 24
-            self.srcs = [spikes(T, B, 1, 28, 28), spikes(T, B, 12, 12, 12).requires_grad_(),
-                         spikes(T, B, 512).requires_grad_()]
-        self.chunk = max(1, min(T, STEP_CHUNK_ELEMENTS // (B * widest)))
+            self.srcs = [spikes(T, B, 1, 28, 28), spikes(T, B, 12, 12, 12), spikes(T, B, 512)]
+            self.need_grad = [False, True, True]
+        chunks = -(-T // max(1, min(T, STEP_CHUNK_ELEMENTS // (B * widest))))
+        self.bounds = [((k * T + chunks - 1) // chunks, ((k + 1) * T + chunks - 1) // chunks)
+                       for k in range(chunks)]  # as the generated module splits the steps
         self.T = T
         linear = type(base)._spikedsl_namespace["_linear"] if onednn else \
             torch.nn.functional.linear
@@ -258,11 +261,11 @@ class GemmFloor(torch.nn.Module):
                           for p, s in zip(self.projs, self.srcs)]
 
     def step(self):
-        for s in self.srcs:
-            s.grad = None
-        for t0 in range(0, self.T, self.chunk):
-            t1 = min(t0 + self.chunk, self.T)
-            outs = [self.apply_proj(p, s[t0:t1]) for p, s in zip(self.projs, self.srcs)]
+        for t0, t1 in self.bounds:
+            # the input gradient of one chunk (a leaf per chunk: no [T, ...] gradient buffer)
+            xs = [s[t0:t1].detach().requires_grad_(need)
+                  for s, need in zip(self.srcs, self.need_grad)]
+            outs = [self.apply_proj(p, x) for p, x in zip(self.projs, xs)]
             n = (t1 - t0) * self.srcs[0].shape[1]
             grads = [g[t0:t1] if g.shape[0] == self.T else g[t0 * n // (t1 - t0):][:n]
                      for g in self.grads]

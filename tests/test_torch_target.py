@@ -293,8 +293,9 @@ network Net {
 
 @pytest.mark.parametrize("elements", [4 * 108, 9 * 4 * 108, 1 << 30])
 def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=False):
-    """A feed-forward network runs chunk by chunk of steps (1, 3 and all 11
-    here); the neuron states and their gradients cross the chunk boundaries."""
+    """A feed-forward network runs chunk by chunk of steps (11 chunks of 1, 2
+    of 6 and 5, 1 of 11 here); the neuron states and their gradients cross the
+    chunk boundaries."""
     from spikedsl.targets.torch import NetGen, _load_class
     from spikedsl.targets.torch import network as _torch_network
 

@@ -405,10 +405,13 @@ class NetGen(StepMixin):
         L += self.carry
         L.append("# the layers run chunk by chunk of steps: the tensors of one chunk stay small")
         L.append(f"chunk = max(1, min(T, {STEP_CHUNK_ELEMENTS} // (B * {widest})))")
+        L.append("chunks = -(-T // chunk)")
         for k in keys:
             L.append(f"{parts[k]} = []")
-        L.append("for t0 in range(0, T, chunk):")
-        L.append("    t1 = min(t0 + chunk, T)")
+        L.append("t1 = 0")
+        L.append("for k in range(chunks):")
+        L.append("    # lengths differ by at most 1, longer first: the allocator reuses the blocks")
+        L.append("    t0, t1 = t1, ((k + 1) * T + chunks - 1) // chunks")
         L.append("    n = t1 - t0")
         L += ["    " + x for x in body]
         for k in keys:
