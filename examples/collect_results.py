@@ -22,6 +22,10 @@ def pct(v) -> str:
     return f"{100 * v:.1f} %"
 
 
+def pm(mean, std) -> str:
+    return f"{100 * mean:.1f} ± {100 * std:.1f} %"
+
+
 def fmt_time(r: dict) -> str:
     return f"{r.get('wall_seconds', 0):.0f} s / {r.get('cpu_seconds', 0):.0f} s"
 
@@ -41,26 +45,32 @@ def rows() -> list[list[str]]:
     r = load("mdn_classifier")
     if r:
         paper = {"lif1": "98.69", "fs": "98.67", "rs": "98.33", "sds": "94.87", "wds": "95.34"}
+        n = len(r.get("seeds", [0]))
         for key, run in r["runs"].items():
-            out.append(["mdn_classifier", f"{run['label']}, {r['epochs']} ep.",
-                        "test accuracy (last / best epoch)",
-                        f"{pct(run['test_accuracy'])} / {pct(run['best_test_accuracy'])}",
-                        f"MNIST {paper[key]} % (Table 3)" if key in paper else "-",
+            out.append(["mdn_classifier", f"{run['label']}, {r['epochs']} ep., {n} seeds",
+                        "test accuracy, mean ± std (last / best epoch)",
+                        (f"{pm(run['test_accuracy'], run.get('test_accuracy_std', 0.0))} / "
+                         f"{pm(run['best_test_accuracy'], run.get('best_test_accuracy_std', 0.0))}"),
+                        f"MNIST {paper[key]} % (Table 3, 5 seeds)" if key in paper else "-",
                         fmt_time(r) if key == "lif" or len(r["runs"]) == 1 else "",
                         "python examples/mdn_classifier/run.py" if key == "lif" else ""])
         th = r.get("theta")
         if th:
             cl = th["clusters"]
-            out.append(["mdn_classifier", "k-means of learned theta (mean shift M)",
-                        "clusters (a,b) / (c,d)", f"{cl['ab']['M']} / {cl['cd']['M']}",
-                        "MNIST: 1 / 3 (sect. 4.3)", "", ""])
+            if "M_ab_mean_std" in th:
+                (ab, sab), (cd, scd) = th["M_ab_mean_std"], th["M_cd_mean_std"]
+                value = f"{ab:.1f} ± {sab:.1f} / {cd:.1f} ± {scd:.1f}"
+            else:
+                value = f"{cl['ab']['M']} / {cl['cd']['M']}"
+            out.append(["mdn_classifier", f"k-means of learned theta (mean shift M), {n} seeds",
+                        "clusters (a,b) / (c,d)", value, "MNIST: 1 / 3 (sect. 4.3)", "", ""])
     r = load("conv_lstm")
     if r:
         for run in r["runs"].values():
             m, p, t2 = run["mean_bce"], run["paper_units"], run["paper_table2"]
             n = run["n_train"] + run["n_val"]
             out.append(["conv_lstm", f"SConvLSTM seqGraph {n}, {run['epochs']} ep.",
-                        "train/val loss start -> end (paper unit)",
+                        "train/val loss start -> end (paper unit; per-step batch norm)",
                         (f"{p['train_start']:.1f}/{p['val_start']:.2f} -> {p['train_end']:.2f}/"
                         f"{p['val_end']:.2f} (BCE/pixel {m['val_end']:.4f})"),
                         (f"{t2['train_start']}/{t2['val_start']} -> {t2['train_end']}/"

@@ -108,16 +108,24 @@ def test_autoencoder_smoke(tmp_path):
 
 def test_mdn_classifier_smoke(tmp_path):
     res = _smoke("mdn_classifier", tmp_path)
-    assert res["runs"]
+    assert res["runs"] and len(res["seeds"]) == 2
     for r in res["runs"].values():
-        assert 0.0 <= r["test_accuracy"] <= 1.0
+        accs = [s["test_accuracy"] for s in r["seeds"]]
+        assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)
+        assert abs(r["test_accuracy"] - sum(accs) / 2) < 1e-12
+        assert abs(r["test_accuracy_std"] - abs(accs[0] - accs[1]) / 2 ** 0.5) < 1e-12
     assert res["theta"]["clusters"]["abcd"]["centres"]
+    assert len(res["theta"]["M_ab"]) == 2 and len(res["theta"]["seeds"]) == 2
 
 
 def test_conv_lstm_smoke(tmp_path):
     res = _smoke("conv_lstm", tmp_path)
     run = next(iter(res["runs"].values()))
     assert all(v > 0 for v in run["mean_bce"].values())
+    # evaluated as trained (per-step batch norm): the trainer's test loss after the
+    # last epoch is the validation loss recomputed in evaluation mode
+    assert len(run["trajectory"]) == 2
+    assert abs(run["val_end_recomputed"] - run["mean_bce"]["val_end"]) < 1e-5
 
 
 def test_spiking_gan_smoke(tmp_path):

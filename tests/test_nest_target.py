@@ -253,6 +253,23 @@ def test_cuba_verify_agrees_with_the_reference_under_the_delay_mapping(capsys):
     assert code == 0 and "reference@nest ~ nest" in text and "verified" in text
 
 
+def test_simulate_cli_runs_nest_and_saves_what_nest_records(tmp_path, capsys):
+    """``spikedsl simulate -t nest``: the spikes equal the NEST target's, the
+    membrane trace is the state after the reset (NEST has no pre-reset value)."""
+    spec = tmp_path / "cuba.spk"
+    spec.write_text(cuba_small(1000))
+    out = tmp_path / "run.npz"
+    code = cli(["simulate", str(spec), "-t", "nest", "--threads", "2", "-o", str(out),
+                "--plot", str(tmp_path / "plots")])
+    text = capsys.readouterr().out
+    assert code == 0 and "target nest" in text, text
+    saved = np.load(out)
+    direct = nest_target.run(net_of(cuba_small(1000), "CUBA"), None, record=["exc.v"])
+    np.testing.assert_array_equal(saved["exc"], direct["exc"])
+    np.testing.assert_array_equal(saved["exc.v"], direct["exc.v"])
+    assert saved["exc"].sum() > 10 and (tmp_path / "plots" / "traces.png").exists()
+
+
 def test_results_do_not_depend_on_the_number_of_threads():
     net = net_of(CUBA, "CUBA")
     one = nest_target.run(net, None, record=["exc.v", "exc.ge"], threads=1, batch=2)
@@ -317,6 +334,41 @@ def test_an_unmatched_neuron_is_refused_quickly_naming_the_nearest_builtin():
                    "iaf_psc_delta's dV_m/dt = -(V_m - E_L) / tau_m + (I_e + I) / C_m has not")
     with pytest.raises(Unsupported, match="the nearest is iaf_psc_delta"):
         targets.run("nest", net, np.zeros((10, 1, 2)))
+
+
+def test_an_exact_three_state_neuron_with_an_additive_reset_is_refused_not_crashed():
+    """Linear dynamics with an adaptation-like state but an exact step: every
+    matcher refuses (aeif_cond_exp's reads the derivatives, which an exact step
+    does not have), none raises."""
+    net = net_of("""
+neuron A {
+    param tau_w = 100 ms
+    param tau_s = 5 ms
+    param a = 2 nS
+    param C = 200 pF
+    param g = 10 nS
+    state v = 0 mV
+    state w = 0 pA
+    state s = 0 pA
+    input I : pA
+    dv/dt = (-g * v - w + s) / C
+    dw/dt = (a * v - w) / tau_w
+    ds/dt = -s / tau_s
+    jump s += I
+    spike v >= 10 mV
+    reset v = 0 mV; w += 10 pA
+    refractory 2 ms [clamp v]
+}
+network Net {
+    dt = 0.1 ms
+    steps = 50
+    input x[2] : direct
+    layer h[2] = A <- one_to_one(x, weight = 500 pA)
+    output h
+}
+""")
+    err = targets.refusal("nest", net)
+    assert err is not None and "NEST cannot express neuron 'A'" in err.diagnostics[0].message
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -267,3 +267,29 @@ def test_generated_norse_module_passes_ruff(tmp_path):
     r = subprocess.run([ruff, "check", "--isolated", *files], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("target", ["nir", "norse", "nest"])
+def test_the_refusal_of_an_imported_neuron_points_at_its_own_file(target, tmp_path, capsys):
+    """A neuron defined in another file is refused at its line in that file
+    (not at that line number of the network's file)."""
+    if targets.unavailable(target):
+        pytest.skip(targets.unavailable(target))
+    (tmp_path / "n.spk").write_text(
+        "# neurons\n\nneuron Q {\n    param tau = 10 ms\n    state v = 0\n    state w = 0\n"
+        "    input I\n    dv/dt = (-v + I + v*w) / tau\n    dw/dt = -w / tau\n"
+        "    spike v >= 1\n    reset v = 0\n}\n")
+    (tmp_path / "net.spk").write_text(
+        'import "n.spk"\nnetwork N {\n    dt = 1 ms\n    steps = 5\n    input x[2] : direct\n'
+        "    layer h[2] = Q <- dense(x)\n    output h\n}\n")
+    net = spikedsl.load(str(tmp_path / "net.spk")).network("N").ir
+    err = targets.refusal(target, net)
+    assert err is not None
+    text = err.render() if hasattr(err, "render") else str(err)
+    assert f"{tmp_path / 'n.spk'}:3:1: error:" in text, text
+    assert "neuron Q {" in text, text
+    if target == "nest":  # the command line gives the same answer, no traceback
+        code = cli(["simulate", str(tmp_path / "net.spk"), "-t", "nest"])
+        err = capsys.readouterr().err
+        assert code == 1 and f"{tmp_path / 'n.spk'}:3:1: error: NEST cannot express" in err, err
+        assert "Traceback" not in err

@@ -302,7 +302,7 @@ def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=Fa
     monkeypatch.setattr(_torch_network, "STEP_CHUNK_ELEMENTS", elements)
     net = net_of(CHUNKABLE)
     src = NetGen(net, fast=True, compiled=compiled).render()
-    assert f"chunk = max(1, min(T, {elements} // (B * 108)))" in src
+    assert f"chunk = max(1, min(T, {elements} // max(1, B * 108)))" in src
     fast = _load_class(src, "Net")(seed=3, dtype=F64)
     slow = build(net, dtype=F64, fast=False, seed=3)
     with torch.no_grad():
@@ -328,6 +328,7 @@ def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=Fa
         assert grads[0][k].abs().max() > 0, k
     for k in ("c.v", "a.v", "a.syn", "q.v", "q:refractory"):
         torch.testing.assert_close(fast.state[k], slow.state[k], rtol=1e-10, atol=1e-12)
+    assert fast(x[:, :0])["q"].shape[:2] == (11, 0)  # an empty batch (a rank without data)
 
 
 @pytest.mark.slow

@@ -334,6 +334,18 @@ def test_seeded_runs_are_reproducible(spec, tmp_path):
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
 
 
+def test_seed_override_changes_the_run(spec, tmp_path):
+    base = _run(spec, "small", tmp_path, "a", epochs=1)
+    _run(spec, "small", tmp_path, "b", epochs=1, seed=base.config.seed)
+    other = _run(spec, "small", tmp_path, "c", epochs=1, seed=base.config.seed + 1)
+    assert other.config.seed == base.config.seed + 1
+    w = {r: _weights(tmp_path / r / "weights.npz") for r in "abc"}
+    assert all(np.array_equal(w["a"][k], w["b"][k]) for k in w["a"])
+    assert not all(np.array_equal(w["a"][k], w["c"][k]) for k in w["a"])
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        _run(spec, "small", tmp_path, "d", epochs=1, seed=-1)
+
+
 def _interrupt_at(epoch, batch):
     def cb(info):
         if info["epoch"] == epoch and info["batch"] == batch:

@@ -1,20 +1,27 @@
 """Meta-dynamic neurons classifier (Cheng, Zhang, Jia & Xu, paper 003), one command:
 
-    python examples/mdn_classifier/run.py          # 64-128-10 on digits, 7 neuron types (~3 min)
-    python examples/mdn_classifier/run.py --full   # 784-500-10 on MNIST, 20 epochs each
-    python examples/mdn_classifier/run.py --smoke  # seconds: 1 epoch on 200 samples
+    python examples/mdn_classifier/run.py          # 64-128-10 on digits, 7 neuron types,
+                                                   # 5 seeds, 20 epochs each (~3 min CPU)
+    python examples/mdn_classifier/run.py --full   # 784-500-10 on MNIST (data/mnist IDX
+                                                   # files), 5 seeds, 20 epochs each
+    python examples/mdn_classifier/run.py --smoke  # seconds: 2 seeds, 1 epoch on 200 samples
+    options: --seeds N (number of seeds, from --seed on), --epochs N
 
 Every network of mdn_classifier.spk is trained by its own `train` block
 (`spikedsl.runtime.train`, torch target; rate-coded MSE loss, eq. 4; Adam lr 1e-3,
 batch 100): the library LIF, the paper's 1st-order meta neuron (its "LIF"),
 the four 2nd-order presets of Table 2 (2-FS, 2-RS, 2-SDS, 2-WDS) and the
-2nd-order MDN with per-neuron trainable theta. Then the learned theta are
-clustered as in sect. 3.3 / 4.3: (theta_a, theta_b) and (theta_c, theta_d)
-pairs separately, the number of clusters M from mean shift, then k-means
-with K = M (scikit-learn); plus a 4-D k-means with K = 4 whose centres are
-set next to the Table 2 presets.
+2nd-order MDN with per-neuron trainable theta, each with five seeds (the
+paper averages five runs; here the seeds change the initial weights, the
+input spikes and the batch order, the data split stays fixed): test accuracy
+as mean +- standard deviation over the seeds (sample std, ddof = 1). Then
+the learned theta of every seed's MDN are clustered as in sect. 3.3 / 4.3:
+(theta_a, theta_b) and (theta_c, theta_d) pairs separately, the number of
+clusters M from mean shift, then k-means with K = M (scikit-learn); plus a
+4-D k-means with K = 4 whose centres are set next to the Table 2 presets.
 
-Figures: out/accuracy.png (test accuracy per epoch), out/theta_clusters.png,
+Figures: out/accuracy.png (test accuracy per epoch, mean +- std over the
+seeds), out/theta_clusters.png (the first seed's learned theta),
 out/result.png. Table: printed and in out/results.json.
 """
 
@@ -93,8 +100,24 @@ def cluster(theta, seed: int = 0) -> dict:
     return res
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single value)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def pm(values, scale: float = 100.0, digits: int = 1) -> str:
+    m, s = mean_std(values)
+    return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+
+
 def main(argv=None) -> int:
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds, --seed, --seed + 1, ... (default 5; --smoke: 2)")
+    args = p.parse_args(argv)
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import numpy as np
@@ -107,59 +130,105 @@ def main(argv=None) -> int:
     if args.full:
         C.need_mnist("the 784-500-10 classifiers")
     epochs = args.epochs or (1 if args.smoke else 20)
+    n_seeds = args.seeds or (2 if args.smoke else 5)
+    seeds = [args.seed + i for i in range(n_seeds)]
     limit = 200 if args.smoke else None
     models = MODELS if not args.smoke else [MODELS[1], MODELS[2], MODELS[-1]]
 
     results = {"example": "mdn_classifier", "mode": C.mode(args), "epochs": epochs,
-               "runs": {}}
-    histories, theta = {}, None
+               "seeds": seeds, "runs": {}}
+    histories: dict[str, list] = {}
+    thetas: list[dict] = []  # per seed: {layer: [n, 4]}
     for key, label in models:
         name = f"{prefix}_{key}"
         clock = C.Clock()
-        print(f"== {name}: {label}")
-        res = train(prog, name, run_dir=out / name, epochs=epochs, limit=limit, progress=True,
-                    log=lambda m: print("  " + m))
-        if not res.ok:
-            print(f"training stopped: {res.status}: {res.message}")
-            return 1
-        h = res.history
-        acc = [r["test_accuracy"] for r in h]
-        histories[key] = acc
+        per_seed = []
+        for seed in seeds:
+            print(f"== {name} seed {seed}: {label}")
+            res = train(prog, name, run_dir=out / f"{name}_s{seed}", epochs=epochs,
+                        limit=limit, progress=True, log=lambda m: print("  " + m), seed=seed)
+            if not res.ok:
+                print(f"training stopped: {res.status}: {res.message}")
+                return 1
+            h = res.history
+            acc = [r["test_accuracy"] for r in h]
+            histories.setdefault(key, []).append(acc)
+            per_seed.append({"seed": seed, "test_accuracy": acc[-1],
+                             "best_test_accuracy": max(acc),
+                             "train_accuracy": h[-1]["train_accuracy"],
+                             "test_rate": h[-1].get("test_rate")})
+            if key == "mdn":
+                thetas.append(learned_theta(res.model))
+        col = {k: [r[k] for r in per_seed] for k in ("test_accuracy", "best_test_accuracy",
+                                                     "train_accuracy")}
+        rates = [r["test_rate"] for r in per_seed if r["test_rate"] is not None]
         results["runs"][key] = {
-            "label": label, "network": res.network,
-            "test_accuracy": acc[-1], "best_test_accuracy": max(acc),
-            "train_accuracy": h[-1]["train_accuracy"],
-            "test_rate": h[-1].get("test_rate"), "seconds": round(clock.elapsed(), 1),
+            "label": label, "network": res.network, "seeds": per_seed,
+            "test_accuracy": mean_std(col["test_accuracy"])[0],
+            "test_accuracy_std": mean_std(col["test_accuracy"])[1],
+            "best_test_accuracy": mean_std(col["best_test_accuracy"])[0],
+            "best_test_accuracy_std": mean_std(col["best_test_accuracy"])[1],
+            "train_accuracy": mean_std(col["train_accuracy"])[0],
+            "test_rate": float(np.mean(rates)) if rates else None,
+            "seconds": round(clock.elapsed(), 1),
         }
-        if key == "mdn":
-            theta = learned_theta(res.model)
 
     # ------------------------------------------------------------------ table
     print()
     rows = []
     for key, r in results["runs"].items():
         paper = PAPER_MNIST.get(key)
-        rows.append([r["label"], f"{100 * r['test_accuracy']:.2f}",
-                     f"{100 * r['best_test_accuracy']:.2f}", f"{100 * r['train_accuracy']:.2f}",
+        ps = r["seeds"]
+        rows.append([r["label"], pm([x["test_accuracy"] for x in ps], digits=2),
+                     pm([x["best_test_accuracy"] for x in ps], digits=2),
+                     pm([x["train_accuracy"] for x in ps], digits=2),
                      f"{r['test_rate']:.3f}" if r["test_rate"] is not None else "-",
                      f"{r['seconds']:.0f} s", f"{paper:.2f}" if paper else "-"])
-    tab = C.table(rows, ["neuron", "test acc %", "best test %", "train acc %",
-                         "output rate", "time", "paper MNIST %"])
+    tab = C.table(rows, [f"neuron ({len(seeds)} seeds, {epochs} ep.)", "test acc %",
+                         "best test %", "train acc %", "output rate", "time",
+                         "paper MNIST %"])
     print(tab)
     results["table"] = tab
 
     # ------------------------------------------------------------------ clustering
     import matplotlib.pyplot as plt
 
+    theta = thetas[0] if thetas else None
     if theta:
+        per_seed_cl = []
+        for seed, th in zip(seeds, thetas):
+            pts = np.concatenate([th[k] for k in th], 0)
+            per_seed_cl.append({"seed": seed, "mean": pts.mean(0).tolist(),
+                                "clusters": cluster(pts, seed=seed)})
         all_theta = np.concatenate([theta[k] for k in theta], 0)
-        cl = cluster(all_theta, seed=args.seed)
+        cl = per_seed_cl[0]["clusters"]
+        m_ab = [c["clusters"]["ab"]["M"] for c in per_seed_cl]
+        m_cd = [c["clusters"]["cd"]["M"] for c in per_seed_cl]
+        near = [n for c in per_seed_cl for n, size in zip(c["clusters"]["abcd"]["nearest_preset"],
+                                                          c["clusters"]["abcd"]["sizes"])
+                for _ in range(size)]
+        means = np.array([c["mean"] for c in per_seed_cl])
         results["theta"] = {
-            "n_neurons": len(all_theta),
+            "n_neurons": len(all_theta), "seed": seeds[0],
             "mean": all_theta.mean(0).tolist(), "std": all_theta.std(0).tolist(),
             "min": all_theta.min(0).tolist(), "max": all_theta.max(0).tolist(),
-            "clusters": cl}
-        print(f"\nlearned theta of {len(all_theta)} neurons (hidden + output), "
+            "clusters": cl,
+            "seeds": per_seed_cl,
+            "M_ab": m_ab, "M_cd": m_cd,
+            "M_ab_mean_std": mean_std(m_ab), "M_cd_mean_std": mean_std(m_cd),
+            "mean_over_seeds": means.mean(0).tolist(),
+            "std_over_seeds": means.std(0, ddof=1).tolist() if len(means) > 1 else [0.0] * 4,
+            "neurons_nearest_preset": {n: near.count(n) for n in sorted(set(near))},
+        }
+        print(f"\nlearned theta, {len(seeds)} seeds: mean shift M of (theta_a, theta_b) "
+              f"{m_ab} ({pm(m_ab, 1, 1)}), of (theta_c, theta_d) {m_cd} ({pm(m_cd, 1, 1)})")
+        print("  mean theta over neurons, mean ± std over seeds: " + "  ".join(
+            f"{a:+.4f} ± {b:.4f}" for a, b in zip(results["theta"]["mean_over_seeds"],
+                                                  results["theta"]["std_over_seeds"])))
+        print("  neurons of all seeds by the preset nearest to their 4-D k-means centre: "
+              + ", ".join(f"{k} {v}" for k, v in results["theta"]["neurons_nearest_preset"]
+                          .items()))
+        print(f"\nseed {seeds[0]}: learned theta of {len(all_theta)} neurons (hidden + output), "
               f"init (0.02, 0.2, 0, 0.08):")
         print("  mean " + "  ".join(f"{v:+.4f}" for v in all_theta.mean(0))
               + "   std " + "  ".join(f"{v:.4f}" for v in all_theta.std(0)))
@@ -194,28 +263,35 @@ def main(argv=None) -> int:
                             xytext=(3, 3), textcoords="offset points")
             ax.set_xlabel(lab[0])
             ax.set_ylabel(lab[1])
-            ax.set_title(f"({lab[0]}, {lab[1]}): mean shift M = {cl[nm]['M']}", fontsize=9)
+            ax.set_title(f"seed {seeds[0]}, ({lab[0]}, {lab[1]}): mean shift M = {cl[nm]['M']}",
+                         fontsize=9)
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         C.save(fig, out / "theta_clusters.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for key, acc in histories.items():
-        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker=".",
-                label=results["runs"][key]["label"])
+    for key, accs in histories.items():
+        a = 100 * np.array(accs)
+        ep = np.arange(1, a.shape[1] + 1)
+        line, = ax.plot(ep, a.mean(0), marker=".", label=results["runs"][key]["label"])
+        if len(a) > 1:
+            sd = a.std(0, ddof=1)
+            ax.fill_between(ep, a.mean(0) - sd, a.mean(0) + sd, color=line.get_color(),
+                            alpha=0.15)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{'MNIST 784-500-10' if args.full else 'digits 64-128-10'}, "
-                 "rate-coded MSE loss", fontsize=9)
+                 f"rate-coded MSE loss, mean ± std of {len(seeds)} seeds", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     C.save(fig, out / "accuracy.png")
     fig2, ax2 = plt.subplots(figsize=(5, 3.2))
-    for key, acc in histories.items():
-        ax2.plot(range(1, len(acc) + 1), [100 * a for a in acc], label=key)
+    for key, accs in histories.items():
+        a = 100 * np.array(accs)
+        ax2.plot(range(1, a.shape[1] + 1), a.mean(0), label=key)
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("test accuracy (%)")
+    ax2.set_ylabel(f"test accuracy (%), mean of {len(seeds)} seeds")
     ax2.legend(fontsize=7, ncol=2)
     ax2.grid(alpha=0.3)
     fig2.tight_layout()

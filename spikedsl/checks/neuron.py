@@ -304,6 +304,31 @@ def _written_dim(e: ir.Expr) -> Dim | None:
     return None
 
 
+def neuron_overrides(n: ir.Neuron, name: str, call: ir.Call, errors: Collector, num,
+                     none: str = "") -> tuple[dict[str, float], dict[str, tuple]]:
+    """The parameter overrides of a neuron call ``name(tau = 5 ms)``: name ->
+    value and name -> (value, node); positional arguments, unknown names and
+    values that are not numbers (``num(e)`` is None) are reported."""
+    pn = {p.name for p in n.params}
+    overrides: dict[str, float] = {}
+    nodes: dict[str, tuple] = {}
+    for a in call.args:
+        errors.add("bad-argument", a.loc, what=f"neuron {name}",
+                   reason="overrides are named, e.g. tau_mem = 20 ms")
+    for k in call.kwargs:
+        if k.name not in pn:
+            errors.add("unknown-override", k.loc, neuron=name, name=k.name,
+                       params=", ".join(sorted(pn)) or none)
+            continue
+        x = num(k.value)
+        if x is None:
+            errors.add("not-a-number", k.value.loc, what=f"override '{k.name}'")
+            continue
+        overrides[k.name] = x
+        nodes[k.name] = (x, k.value)
+    return overrides, nodes
+
+
 def rule_ranges(n: ir.Neuron, env: dict[str, float], errors: Collector,
                 overrides: dict[str, tuple[float, ir.Node]] | None = None) -> None:
     """Parameter values inside their ``range`` and physically meaningful

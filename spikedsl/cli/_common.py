@@ -29,6 +29,20 @@ positive = integer(1)
 count = integer(0)
 
 
+def load_or_report(path: str):
+    """The program in ``path``, or None after printing its errors and their count."""
+    from spikedsl.errors import SpecError
+    from spikedsl.frontend.program import load
+
+    try:
+        return load(path)
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        n = len(e.diagnostics)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
 class UsageError(Exception):
     """A command-line argument that does not fit the spec: exit code 2."""
 

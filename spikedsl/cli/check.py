@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spikedsl.cli._common import need_file
+from spikedsl.cli._common import load_or_report, need_file
 
 
 def add_arguments(p) -> None:
@@ -42,8 +42,6 @@ def summary(prog, verbose: bool = False) -> list[str]:
 
 
 def main(args) -> int:
-    import spikedsl
-    from spikedsl.errors import SpecError
 
     failed = 0
     for f in args.files:
@@ -57,14 +55,8 @@ def main(args) -> int:
         print("spikedsl check: error: --quantize needs --platform", file=sys.stderr)
         return 2
     for f in args.files:
-        try:
-            prog = spikedsl.load(f)
-        except SpecError as e:
-            import sys
-
-            print(e.render(), file=sys.stderr)
-            n = len(e.diagnostics)
-            print(f"{f}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        prog = load_or_report(f)
+        if prog is None:
             failed += 1
             continue
         if not args.quiet:

@@ -1,4 +1,4 @@
-"""``spikedsl simulate FILE [--network N] [--target brian2|torch] [--weights W]
+"""``spikedsl simulate FILE [--network N] [--target brian2|torch|nest] [--weights W]
 [--device D] [--data SPEC] [--samples N] [--batch N] [--seed S] [--plot DIR]
 [--output FILE.npz]``: run a network and print a summary.
 
@@ -21,7 +21,7 @@ import time
 from spikedsl import targets
 from spikedsl.cli._common import need_file, network, positive
 
-TARGETS = ("brian2", "torch")
+TARGETS = ("brian2", "torch", "nest")
 DEVICES = tuple(dict.fromkeys(d for t in TARGETS for d in targets.get(t).caps.devices))
 
 
@@ -30,7 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("file", metavar="FILE", help=".spk file")
     p.add_argument("--network", "-n", metavar="N", help="network (default: the only one)")
     p.add_argument("--target", "-t", choices=TARGETS, default="brian2",
-                   help="simulator (default: brian2)")
+                   help="simulator (default: brian2; nest: NEST's built-in models, "
+                        "docs/nest.md)")
+    p.add_argument("--threads", type=positive, default=1, metavar="N",
+                   help="nest: NEST's local_num_threads (default 1)")
     p.add_argument("--weights", "-w", metavar="W",
                    help="trained weights: runs/NAME/checkpoint.pt or a .npz file "
                         "(default: the network's weights file, else a seeded initialisation)")
@@ -114,8 +117,9 @@ def _inputs(net, args, prog):
     return X, y, f"{x.shape[0]} test samples of '{spec}'{where}"
 
 
-def _record_keys(net) -> tuple[list[str], list[str], list[str]]:
-    """(record keys, spiking layers, membrane traces) for the summary and plots."""
+def _record_keys(net, pre: bool = True) -> tuple[list[str], list[str], list[str]]:
+    """(record keys, spiking layers, membrane traces) for the summary and plots;
+    ``pre``: the potential before the reset where the target records it."""
     spiking, states = [], []
     for lay in net.layers:
         if (lay.kind == "neuron" and lay.neuron.spiking) or (
@@ -124,7 +128,7 @@ def _record_keys(net) -> tuple[list[str], list[str], list[str]]:
         if lay.kind == "neuron" and lay.neuron.states:
             names = [s.name for s in lay.neuron.states]
             s = "v" if "v" in names else names[0]
-            states.append(f"{lay.name}.{s}_pre" if lay.neuron.spiking and any(
+            states.append(f"{lay.name}.{s}_pre" if pre and lay.neuron.spiking and any(
                 a.target == s for a in lay.neuron.reset) else f"{lay.name}.{s}")
     return spiking + states, spiking, states
 
@@ -142,6 +146,9 @@ def _run(net, X, args, weights, record):
         return targets.simulate("brian2", net, X, weights=weights,
                                 device=args.device or devices[0], record=record,
                                 batch_size=args.batch, seed=args.seed)
+    if args.target == "nest":
+        return targets.run("nest", net, X, weights=weights, record=record, seed=args.seed,
+                           threads=args.threads)
     from spikedsl.runtime.devices import torch_device
 
     device = torch_device(args.device)
@@ -189,7 +196,7 @@ def main(args) -> int:
         X, labels, what = _inputs(net, args, prog)
     except ValueError as e:
         return _usage(str(e))
-    record, spiking, states = _record_keys(net)
+    record, spiking, states = _record_keys(net, pre=args.target != "nest")
     print(f"network {net.name}: {len(net.layers)} layers, {net.steps} steps of "
           f"{_dt_text(net)}; target {args.target}"
           + (f" ({args.device or 'runtime'})" if args.target == "brian2" else ""))

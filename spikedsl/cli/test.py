@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from spikedsl.cli._common import load_or_report
 from spikedsl.targets import NAMES
 
 TARGET_CHOICES = NAMES  # reference, torch, norse, brian2, nir
@@ -69,8 +70,6 @@ def _targets(values: list[str] | None) -> list[str] | None:
 
 
 def main(args) -> int:
-    from spikedsl.errors import SpecError
-    from spikedsl.frontend.program import load
     from spikedsl.runtime import testing
 
     files = _files(args.files)
@@ -98,12 +97,8 @@ def main(args) -> int:
         sys.stdout.flush()
 
     for f in files:
-        try:
-            prog = load(f)
-        except SpecError as e:
-            print(e.render(), file=sys.stderr)
-            n = len(e.diagnostics)
-            print(f"{f}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        prog = load_or_report(f)
+        if prog is None:
             spec_errors += 1
             continue
         results += testing.run_program(prog, targets=targets, pattern=args.pattern,

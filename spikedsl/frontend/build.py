@@ -236,16 +236,23 @@ class Builder:
         name, value = t.children
         return ir.Setting(name=str(name), value=self.expr(value), loc=self.loc(name))
 
+    def _block(self, t: Tree) -> tuple[list[ir.Setting], list[tuple[str, Tree]]]:
+        """A block's settings and its other statements (kind, tree), in order."""
+        settings, rest = [], []
+        for item in t.children[1:]:
+            if isinstance(item, Tree):
+                if item.data == "setting":
+                    settings.append(self.setting(item))
+                else:
+                    rest.append((item.data, item))
+        return settings, rest
+
     def network(self, t: Tree) -> ir.Network:
         name = t.children[0]
-        settings, inputs, layers, outputs, plast = [], [], [], [], []
-        for item in t.children[1:]:
-            if not isinstance(item, Tree):
-                continue
-            k = item.data
-            if k == "setting":
-                settings.append(self.setting(item))
-            elif k == "net_input":
+        inputs, layers, outputs, plast = [], [], [], []
+        settings, items = self._block(t)
+        for k, item in items:
+            if k == "net_input":
                 iname, shape, enc = item.children
                 inputs.append(ir.NetInput(name=str(iname), shape=self.shape(shape),
                                           encoder=self.expr(enc), loc=self.loc(iname)))
@@ -279,19 +286,15 @@ class Builder:
 
     def train(self, t: Tree) -> ir.Train:
         name = t.children[0]
-        settings = [self.setting(s) for s in t.children[1:] if isinstance(s, Tree)]
+        settings, _ = self._block(t)
         return ir.Train(name=str(name), settings=tuple(settings), loc=self.loc(name))
 
     def test(self, t: Tree) -> ir.Test:
         name = t.children[0]
-        settings, drives, expects, run = [], [], [], None
-        for item in t.children[1:]:
-            if not isinstance(item, Tree):
-                continue
-            k = item.data
-            if k == "setting":
-                settings.append(self.setting(item))
-            elif k == "drive":
+        drives, expects, run = [], [], None
+        settings, items = self._block(t)
+        for k, item in items:
+            if k == "drive":
                 dname, value, start, stop = item.children
                 drives.append(ir.Drive(
                     name=str(dname), value=self.expr(value),

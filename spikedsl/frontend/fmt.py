@@ -31,6 +31,17 @@ def expr(e: ir.Expr) -> str:
     return _P(e)
 
 
+def expect_text(e: ir.Expect, p=expr) -> str:
+    """An ``expect`` statement, its expressions written by ``p``."""
+    text = f"expect {p(e.quantity)}"
+    if e.at is not None:
+        text += f" at {p(e.at)}"
+    text += f" {e.op} {p(e.value)}"
+    if e.tol is not None:
+        text += f" +- {p(e.tol)}"
+    return text
+
+
 def _comments(text: str) -> dict[int, tuple[str, bool]]:
     """line -> (comment text, whether the line holds only the comment)."""
     out = {}
@@ -117,17 +128,20 @@ class Formatter:
     def assign(a: ir.Assign) -> str:
         return f"{a.target} {a.op} {expr(a.value)}"
 
-    def neuron(self, n: ir.Neuron, block_loc) -> None:
-        items: list[tuple[int, int, str]] = []
-        for p in n.params:
-            items.append((*self._pos(p), self.param(p)))
-        for s in n.states:
-            items.append((*self._pos(s), f"state {s.name} = {expr(s.init)}"))
-        for i in n.inputs:
-            items.append((*self._pos(i), f"input {i.name}" + (f" : {i.unit}" if i.unit else "")))
-        for o in n.odes:
+    def _declarations(self, x: ir.Neuron | ir.Synapse) -> list[tuple[int, int, str]]:
+        """The parameters, states and ODEs of a neuron or synapse (the block
+        sorts every item by its position)."""
+        items = [(*self._pos(p), self.param(p)) for p in x.params]
+        items += [(*self._pos(s), f"state {s.name} = {expr(s.init)}") for s in x.states]
+        for o in x.odes:
             m = f" method {o.method}" if o.method else ""
             items.append((*self._pos(o), f"d{o.state}/dt = {expr(o.rhs)}{m}"))
+        return items
+
+    def neuron(self, n: ir.Neuron, block_loc) -> None:
+        items = self._declarations(n)
+        for i in n.inputs:
+            items.append((*self._pos(i), f"input {i.name}" + (f" : {i.unit}" if i.unit else "")))
         # update statements on one source line stay together
         for line, group in _group(n.updates):
             items.append((line, group[0].loc.col if group[0].loc else 0,
@@ -156,14 +170,7 @@ class Formatter:
         self.block(f"neuron {n.name}", block_loc, items)
 
     def synapse(self, s: ir.Synapse, block_loc) -> None:
-        items: list[tuple[int, int, str]] = []
-        for p in s.params:
-            items.append((*self._pos(p), self.param(p)))
-        for st in s.states:
-            items.append((*self._pos(st), f"state {st.name} = {expr(st.init)}"))
-        for o in s.odes:
-            m = f" method {o.method}" if o.method else ""
-            items.append((*self._pos(o), f"d{o.state}/dt = {expr(o.rhs)}{m}"))
+        items = self._declarations(s)
         for name, stmts in (("on_pre", s.on_pre), ("on_post", s.on_post)):
             if stmts:
                 line = stmts[0].loc.line if stmts[0].loc else 0
@@ -206,13 +213,7 @@ class Formatter:
         if t.run is not None:
             items.append((*self._pos(t.run), f"run {expr(t.run)}"))
         for e in t.expects:
-            text = f"expect {expr(e.quantity)}"
-            if e.at is not None:
-                text += f" at {expr(e.at)}"
-            text += f" {e.op} {expr(e.value)}"
-            if e.tol is not None:
-                text += f" +- {expr(e.tol)}"
-            items.append((*self._pos(e), text))
+            items.append((*self._pos(e), expect_text(e, expr)))
         self.block(f'test "{t.name}"', block_loc, items)
 
 

@@ -370,26 +370,11 @@ class Program:
             self._check_expect_value(e, q, qdim)
 
     def _check_test_overrides(self, n: ir.Neuron, v: ir.Call) -> None:
-        from spikedsl.checks.neuron import rule_ranges
+        from spikedsl.checks.neuron import neuron_overrides, rule_ranges
         from spikedsl.lowering.neuron import param_values
 
         errors = self._errors
-        pn = {p.name for p in n.params}
-        overrides, nodes = {}, {}
-        for a in v.args:
-            errors.add("bad-argument", a.loc, what=f"neuron {n.name}",
-                       reason="overrides are named, e.g. tau_mem = 20 ms")
-        for k in v.kwargs:
-            if k.name not in pn:
-                errors.add("unknown-override", k.loc, neuron=n.name, name=k.name,
-                           params=", ".join(sorted(pn)))
-                continue
-            x = _test_num(k.value)
-            if x is None:
-                errors.add("not-a-number", k.value.loc, what=f"override '{k.name}'")
-                continue
-            overrides[k.name] = x
-            nodes[k.name] = (x, k.value)
+        overrides, nodes = neuron_overrides(n, n.name, v, errors, _test_num)
         try:
             env = param_values(n.params, overrides)
         except EvalError:

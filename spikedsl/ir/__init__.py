@@ -328,11 +328,16 @@ class LNeuron(BaseModel):
     uses_units: bool = False
     # Resolved when the neuron is placed in a network (spikedsl.lowering.neuron.place;
     # None for a neuron outside a network): the value of ``dt`` in its step (net.dt in
-    # seconds when it uses units, else 1.0) and R = ceil(refractory / dt - 1e-9).
+    # seconds when it uses units, else 1.0) and R (spikedsl.lowering.refractory.steps).
     dt: Number | None = None
     refractory_steps: int | None = None
     linear: bool = False  # the continuous system is linear in its states
     source_line: int = 0
+    source_file: str = ""  # the file that defines it (an imported neuron's own file)
+
+    def source(self, file: str = "") -> tuple[str, int]:
+        """Where the neuron is defined: its own file, else ``file``, and the line."""
+        return (self.source_file or file, self.source_line)
 
     def param(self, name: str) -> LParam:
         for p in self.params:

@@ -13,35 +13,8 @@ from spikedsl.ir.exprs import EvalError, evaluate
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import TIME, parse_unit
 from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values, place
+from spikedsl.lowering.tables import CELLS, ENCODERS, NET_SETTINGS, PROJECTIONS, REDUCTIONS, STAGES
 from spikedsl.lowering.weights import resolve_projection
-
-ENCODERS = {
-    "direct": {},
-    "poisson": {"max_rate": 1.0, "seed": 0.0},
-    "latency": {"tau": 5.0, "threshold": 0.01, "normalize": 1.0, "linear": 0.0},
-    "spikes": {},
-}
-PROJECTIONS = {
-    "dense": {"bias": True, "delay": 0, "init": "default", "sign": "none", "seed": 0},
-    "conv2d": {"channels": None, "kernel": None, "stride": 1, "padding": 0, "bias": True,
-               "delay": 0, "init": "default", "sign": "none", "seed": 0},
-    "sparse": {"p": 0.1, "weight": 1.0, "delay": 0, "seed": 0, "sign": "none"},
-    "one_to_one": {"weight": 1.0, "delay": 0, "sign": "none"},
-}
-STAGES = {
-    "avgpool2d": {"kernel": None, "stride": None},
-    "sumpool2d": {"kernel": None, "stride": None},
-    "maxpool2d": {"kernel": None, "stride": None},
-    "flatten": {},
-    "batchnorm": {"momentum": 0.1, "eps": 1e-5},
-    "dropout": {"p": 0.5},
-}
-CELLS = {
-    "slstm": {"hidden": None, "threshold": 1.0},
-    "sconv_lstm": {"channels": None, "kernel": None, "threshold": 1.0},
-}
-REDUCTIONS = ("sum", "mean", "last")
-NET_SETTINGS = ("dt", "steps", "weights", "seed")
 
 
 @dataclass
@@ -202,6 +175,11 @@ class NetworkLowering:
                                           encoder=name, encoder_args=args,
                                           source_line=inp.loc.line if inp.loc else 0)
         self.order.append(inp.name)
+
+    def _fail(self, layer: str, code: str, loc, /, **kw) -> None:
+        """Report ``code`` at ``loc`` and mark ``layer`` as failed."""
+        self.errors.add(code, loc, **kw)
+        self.failed.add(layer)
 
     # -------------------------------------------------------------- sources
     def source(self, e: ir.Expr, layer_name: str, what: str):
@@ -395,9 +373,7 @@ class NetworkLowering:
         name = lay.name
         shape = lay.shape
         if shape is not None and any(d <= 0 for d in shape):
-            self.errors.add("bad-shape", lay.loc, value=min(shape))
-            self.failed.add(name)
-            return
+            return self._fail(name, "bad-shape", lay.loc, value=min(shape))
         body = lay.body
         func = body.func if isinstance(body, ir.Call) else body.id if isinstance(
             body, ir.Name) else None
@@ -406,10 +382,8 @@ class NetworkLowering:
             self.neuron_layer(lay, func, body)
             return
         if lay.projections:
-            self.errors.add("unknown-neuron", body.loc, name=func or "?",
-                            hint=self._neuron_hint(func))
-            self.failed.add(name)
-            return
+            return self._fail(name, "unknown-neuron", body.loc, name=func or "?",
+                              hint=self._neuron_hint(func))
         wrapper = None
         if isinstance(body, ir.Call) and body.func in FUNCTIONS and len(body.args) == 1 and \
                 isinstance(body.args[0], ir.Call) and body.args[0].func in PROJECTIONS:
@@ -430,11 +404,10 @@ class NetworkLowering:
                                           projections=(p,), func=wrapper, source_line=line)
             self.order.append(name)
             return
-        if func in STAGES:
-            self.stage(lay, body)
-            return
-        if func in CELLS:
-            self.cell(lay, body)
+        if func in STAGES or func in CELLS:
+            src = self.stateless_source(lay, body)
+            if src is not None:
+                (self.stage if func in STAGES else self.cell)(lay, body, *src)
             return
         self.errors.add("unknown-neuron", body.loc, name=func or "?", hint=self._neuron_hint(func))
         self.failed.add(name)
@@ -453,26 +426,13 @@ class NetworkLowering:
         if nname in self.scope.bad_neurons:
             self.failed.add(name)
             return
-        overrides, override_nodes = {}, {}
-        pnames = {p.name for p in n.params}
-        if isinstance(body, ir.Call):
-            for a in body.args:
-                self.errors.add("bad-argument", a.loc, what=f"neuron {nname}",
-                                reason="overrides are named, e.g. tau_mem = 20 ms")
-            for k in body.kwargs:
-                if k.name not in pnames:
-                    self.errors.add("unknown-override", k.loc, neuron=nname, name=k.name,
-                                    params=", ".join(sorted(pnames)) or "none")
-                    continue
-                v = _num(k.value)
-                if v is None:
-                    self.errors.add("not-a-number", k.value.loc, what=f"override '{k.name}'")
-                    continue
-                overrides[k.name] = v
-                override_nodes[k.name] = (v, k.value)
-        # range check of overrides
-        from spikedsl.checks.neuron import rule_ranges
+        from spikedsl.checks.neuron import neuron_overrides, rule_ranges
 
+        overrides, override_nodes = {}, {}
+        if isinstance(body, ir.Call):
+            overrides, override_nodes = neuron_overrides(n, nname, body, self.errors, _num,
+                                                         none="none")
+        # range check of overrides
         try:
             env = param_values(n.params, overrides)
         except EvalError:
@@ -485,19 +445,13 @@ class NetworkLowering:
         if lay.shape is None and not any(
                 isinstance(p.call, ir.Call) and p.call.func in ("conv2d",)
                 for p in lay.projections):
-            self.errors.add("shape-missing", lay.loc, name=name)
-            self.failed.add(name)
-            return
+            return self._fail(name, "shape-missing", lay.loc, name=name)
         dims = self.scope.dims.get(nname, {})
         if any(d != "1" for d in dims.values()) and self.dt_unit is None:
-            self.errors.add("dim-dt", body.loc, neuron=nname)
-            self.failed.add(name)
-            return
+            return self._fail(name, "dim-dt", body.loc, neuron=nname)
         lowered = lower_neuron(n, overrides, dims)
         if lay.projections and not n.inputs:
-            self.errors.add("no-input", lay.projections[0].loc, neuron=nname)
-            self.failed.add(name)
-            return
+            return self._fail(name, "no-input", lay.projections[0].loc, neuron=nname)
         inputs = {i.name for i in n.inputs}
         projs = []
         multi = len(lay.projections) > 1
@@ -547,90 +501,81 @@ class NetworkLowering:
         """The (feed-forward) source of a stage or cell, or None (reported)."""
         name, kind = lay.name, call.func
         if not call.args:
-            self.errors.add("missing-argument", call.loc, what=kind, name="source")
-            self.failed.add(name)
-            return None
+            return self._fail(name, "missing-argument", call.loc, what=kind, name="source")
         src = self.source(call.args[0], name, kind)
         if src is None:
             self.failed.add(name)
             return None
         if src[3]:
-            self.errors.add("stage-recurrent", call.args[0].loc, name=name, src=src[0])
-            self.failed.add(name)
-            return None
+            return self._fail(name, "stage-recurrent", call.args[0].loc, name=name, src=src[0])
         return src[:3]
 
-    def stage(self, lay: ir.Layer, call: ir.Call) -> None:
+    def _add_stateless(self, lay: ir.Layer, kind: str, out: tuple, **fields) -> None:
+        """Add a stage or cell layer of output shape ``out`` (checked against the
+        declared shape)."""
+        if lay.shape is not None and tuple(lay.shape) != out:
+            return self._fail(lay.name, "shape-mismatch", lay.loc,
+                              what=f"{fields['op']} output vs declared shape",
+                              left=list(out), right=list(lay.shape))
+        self.layers[lay.name] = ir.LLayer(name=lay.name, kind=kind, shape=out,
+                                          source_line=lay.loc.line if lay.loc else 0, **fields)
+        self.order.append(lay.name)
+
+    def stage(self, lay: ir.Layer, call: ir.Call, sname: str, sstate: str | None,
+              in_shape: tuple) -> None:
         name, kind = lay.name, call.func
-        src = self.stateless_source(lay, call)
-        if src is None:
-            return
-        sname, sstate, in_shape = src
         pos = ("kernel",) if kind.endswith("pool2d") else ("p",) if kind == "dropout" else ()
         kw = _kw_table(call, STAGES[kind], kind, self.errors, positional=pos)
         args: dict = {}
         if kind.endswith("pool2d"):
             if "kernel" not in kw:
-                self.errors.add("missing-argument", call.loc, what=kind, name="kernel")
-                self.failed.add(name)
-                return
+                return self._fail(name, "missing-argument", call.loc, what=kind, name="kernel")
             k = self._int_or_pair(kw["kernel"], kind)
             s = self._int_or_pair(kw["stride"], kind) if "stride" in kw else k
             if k is None or s is None:
                 self.failed.add(name)
                 return
             if len(in_shape) != 3:
-                self.errors.add("shape-invalid", call.loc,
-                                what=f"{kind} needs a [C, H, W] source, got {list(in_shape)}")
-                self.failed.add(name)
-                return
+                return self._fail(name, "shape-invalid", call.loc,
+                                  what=f"{kind} needs a [C, H, W] source, got {list(in_shape)}")
             c, h, w = in_shape
             out = (c, (h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
             if out[1] <= 0 or out[2] <= 0:
-                self.errors.add("shape-invalid", call.loc,
-                                what=f"{kind} kernel {list(k)} is larger than {list(in_shape)}")
-                self.failed.add(name)
-                return
+                return self._fail(name, "shape-invalid", call.loc,
+                                  what=f"{kind} kernel {list(k)} is larger than {list(in_shape)}")
             args = {"kernel": k, "stride": s}
         elif kind == "flatten":
             out = (math.prod(in_shape),)
         else:
             out = tuple(in_shape)
             for key, default in STAGES[kind].items():
+                if key == "per_step":  # batchnorm: statistics and affine per time step
+                    v = _bool(kw[key], f"{kind} {key}", self.errors) if key in kw else default
+                    if v is None:
+                        self.failed.add(name)
+                        return
+                    args[key] = v
+                    continue
                 v = _num(kw[key]) if key in kw else default
                 if v is None:
-                    self.errors.add("not-a-number", kw[key].loc, what=key)
-                    self.failed.add(name)
-                    return
+                    return self._fail(name, "not-a-number", kw[key].loc, what=key)
                 args[key] = v
             if kind == "dropout" and not 0 <= args["p"] < 1:
                 self.errors.add("bad-argument", kw["p"].loc, what=kind,
                                 reason="p must be in [0, 1)")
                 self.failed.add(name)
                 return
-        if lay.shape is not None and tuple(lay.shape) != out:
-            self.errors.add("shape-mismatch", lay.loc, what=f"{kind} output vs declared shape",
-                            left=list(out), right=list(lay.shape))
-            self.failed.add(name)
-            return
-        self.layers[name] = ir.LLayer(name=name, kind="stage", shape=out, op=kind, source=sname,
-                                      source_state=sstate, args=args,
-                                      source_line=lay.loc.line if lay.loc else 0)
-        self.order.append(name)
+        self._add_stateless(lay, "stage", out, op=kind, source=sname, source_state=sstate,
+                            args=args)
 
-    def cell(self, lay: ir.Layer, call: ir.Call) -> None:
+    def cell(self, lay: ir.Layer, call: ir.Call, sname: str, sstate: str | None,
+             in_shape: tuple) -> None:
         name, kind = lay.name, call.func
-        src = self.stateless_source(lay, call)
-        if src is None:
-            return
-        sname, sstate, in_shape = src
         kw = _kw_table(call, CELLS[kind], kind, self.errors)
         need = ("hidden",) if kind == "slstm" else ("channels", "kernel")
         for r in need:
             if r not in kw:
-                self.errors.add("missing-argument", call.loc, what=kind, name=r)
-                self.failed.add(name)
-                return
+                return self._fail(name, "missing-argument", call.loc, what=kind, name=r)
         args: dict = {}
         for r in need:
             v = _int(kw[r], kind, self.errors)
@@ -644,21 +589,13 @@ class NetworkLowering:
             args["in_features"] = math.prod(in_shape)
         else:
             if len(in_shape) != 3:
-                self.errors.add("shape-invalid", call.loc,
-                                what=f"sconv_lstm needs a [C, H, W] source, got {list(in_shape)}")
-                self.failed.add(name)
-                return
+                return self._fail(
+                    name, "shape-invalid", call.loc,
+                    what=f"sconv_lstm needs a [C, H, W] source, got {list(in_shape)}")
             out = (args["channels"], in_shape[1], in_shape[2])
             args["in_channels"] = in_shape[0]
-        if lay.shape is not None and tuple(lay.shape) != out:
-            self.errors.add("shape-mismatch", lay.loc, what=f"{kind} output vs declared shape",
-                            left=list(out), right=list(lay.shape))
-            self.failed.add(name)
-            return
-        self.layers[name] = ir.LLayer(name=name, kind="cell", shape=out, op=kind, source=sname,
-                                      source_state=sstate, args=args, states=("syn", "mem"),
-                                      source_line=lay.loc.line if lay.loc else 0)
-        self.order.append(name)
+        self._add_stateless(lay, "cell", out, op=kind, source=sname, source_state=sstate,
+                            args=args, states=("syn", "mem"))
 
     # -------------------------------------------------------------- outputs
     def output(self, o: ir.Output) -> ir.LOutput | None:

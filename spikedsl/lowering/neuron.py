@@ -13,7 +13,6 @@ The result (``ir.LNeuron``) is what every target reads.  SymPy runs once per
 from __future__ import annotations
 
 import json
-import math
 from functools import lru_cache
 
 from spikedsl import ir
@@ -23,6 +22,7 @@ from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.surrogates import DEFAULT as DEFAULT_SURROGATE
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.units import dim_str
+from spikedsl.lowering import refractory
 
 METHODS = ("exact", "euler", "rk2", "rk4", "exponential_euler")
 
@@ -148,10 +148,11 @@ def _strip_locs(e):
 
 
 def _clean(e: ir.Expr) -> ir.Expr:
-    return _EXPR.validate_python(_dump_noloc(e))
+    return _EXPR.validate_python(dump_noloc(e))
 
 
-def _dump_noloc(e) -> dict:
+def dump_noloc(e) -> dict:
+    """The JSON dump of an IR node without its locations."""
     d = e.model_dump(mode="json")
 
     def strip(x):
@@ -169,7 +170,7 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
     memory and on disk (spikedsl.cache), so SymPy runs once per system."""
     from spikedsl import cache
 
-    key = json.dumps({"states": states, "rhs": [_dump_noloc(r) for r in rhs]}, sort_keys=True)
+    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs]}, sort_keys=True)
     if key in _MEMO:
         hit = _MEMO[key]
     else:
@@ -368,8 +369,8 @@ def normal_spike_cond(c: ir.Expr) -> ir.Expr:
 
 
 def _same(a: list[ir.Assign], b: list[ir.Assign]) -> bool:
-    return [(x.target, _dump_noloc(x.value)) for x in a] == \
-        [(x.target, _dump_noloc(x.value)) for x in b]
+    return [(x.target, dump_noloc(x.value)) for x in a] == \
+        [(x.target, dump_noloc(x.value)) for x in b]
 
 
 def choose_method(n: ir.Neuron) -> str:
@@ -444,19 +445,10 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
                    for u in updates]
         updates += [ir.Assign(target=a.target, value=substitute(a.value, after))
                     for a in map(_as_set, n.updates)]
-    clamp = tuple(c.id for c in n.clamp) if n.clamp is not None else tuple(
-        dict.fromkeys(a.target for a in n.reset))
-    refr_temps: list[ir.Assign] = []
-    refr_updates: list[ir.Assign] = []
-    if n.refractory is not None and n.odes and set(clamp) & set(order):
-        # while refractory the clamped states are held: step the rest of the
-        # system with their derivatives 0 (exactly, where the method is exact)
-        held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
-        rt, ru = ode_step(method, order, held, set(taken) | {t.target for t in temps})
-        ru = [u for u in ru if u.target not in clamp]
-        normal = [u for u in updates if u.target in set(order) - set(clamp)]
-        if not _same(ru, normal):
-            refr_temps, refr_updates = rt, ru
+    clamp = refractory.clamp_of(n)
+    refr_temps, refr_updates = refractory.step_while_refractory(
+        n, clamp, order, rhs, updates,
+        lambda held: ode_step(method, order, held, set(taken) | {t.target for t in temps}), _same)
     spike_x, spike_op, spike_cond, spiking = None, ">=", None, bool(n.spikes)
     if n.spikes:
         c = n.spikes[0]
@@ -477,7 +469,8 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         reset=tuple(a.model_copy(update={"value": _clean(a.value), "loc": None})
                     for a in n.reset),
         reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
-        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0)
+        uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0,
+        source_file=n.loc.file if n.loc else "")
 
 
 def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
@@ -485,7 +478,7 @@ def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
     """A lowered neuron (or synapse rule) as part of a network whose ``dt`` is
     ``net_dt`` (seconds when ``dt_unit`` is set, else a unitless number):
     resolves ``dt`` of its step and, for a neuron, the number of refractory
-    steps R = ceil(refractory / dt - 1e-9), 0 without a refractory period.
+    steps R (spikedsl.lowering.refractory.steps).
 
     A neuron with units steps by ``net_dt`` seconds.  A unitless neuron counts
     time in its own unit: a unitless network ``dt`` (``dt = 0.5``) is the step
@@ -497,8 +490,7 @@ def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
         dt = float(net_dt) if dt_unit is None else 1.0
     if isinstance(n, ir.LSynapse):
         return n.model_copy(update={"dt": dt})
-    R = math.ceil(n.refractory / dt - 1e-9) if n.refractory and n.refractory > 0 else 0
-    return n.model_copy(update={"dt": dt, "refractory_steps": R})
+    return n.model_copy(update={"dt": dt, "refractory_steps": refractory.steps(n.refractory, dt)})
 
 
 def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,

@@ -329,7 +329,7 @@ def arrays(net: ir.LNetwork) -> list[Array]:
     initialisation: projections (dense / conv2d weight and bias), neuron
     parameters that are trainable or per neuron (their value, or
     ``per_neuron(uniform(a, b))`` draws), batchnorm (weight 1, bias 0, mean 0,
-    var 1), cells (as ``torch.nn.LSTMCell`` / snnTorch's ``SConv2dLSTM``)."""
+    var 1; ``[steps, C]`` with ``per_step``), cells (as ``torch.nn.LSTMCell`` / snnTorch's ``SConv2dLSTM``)."""
     out: list[Array] = []
     for lay in net.layers:
         for p in lay.projections:
@@ -351,7 +351,8 @@ def arrays(net: ir.LNetwork) -> list[Array]:
                     prm.per_neuron and prm.init_uniform is not None) else _const(prm.value)
                 out.append(Array(f"{lay.name}.{prm.name}", shape, init, prm.trainable, lay.name))
         elif lay.kind == "stage" and lay.op == "batchnorm":
-            c = (lay.shape[0],)
+            # per_step: one row per time step (BatchNorm-through-time)
+            c = (net.steps, lay.shape[0]) if lay.args.get("per_step") else (lay.shape[0],)
             for k, v, train in (("weight", 1.0, True), ("bias", 0.0, True),
                                 ("running_mean", 0.0, False), ("running_var", 1.0, False)):
                 out.append(Array(f"{lay.name}.{k}", c, _const(v), train, lay.name))

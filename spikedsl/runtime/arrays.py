@@ -26,7 +26,7 @@ import numpy as np
 
 from spikedsl.ir.functions import FUNCTIONS
 
-__all__ = ["NumpyArrays", "TorchArrays", "backend"]
+__all__ = ["NumpyArrays", "TorchArrays", "backend", "reduce_steps"]
 
 
 class NumpyArrays:
@@ -248,6 +248,18 @@ class TorchArrays:
         if how == "sum":
             return self.F.avg_pool2d(x, k, s, divisor_override=1)
         return self.F.avg_pool2d(x, k, s)
+
+
+def reduce_steps(tr: np.ndarray, how: str | None) -> np.ndarray:
+    """An output trace ``[T, ...]`` reduced over the steps (``sum``, ``mean``,
+    ``last``; anything else keeps every step)."""
+    if how == "sum":
+        return tr.sum(axis=0)
+    if how == "mean":
+        return tr.mean(axis=0)
+    if how == "last":
+        return tr[-1]
+    return tr
 
 
 def backend(xp: Any = None, dtype=None, device=None) -> NumpyArrays | TorchArrays:

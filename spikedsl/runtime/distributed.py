@@ -367,6 +367,19 @@ def launch(spec: str, train_name: str | None, nproc: int, *, device: str | None,
     first_failure: float | None = None
     stopped: set[int] = set()  # ranks this process had to end
     open_conns = {c: r for r, c in enumerate(conns)}
+
+    def take(msg: tuple, r: int) -> bool:
+        """Handle a rank's message; True for an error."""
+        nonlocal result
+        if msg[0] == "log":
+            log(msg[1])
+        elif msg[0] == "result":
+            result = msg[1]
+        elif msg[0] == "error":
+            errors[r] = msg[1:]
+            return True
+        return False
+
     try:
         while len(exited) < nproc:
             ready = wait(list(open_conns) + [p.sentinel for p in procs
@@ -379,12 +392,7 @@ def launch(spec: str, train_name: str | None, nproc: int, *, device: str | None,
                     except (EOFError, OSError):
                         del open_conns[obj]
                         continue
-                    if msg[0] == "log":
-                        log(msg[1])
-                    elif msg[0] == "result":
-                        result = msg[1]
-                    elif msg[0] == "error":
-                        errors[r] = msg[1:]
+                    if take(msg, r):
                         first_failure = first_failure or time.monotonic()
             for r, p in enumerate(procs):
                 if r not in exited and not p.is_alive():
@@ -408,12 +416,7 @@ def launch(spec: str, train_name: str | None, nproc: int, *, device: str | None,
                     msg = c.recv()
                 except (EOFError, OSError):
                     break
-                if msg[0] == "log":
-                    log(msg[1])
-                elif msg[0] == "result":
-                    result = msg[1]
-                elif msg[0] == "error":
-                    errors[open_conns[c]] = msg[1:]
+                take(msg, open_conns[c])
     finally:
         for p in procs:
             if p.is_alive():
@@ -468,7 +471,7 @@ def _failure(nproc: int, exited: dict[int, int | None], errors: dict[int, tuple]
 
 def train_on_processes(prog_or_path, train_name, nproc: int, *, run_dir, run_name, resume, epochs,
             device, dtype, progress, limit, log, callback, build, threads,
-            timeout):
+            timeout, seed=None):
     """``train(..., nproc=N)``: checks what can be checked here (spec errors are
     located before any process starts), runs the ranks, returns rank 0's
     result with the trained module rebuilt in this process."""
@@ -503,7 +506,7 @@ def train_on_processes(prog_or_path, train_name, nproc: int, *, run_dir, run_nam
     say = log if log is not None else (print if progress else _quiet)
     kwargs = {"run_dir": str(rdir), "run_name": None, "resume": resume,
               "epochs": epochs, "device": device, "dtype": dtype, "progress": progress,
-              "limit": limit, "threads": threads}
+              "limit": limit, "threads": threads, "seed": seed}
     rep = launch(os.path.abspath(spec), cfg.name, nproc, device=device or cfg.device,
                  timeout=timeout, log=say, kwargs=kwargs)
     history: list[dict[str, float]] = list(rep.get("history") or [])

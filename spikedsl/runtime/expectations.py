@@ -122,14 +122,9 @@ def _expect_text(case: Case, e: ir.Expect) -> str:
                 src = src.split("#", 1)[0].strip()
                 if src.startswith("expect"):
                     return src
-    p = SpkPrinter()
-    s = f"expect {p(e.quantity)}"
-    if e.at is not None:
-        s += f" at {p(e.at)}"
-    s += f" {e.op} {p(e.value)}"
-    if e.tol is not None:
-        s += f" +- {p(e.tol)}"
-    return s
+    from spikedsl.frontend.fmt import expect_text
+
+    return expect_text(e, SpkPrinter())
 
 
 def _compare(a: np.ndarray, op: str, e: np.ndarray, tol: float | None) -> np.ndarray:

@@ -21,8 +21,9 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import unsupported
-from spikedsl.runtime.arrays import NumpyArrays, TorchArrays, backend
-from spikedsl.runtime.reference import compile_expr, neuron_dt, refractory_steps, sparse_mask
+from spikedsl.lowering import refractory
+from spikedsl.runtime.arrays import NumpyArrays, TorchArrays, backend, reduce_steps
+from spikedsl.runtime.reference import compile_expr, neuron_dt, sparse_mask
 
 __all__ = ["Rule", "simulate"]
 
@@ -201,13 +202,12 @@ class _Neuron:
         self.temps = [(t.target, comp(t.value)) for t in nrn.temps]
         self.updates = [(u.target, comp(u.value)) for u in nrn.updates]
         self.jumps = [(j.target, comp(j.value)) for j in nrn.jumps]
-        self.refr_temps = [(t.target, comp(t.value)) for t in nrn.refr_temps]
-        self.refr_updates = [(u.target, comp(u.value)) for u in nrn.refr_updates]
+        self.rf = rf = refractory.of(nrn)
+        self.refr_temps = [(t.target, comp(t.value)) for t in rf.temps]
+        self.refr_updates = [(u.target, comp(u.value)) for u in rf.updates]
         cond = nrn.spike_cond if nrn.spike_cond is not None else nrn.spike_x
         self.spike = comp(cond) if nrn.spiking and cond is not None else None
         self.reset = [(a.target, a.op, comp(a.value)) for a in nrn.reset]
-        self.held = set(nrn.clamp)
-        self.R = refractory_steps(net, nrn)
         self.full = (W.B,) + tuple(lay.shape)
         with A.errstate():
             self.states = {s.name: A.full(comp(s.init)(env), self.full) for s in nrn.states}
@@ -270,7 +270,7 @@ class _Run:
                 if lay.func:
                     out = A.funcs[lay.func](out)
             elif lay.kind == "stage":
-                out = self.stage(lay, self.source(lay.source, lay.source_state, n, 0, ()))
+                out = self.stage(lay, self.source(lay.source, lay.source_state, n, 0, ()), n)
             else:
                 out = self.cell(lay, self.source(lay.source, lay.source_state, n, 0, ()))
             self.hist[lay.name].append(A.to_float(out))
@@ -288,34 +288,33 @@ class _Run:
         for p in lay.projections:
             x = self.source(p.source, p.source_state, n, p.delay, p.in_shape)
             I[p.target_input] = I[p.target_input] + W.apply(p, x).reshape(full)
-        # b. refractory: the clamped states keep their values, the others evolve
-        refractory = c.r > 0
-        any_refr = c.R > 0 and A.any(refractory)
+        # b. refractory (spikedsl.lowering.refractory): held states, the step
+        # while refractory of the others, the spike masked
+        rf = c.rf
+        refr = c.r > 0
+        any_refr = bool(rf) and A.any(refr)
+
+        def hold(kept, v):
+            return A.where(refr, kept, v) if any_refr else v
         with A.errstate():
             env = dict(c.params)
             env.update(st)
             env.update(I)
             # c. jumps in order, each reading what the previous ones left
             for s, f in c.jumps:
-                v = A.full(f(env), full)
-                if any_refr and s in c.held:
-                    v = A.where(refractory, st[s], v)
-                st[s] = env[s] = v
+                st[s] = env[s] = rf.jump(s, A.full(f(env), full), st[s], hold)
             # d. temporaries in order, then every update on the old states, at once
             for tname, f in c.temps:
                 env[tname] = f(env)
             new = [(s, f(env)) for s, f in c.updates]
+            alt = {}
             if any_refr and c.refr_updates:
                 renv = dict(env)
                 for tname, f in c.refr_temps:
                     renv[tname] = f(renv)
                 alt = {s: f(renv) for s, f in c.refr_updates}
-                new = [(s, A.where(refractory, alt[s], v) if s in alt else v) for s, v in new]
             for s, v in new:
-                v = A.full(v, full)
-                if any_refr and s in c.held:
-                    v = A.where(refractory, st[s], v)
-                st[s] = v
+                st[s] = rf.update(s, A.full(v, full), st[s], alt, hold)
             # e. spike on the new states: z = H(condition), 0 while refractory
             env.update(st)
             if c.spike is not None:
@@ -324,7 +323,7 @@ class _Run:
                     fire = A.full(x, full) > 0.5
                 else:
                     fire = (x >= 0) if nrn.spike_op == ">=" else (x > 0)
-                z = A.to_float(fire & ~refractory)
+                z = A.to_float(rf.spike(fire, lambda f: f & ~refr))
             else:
                 z = A.zeros(full)
             # f. pre-reset record, then the reset statements in order where z = 1
@@ -344,8 +343,8 @@ class _Run:
         for s in nrn.state_names:
             hist[f"{name}.{s}"].append(st[s])
         # g. refractory counter: R where z = 1, else max(r - 1, 0)
-        if c.R > 0:
-            c.r = A.count_down(c.r, z > 0, c.R)
+        if rf:
+            c.r = A.count_down(c.r, z > 0, rf.steps)
         # plasticity 4: on_post where the neuron spiked; record the weights
         for p in lay.projections:
             if p.param_name in W.rules:
@@ -381,7 +380,7 @@ class _Run:
             self.hist[f"{name}.{s}_pre"].append(v)
         return A.to_float(mem > float(lay.args.get("threshold", 1.0)))
 
-    def stage(self, lay: ir.LLayer, x):
+    def stage(self, lay: ir.LLayer, x, n: int = 0):
         op, B = lay.op, x.shape[0]
         if op == "flatten":
             return x.reshape(B, -1)
@@ -394,6 +393,11 @@ class _Run:
             g, b = w[f"{lay.name}.weight"], w[f"{lay.name}.bias"]
             m, v = w[f"{lay.name}.running_mean"], w[f"{lay.name}.running_var"]
             eps = float(lay.args.get("eps", 1e-5))
+            if lay.args.get("per_step"):  # row n of [steps, C]: BatchNorm-through-time
+                if n >= g.shape[0]:
+                    raise ValueError(f"batchnorm '{lay.name}' is per step and has statistics "
+                                     f"for {g.shape[0]} steps; step {n} has none")
+                g, b, m, v = g[n], b[n], m[n], v[n]
             shape = (1, -1) + (1,) * (x.ndim - 2)
             return ((x - m.reshape(shape)) / self.A.sqrt(v.reshape(shape) + eps)
                     * g.reshape(shape) + b.reshape(shape))
@@ -423,14 +427,7 @@ def simulate(net: ir.LNetwork, A: Arrays, enc: Mapping[str, object],
         for o in net.outputs:
             key = o.layer if o.state is None else (
                 f"{o.layer}.{o.state}{'_pre' if o.pre_reset else ''}")
-            tr = stacked(key)
-            if o.reduce == "sum":
-                tr = tr.sum(axis=0)
-            elif o.reduce == "mean":
-                tr = tr.mean(axis=0)
-            elif o.reduce == "last":
-                tr = tr[-1]
-            result[o.name] = tr
+            result[o.name] = reduce_steps(stacked(key), o.reduce)
         for key in record or ():
             result[key] = stacked(key)
     return result

@@ -161,6 +161,18 @@ def _have(module: str) -> bool:
         return False
 
 
+def _unavailable(on: bool, title: str, name: str, missing: str) -> str | None:
+    """Why a stage of the demo is skipped (None: it runs): switched off, the
+    target ``spikedsl.targets.<name>`` or the package ``name`` missing."""
+    if not on:
+        return "switched off"
+    if not _have(f"spikedsl.targets.{name}"):
+        return f"the {title} target (spikedsl.targets.{name}) is not installed"
+    if not _have(name):
+        return missing
+    return None
+
+
 def run_demo(out_dir: str | os.PathLike = "out/demo", epochs: int | None = None, *,
              spec: str | os.PathLike | None = None, train_name: str = "digits",
              nir: bool = True, brian2: bool = True, brian2_limit: int | None = None,
@@ -222,12 +234,9 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", epochs: int | None = None,
 
     # ------------------------------------------------------------------ 2. NIR
     log("[2/4] exporting the trained network to NIR")
-    if not nir:
-        res.skipped["nir"] = "switched off"
-    elif not _have("spikedsl.targets.nir"):
-        res.skipped["nir"] = "the NIR target (spikedsl.targets.nir) is not installed"
-    elif not _have("nir"):
-        res.skipped["nir"] = "the 'nir' package is not installed (pip install nir)"
+    why = _unavailable(nir, "NIR", "nir", "the 'nir' package is not installed (pip install nir)")
+    if why:
+        res.skipped["nir"] = why
     else:
         from spikedsl.targets import nir as nir_target
 
@@ -267,12 +276,9 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", epochs: int | None = None,
 
     # ------------------------------------------------------------------ 3. Brian2
     log("[3/4] simulating the trained network in Brian2")
-    if not brian2:
-        res.skipped["brian2"] = "switched off"
-    elif not _have("spikedsl.targets.brian2"):
-        res.skipped["brian2"] = "the Brian2 target (spikedsl.targets.brian2) is not installed"
-    elif not _have("brian2"):
-        res.skipped["brian2"] = "Brian2 is not installed (pip install brian2)"
+    why = _unavailable(brian2, "Brian2", "brian2", "Brian2 is not installed (pip install brian2)")
+    if why:
+        res.skipped["brian2"] = why
     else:
         from spikedsl.targets import brian2 as b2_target
 

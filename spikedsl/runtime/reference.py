@@ -43,6 +43,7 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.ir.arrays import ArrayCompiler
+from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import arrays
@@ -94,10 +95,9 @@ def neuron_dt(net: ir.LNetwork, neuron: ir.LNeuron) -> float:
 
 
 def refractory_steps(net: ir.LNetwork, neuron: ir.LNeuron) -> int:
-    """R = ceil(refractory / dt - 1e-9), 0 without a refractory period (resolved by
-    lowering)."""
+    """R, resolved by lowering (spikedsl.lowering.refractory)."""
     neuron_dt(net, neuron)
-    return int(neuron.refractory_steps)
+    return refractory.of(neuron).steps
 
 
 # ------------------------------------------------------------------ encoders
@@ -193,7 +193,9 @@ def load_weights(path: str) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ the run
-def _as_inputs(net: ir.LNetwork, inputs) -> dict[str, object]:
+def input_dict(net: ir.LNetwork, inputs) -> dict[str, object]:
+    """``{input name: array}`` from a dict, or one array for a network with a
+    single input."""
     ins = net.inputs
     if isinstance(inputs, Mapping):
         return dict(inputs)
@@ -222,7 +224,7 @@ def run(net: ir.LNetwork, inputs=None, *, weights=None, dtype=None,
     from spikedsl.runtime.interpreter import simulate
 
     A = arrays.backend(xp, dtype, device)
-    data = _as_inputs(net, inputs if inputs is not None else {})
+    data = input_dict(net, inputs if inputs is not None else {})
     enc: dict[str, np.ndarray] = {}
     T = None
     for lay in net.inputs:

@@ -260,14 +260,14 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
           callback: Callable[[dict[str, Any]], None] | None = None,
           build: Callable[..., torch.nn.Module] | None = None,
           threads: int | None = None, nproc: int | None = None,
-          timeout: float | None = None) -> TrainResult:
+          timeout: float | None = None, seed: int | None = None) -> TrainResult:
     """Run the train block ``train_name`` of a spec (or of a loaded program).
 
     * ``run_dir``: where files go (default ``runs/<run_name or train name>``,
       relative to the current directory);
     * ``resume``: continue from ``run_dir/checkpoint.pt`` (bit-identical to an
       uninterrupted run);
-    * ``epochs``, ``device``, ``dtype``: override the block's settings;
+    * ``epochs``, ``device``, ``dtype``, ``seed``: override the block's settings;
     * ``limit``: use only the first ``limit`` training and test samples;
     * ``progress``: a tqdm bar (only when stderr is a terminal) and per-epoch
       lines; ``log`` receives those lines instead of ``print``;
@@ -303,7 +303,7 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
                                   run_name=run_name, resume=resume, epochs=epochs,
                                   device=device, dtype=dtype, progress=progress, limit=limit,
                                   log=log, callback=callback, build=build, threads=threads,
-                                  timeout=timeout)
+                                  timeout=timeout, seed=seed)
     if under_torchrun:
         from spikedsl.runtime.distributed import from_environment, leave_group
 
@@ -316,7 +316,8 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
             res = _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
                                 run_name=run_name, resume=resume, epochs=epochs,
                                 device=device, dtype=dtype, progress=progress, limit=limit,
-                                log=log, callback=callback, build=build, dist_ctx=ctx)
+                                log=log, callback=callback, build=build, dist_ctx=ctx,
+                                seed=seed)
             ok = True
             return res
         finally:
@@ -324,7 +325,7 @@ def train(prog_or_path: Program | str | os.PathLike, train_name: str | None = No
     return _with_threads(prog_or_path, train_name, threads, run_dir=run_dir,
                          run_name=run_name, resume=resume, epochs=epochs, device=device,
                          dtype=dtype, progress=progress, limit=limit, log=log,
-                         callback=callback, build=build, dist_ctx=None)
+                         callback=callback, build=build, dist_ctx=None, seed=seed)
 
 
 def _with_threads(prog_or_path, train_name, threads, **kw) -> TrainResult:
@@ -350,7 +351,7 @@ def _located_data_error(e: DataError, prog: Program, train_name: str) -> DataErr
 
 
 def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, device, dtype,
-           progress, limit, log, callback, build, dist_ctx=None) -> TrainResult:
+           progress, limit, log, callback, build, dist_ctx=None, seed=None) -> TrainResult:
     t_start = time.perf_counter()
     prog = prog_or_path if isinstance(prog_or_path, Program) else _load(prog_or_path)
     cfg = resolve_config(prog, train_name)
@@ -358,6 +359,10 @@ def _train(prog_or_path, train_name, *, run_dir, run_name, resume, epochs, devic
         if int(epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         cfg.epochs = int(epochs)
+    if seed is not None:
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        cfg.seed = int(seed)
     if device is not None:
         cfg.device = device
     if dtype is not None:

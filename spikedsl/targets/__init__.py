@@ -133,6 +133,10 @@ _REASONS = {
 
 _TORCH_LIKE = dict(gradients=True, devices=("cpu", "cuda"),
                    dtypes=("float16", "float32", "float64"))
+# the targets that run a network as the built-in neuron models of a library
+# (Norse cells, NIR nodes, NEST models): no LSTM cells, no synapse rules
+_BUILT_IN_MODELS = dict(cells=frozenset(), plasticity=frozenset())
+_GENERATED_MODULE = {"source": "convert", "build": "build", "run": "run", "check": "check"}
 
 TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
     Target(
@@ -146,17 +150,16 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
         summary="a standalone nn.Module (generated code that imports only torch)",
         requires=("torch",),
         caps=Capabilities(**_TORCH_LIKE),
-        entries={"source": "convert", "build": "build", "run": "run", "check": "check"},
+        entries=_GENERATED_MODULE,
     ),
     Target(
         name="norse", title="Norse", module="spikedsl.targets.norse",
         summary="the torch module with neurons run as Norse cells (docs/norse.md)",
         requires=("torch", "norse"),
-        caps=Capabilities(cells=frozenset(), states=(1, 2), refractory=False,
-                          plasticity=frozenset(),
+        caps=Capabilities(states=(1, 2), refractory=False, **_BUILT_IN_MODELS, **_TORCH_LIKE,
                           neurons="steps equal to a Norse cell (LIFBoxCell, IAFCell, "
-                                  "LIBoxCell, LIFCell, LICell)", **_TORCH_LIKE),
-        entries={"source": "convert", "build": "build", "run": "run", "check": "check"},
+                                  "LIBoxCell, LIFCell, LICell)"),
+        entries=_GENERATED_MODULE,
         reasons={"cell": "Norse has no spiking LSTM cell (use the torch target)",
                  "plasticity": "the Norse target has no learning rules (use the torch target)",
                  "states": "Norse's cells have one or two",
@@ -182,8 +185,8 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
         summary="an NIR graph (docs/nir.md); run: exported, imported back, interpreted",
         requires=("nir",),
         caps=Capabilities(stages=frozenset({"avgpool2d", "sumpool2d", "flatten", "dropout"}),
-                          cells=frozenset(), layer_functions=frozenset(), states=(1, None),
-                          refractory=False, plasticity=frozenset(), delays=False,
+                          layer_functions=frozenset(), states=(1, None),
+                          refractory=False, delays=False, **_BUILT_IN_MODELS,
                           approximable=frozenset({"refractory", "delay"}), devices=(),
                           partial_traces=True,
                           neurons="steps equal to NIR's LIF, CubaLIF, IF, LI, I, CubaLI"),
@@ -203,9 +206,8 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
         name="nest", title="NEST", module="spikedsl.targets.nest",
         summary="NEST's built-in neuron models, run with PyNEST (docs/nest.md)",
         requires=("nest",),
-        caps=Capabilities(stages=frozenset(), cells=frozenset(), layer_functions=frozenset(),
-                          states=(1, 9), plasticity=frozenset(), partial_traces=True,
-                          devices=(),
+        caps=Capabilities(stages=frozenset(), layer_functions=frozenset(),
+                          states=(1, 9), partial_traces=True, devices=(), **_BUILT_IN_MODELS,
                           neurons="steps equal to a NEST built-in (iaf_psc_delta, iaf_psc_exp, "
                                   "iaf_cond_exp, aeif_cond_exp, izhikevich, hh_psc_alpha)"),
         entries={"run": "run", "simulate": "run", "check": "check", "schedule": "schedule"},
@@ -254,7 +256,7 @@ def _one_arg_functions() -> frozenset[str]:
 
 def _neuron(t: Target, n, file: str, options: Mapping) -> None:
     caps, approx = t.caps, bool(options.get("allow_approx"))
-    loc = _loc(file, n.source_line)
+    loc = _loc(*n.source(file))
     what = f"neuron '{n.name}'"
     lo, hi = caps.states
     k = len(n.states)
@@ -321,7 +323,9 @@ def _declared(t: Target, subject, options: Mapping) -> None:
     from spikedsl import ir
 
     if isinstance(subject, ir.LNeuron):
-        _neuron(t, subject, options.get("file", ""), options)
+        file = options.get("file", "")  # a neuron checked on its own: the caller's file
+        _neuron(t, subject.model_copy(update={"source_file": file}) if file else subject,
+                file, options)
     else:
         _network(t, subject, options)
 

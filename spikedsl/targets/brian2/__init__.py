@@ -173,19 +173,15 @@ def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
     ins = net.inputs
     if inputs is None:
         return {lay.name: np.zeros((net.steps, 1) + tuple(lay.shape)) for lay in ins}
-    if not isinstance(inputs, dict):
-        if len(ins) != 1:
-            raise ValueError(f"network '{net.name}' has {len(ins)} inputs: pass a dict "
-                             f"{{name: [T, B, ...]}}")
-        inputs = {ins[0].name: inputs}
+    from spikedsl.runtime.reference import encode, input_dict
+
+    inputs = input_dict(net, inputs)
     out = {}
     for lay in ins:
         if lay.name not in inputs:
             raise ValueError(f"no data for input '{lay.name}'")
         x = _weights.to_numpy(inputs[lay.name]).astype(np.float64)
         if x.ndim == len(lay.shape) + 1:  # raw [B, ...]: encode as the torch target does
-            from spikedsl.runtime.reference import encode
-
             x = encode(lay, x, net.steps)
         out[lay.name] = x
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.units import ONE, Dim
+from spikedsl.lowering import refractory
 from spikedsl.targets.brian2.printer import (
     B2Printer,
     DimError,
@@ -56,7 +57,8 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     when it differs from the accumulator; ``pre_vars``: state -> copy before
     the reset.  Raises :class:`DimError` when the code does not check with
     units (the caller then prints it ``stripped``)."""
-    R = neu.refractory_steps or 0
+    rf = refractory.of(neu)
+    R = rf.steps
     hold = internal.hold
     dt = "dt" if neu.uses_units else repr(float(neu.dt if neu.dt is not None else 1.0))
     names_in = dict(nm)
@@ -82,7 +84,10 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
             raise DimError(f"assignment to {target}")
         return pr.zero(want) if d != want else s
 
-    clamp = set(neu.clamp) if R else set()
+    def mix(kept: str, code: str) -> str:
+        return f"{code}*(1 - {hold}) + {kept}*{hold}"
+
+    clamp = set(rf.held)
     lines: list[str] = []
     if R:
         lines.append(f"{internal.lock} = {internal.rc} > 0")
@@ -90,23 +95,21 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         lines.append(f"{hold} = int({internal.lock})")
     for i, e in eff.items():
         lines.append(f"{e} = {nm[i]} + {bias_names[i]}")
-    # jumps, in order, each reading what the previous ones left; a jump of a
-    # clamped state is lost while refractory
+    # jumps, in order, each reading what the previous ones left
     for j in neu.jumps:
         target, s = nm[j.target], value(j.target, j.value)
         if j.target in clamp:
             tmp = fresh(f"{target}_jump")
             lines.append(f"{tmp} = {s}")
-            lines.append(f"{target} = {tmp}*(1 - {hold}) + {target}*{hold}")
-        else:
-            lines.append(f"{target} = {s}")
+            s = tmp
+        lines.append(f"{target} = {rf.jump(j.target, s, target, mix)}")
     temp_dims = dict(dims)
     pr.dims = temp_dims
     for t in neu.temps:
         s, d = _temp(pr, t.value)
         temp_dims[t.target] = d
         lines.append(f"{nm[t.target]} = {s}")
-    refr = {u.target: u for u in neu.refr_updates} if R else {}
+    refr = {u.target: u for u in rf.updates}
     single = (len(neu.updates) == 1 and neu.updates[0].target not in clamp
               and neu.updates[0].target not in refr)
     news = []
@@ -123,7 +126,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     if refr:
         r_names = dict(names_in)
         pr.names = r_names
-        for t in neu.refr_temps:
+        for t in rf.temps:
             s, d = _temp(pr, t.value)
             temp_dims[t.target] = d
             r_names[t.target] = fresh(t.target)
@@ -133,12 +136,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
             lines.append(f"{alt[state]} = {value(state, u.value)}")
         pr.names = names_in
     for state, target, tmp in news:
-        if state in alt:
-            lines.append(f"{target} = {tmp}*(1 - {hold}) + {alt[state]}*{hold}")
-        elif state in clamp:
-            lines.append(f"{target} = {tmp}*(1 - {hold}) + {target}*{hold}")
-        else:
-            lines.append(f"{target} = {tmp}")
+        lines.append(f"{target} = {rf.update(state, tmp, target, alt, mix)}")
     for s, v in pre_vars.items():
         lines.append(f"{v} = {nm[s]}")
     clears = []
@@ -160,8 +158,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         else:
             x, d = pr_post.expr(neu.spike_x)
             threshold = f"{x} {neu.spike_op} {pr_post.zero(d)}"
-        if R:
-            threshold = f"({threshold}) and not {internal.lock}"
+        threshold = rf.spike(threshold, lambda t: f"({t}) and not {internal.lock}")
         rs = [pr_post.assign(a.target, a.value, a.op) for a in neu.reset]
         if R:
             rs.append(f"{internal.rc} = {R}")

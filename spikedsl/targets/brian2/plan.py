@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import names as expr_names
-from spikedsl.ir.units import ONE, TIME, Dim, ddiv
+from spikedsl.ir.units import ONE, TIME, Dim, ddiv, dmul
+from spikedsl.lowering import refractory
 from spikedsl.targets import require
 from spikedsl.targets.brian2.code import Internal, neuron_code, rule_code
 from spikedsl.targets.brian2.printer import (
@@ -95,6 +96,7 @@ class Group:
     reset_order: int = 0
     pre_monitor_order: int = 0
     sets: list[str] = field(default_factory=list)  # python statements after creation
+    timed: list[tuple[str, str]] = field(default_factory=list)  # TimedArrays: (name, values)
     order: int = 0  # of a SpikeGeneratorGroup / TimedArray group
 
     @property
@@ -488,7 +490,7 @@ class Planner:
         assert neu is not None
         py = self.pyname[lay.name]
         names, nm, dims, pre_vars = self.ctx[lay.name]
-        R = neu.refractory_steps
+        R = refractory.of(neu).steps
         held = [a.target for a in neu.reset]
         title = f"layer {lay.name}{list(lay.shape)} = {neu.name}"
         g = Group(py=py, layer=lay.name, kind="neuron", shape=tuple(lay.shape), title=title)
@@ -655,20 +657,36 @@ class Planner:
             setup = [f"pre = post = np.arange({n_out})"]
             on_pre = "acc_post += " + ("1.0" if port.kind == "spike" else f"{port.var}_pre")
             eps = float(lay.args.get("eps", 1e-5))
-            g.variables += [Var("bn_mean", u, "constant"), Var("bn_var", f"({u})**2" if u != "1"
-                                                                 else "1", "constant"),
-                            Var("bn_weight", "1", "constant"), Var("bn_bias", u, "constant")]
+            per_step = bool(lay.args.get("per_step"))
+            # the normalised value is dimensionless: the weight carries the source's unit
+            u2 = unit_expr(dmul(d, d)) or "1"
+            self.plan.units |= unit_names(unit_expr(dmul(d, d)))
+            units = {"bn_mean": u, "bn_var": u2, "bn_weight": u, "bn_bias": u}
+            names = {}
             for var, key, default in (("bn_mean", "running_mean", "np.zeros"),
                                       ("bn_var", "running_var", "np.ones"),
                                       ("bn_weight", "weight", "np.ones"),
                                       ("bn_bias", "bias", "np.zeros")):
+                if per_step:  # one row per step: TimedArrays read at the step's time
+                    ta = f"{py}_{var}"
+                    names[var] = f"{ta}(t, i)"
+                    vals = (f'step_channel_values(weights.get("{lay.name}.{key}", {default}(('
+                            f'{self.net.steps}, {c}))), {tuple(lay.shape)}, batch, '
+                            f'len(next(iter(data.values()), [0] * STEPS)), "{lay.name}")')
+                    g.timed.append((ta, vals if units[var] == "1" else
+                                    f"{vals} * ({units[var]})"))
+                    continue
+                names[var] = var
+                g.variables.append(Var(var, units[var], "constant"))
                 g.sets.append(
                     f'{py}.{var} = channel_values(weights.get("{lay.name}.{key}", {default}({c})),'
-                    f' {tuple(lay.shape)}, batch)')
-            epsu = repr(eps) if d == ONE else f"{eps!r}*({unit_expr(d)})**2"
-            step = f"val = (acc - bn_mean) / sqrt(bn_var + {epsu}) * bn_weight + bn_bias\n" \
-                   f"acc = {zero}"
-            desc = f"batchnorm {list(lay.shape)} (running statistics)"
+                    f' {tuple(lay.shape)}, batch)' + ("" if units[var] == "1" else
+                                                      f" * ({units[var]})"))
+            epsu = repr(eps) if d == ONE else f"{eps!r}*{u2}"
+            step = (f"val = (acc - {names['bn_mean']}) / sqrt({names['bn_var']} + {epsu}) * "
+                    f"{names['bn_weight']} + {names['bn_bias']}\nacc = {zero}")
+            desc = f"batchnorm {list(lay.shape)} (running statistics" + (
+                " per step)" if per_step else ")")
         setup.append(f"pre, post = replicate(pre, post, {n_in}, {n_out}, batch)")
         syn = Syn(py=self.py_names.fresh(f"s_{lay.name}_{lay.source}"), title=desc,
                   source=port.group, target=py, model="", on_pre=on_pre, on_post=None,
@@ -681,9 +699,13 @@ class Planner:
             self.plan.synapses.append(syn)
             items = [syn]
         g.step = step
+        self._value_layer(lay, g, d, title, items)
+
+    def _value_layer(self, lay: ir.LLayer, g: Group, d: Dim, title: str, items: list) -> None:
+        """Place a layer whose output is its variable ``val`` (its step set)."""
         g.step_order = self.next()
         self._value_events(g, (lay.name, None), "val", d)
-        self.plan.records[lay.name] = Record(lay.name, py, "val", "state", "end", 0,
+        self.plan.records[lay.name] = Record(lay.name, g.py, "val", "state", "end", 0,
                                              tuple(lay.shape))
         self.plan.groups.append(g)
         self._block(title, g, items)
@@ -724,12 +746,7 @@ class Planner:
                             "the function needs a dimensionless argument", lay.source_line)
         zero = "0.0" if d == ONE else f"0.0*{unit_expr(d)}"
         g.step = f"val = {expr}\nacc = {zero}"
-        g.step_order = self.next()
-        self._value_events(g, (lay.name, None), "val", d)
-        self.plan.records[lay.name] = Record(lay.name, py, "val", "state", "end", 0,
-                                             tuple(lay.shape))
-        self.plan.groups.append(g)
-        self._block(title, g, items)
+        self._value_layer(lay, g, d, title, items)
 
     # ------------------------------------------------------------ outputs
     def _outputs(self) -> None:

@@ -137,6 +137,16 @@ def channel_values(values, shape, batch):
     return np.tile(np.repeat(v, per), batch)
 
 
+def step_channel_values(values, shape, batch, steps, name):
+    """Per-step, per-channel values (``batchnorm(per_step = true)``, ``[S, C]``)
+    as ``[steps, batch * prod(shape)]`` rows of a TimedArray."""
+    v = np.asarray(values, dtype=np.float64)
+    if steps > len(v):
+        raise ValueError(f"batchnorm '{name}' is per step and has statistics for {len(v)} "
+                         f"steps; this run has {steps}")
+    return np.stack([channel_values(row, shape, batch) for row in v[:steps]])
+
+
 def init_weights(arrays, seed=0):
     """Initial weights when none are given, the numbers of every spikedsl target
     (``init_values``): ``arrays`` is a list of (name, shape, dist, args, magnitude)."""

@@ -22,7 +22,6 @@ build of NEST); the wheel from the package index is built without it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -75,15 +74,10 @@ def _nest_call(fn, *args):
 
 
 def _inputs(net: ir.LNetwork, inputs) -> dict[str, np.ndarray]:
-    from spikedsl.runtime.reference import encode
+    from spikedsl.runtime.reference import encode, input_dict
 
     ins = net.inputs
-    if inputs is None:
-        inputs = {}
-    if not isinstance(inputs, Mapping):
-        if len(ins) != 1:
-            raise ValueError(f"network '{net.name}' has {len(ins)} inputs; pass a dict")
-        inputs = {ins[0].name: inputs}
+    inputs = input_dict(net, inputs if inputs is not None else {})
     out = {}
     for lay in ins:
         if lay.name not in inputs:

@@ -35,6 +35,7 @@ import numpy as np
 from spikedsl import ir
 from spikedsl.errors import Loc, Unsupported, unsupported
 from spikedsl.ir.exprs import SpkPrinter, from_sympy, names, substitute, to_sympy
+from spikedsl.lowering import refractory
 from spikedsl.lowering.weights import np_eval
 
 TITLE = "NEST"
@@ -73,14 +74,9 @@ def inline(stmts_temps, stmts) -> dict[str, ir.Expr]:
 
 
 def _dump(a: ir.Assign) -> tuple:
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k != "loc"}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
+    from spikedsl.lowering.neuron import dump_noloc
 
-    return a.target, strip(a.value.model_dump(mode="json"))
+    return a.target, dump_noloc(a.value)
 
 
 @dataclass
@@ -109,7 +105,7 @@ class Form:
 
     @property
     def R(self) -> int:
-        return int(self.neuron.refractory_steps or 0)
+        return refractory.of(self.neuron).steps
 
     def num(self, e) -> np.ndarray:
         """A SymPy or IR expression of the parameters, evaluated per neuron."""
@@ -200,7 +196,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], h_ms: float, time_ms:
     import sympy as sp
 
     n = lay.neuron
-    loc = Loc(file, n.source_line, 1) if n.source_line else None
+    loc = Loc(*n.source(file), 1) if n.source_line else None
     env = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     env["dt"] = np.float64(n.dt if n.dt is not None else 1.0)
     form = Form(neuron=n, layer=lay.name, shape=tuple(lay.shape), loc=loc, env=env,
@@ -358,7 +354,7 @@ def match_layer(lay: ir.LLayer, params: dict[str, np.ndarray], h_ms: float, time
     from spikedsl.targets.nest.models import MODELS
 
     n = lay.neuron
-    loc = Loc(file, n.source_line, 1) if n.source_line else None
+    loc = Loc(*n.source(file), 1) if n.source_line else None
     misses: dict[str, Miss] = {}
     try:
         form = analyse(lay, params, h_ms, time_ms, file)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spikedsl.lowering import refractory
 from spikedsl.targets.nest.match import (
     Form,
     Match,
@@ -95,9 +96,27 @@ def _reset_to(form: Form, model: str, extra: dict[str, str] | None = None) -> di
 
 
 def _clamp(form: Form, model: str, clamp: set[str]) -> None:
-    if form.R > 0 and set(form.neuron.clamp) != clamp:
-        raise Miss(1, f"while refractory it holds {', '.join(form.neuron.clamp) or 'nothing'}; "
+    held = refractory.of(form.neuron).held
+    if form.R > 0 and set(held) != clamp:
+        raise Miss(1, f"while refractory it holds {', '.join(held) or 'nothing'}; "
                       f"{model} holds {', '.join(sorted(clamp))}")
+
+
+def _membrane(form: Form, model: str, allowed: tuple[int, ...], what: str) -> str:
+    """The membrane state of a model with ``allowed`` numbers of states (``what``)
+    that fires on a threshold of it."""
+    _nstates(form, model, allowed, what)
+    _threshold(form, model)
+    return form.v
+
+
+def _plain_reset(form: Form, model: str, extra: dict[str, str] | None = None) -> dict:
+    """The reset of an integrate-and-fire model: no jump sets a state, ``v = c``
+    (plus ``extra``), the membrane alone held while refractory."""
+    _no_sets(form, model)
+    reset = _reset_to(form, model, extra)
+    _clamp(form, model, {form.v})
+    return reset
 
 
 def _no_sets(form: Form, model: str) -> None:
@@ -146,6 +165,19 @@ def _capacitance(form: Form, implied: list[tuple[str, str, np.ndarray]],
         if form.dim(name) == want and np.all(np.isfinite(c)) and np.all(c > 0):
             return snap(c)
     return np.full(form.shape, default)
+
+
+def _iaf_params(form: Form, sigma: float, c_v, a, C, tau, reset_v) -> dict[str, np.ndarray]:
+    """The parameters of NEST's iaf_psc models from the exact membrane step
+    ``v' = a·v + c_v + ...`` (time constant ``tau`` in steps, capacitance ``C``)."""
+    params = {
+        "E_L": sigma * c_v / (1 - a), "C_m": C, "tau_m": tau * form.time_ms,
+        "t_ref": np.full(form.shape, form.R * form.h_ms), "V_th": _v_th(form, sigma),
+        "V_reset": sigma * reset_v, "I_e": np.zeros(form.shape),
+    }
+    if not np.all(params["V_reset"] < params["V_th"]):
+        raise Miss(3, "its reset value is not below its threshold (NEST requires V_reset < V_th)")
+    return params
 
 
 def _need_explicit(form: Form, model: str) -> None:
@@ -226,13 +258,9 @@ def _finish(form: Form, m: Match, rhs: bool) -> Match:
 # ------------------------------------------------------------------ iaf_psc_delta
 def iaf_psc_delta(form: Form, **_) -> Match:
     M = "iaf_psc_delta"
-    _nstates(form, M, (1,), "one (V_m)")
-    _threshold(form, M)
-    v = form.v
+    v = _membrane(form, M, (1,), "one (V_m)")
     _spike_syn(form, M, [v])
-    _no_sets(form, M)
-    reset = _reset_to(form, M)
-    _clamp(form, M, {v})
+    reset = _plain_reset(form, M)
     n = form.neuron
     if form.rhs is not None:
         _extra_terms(form, M, v, "V_m", {1, sym(form, v)} | {sym(form, i) for i in form.currents})
@@ -249,13 +277,7 @@ def iaf_psc_delta(form: Form, **_) -> Match:
     beta = {i: B[(v, i)] / (tau * (1 - a)) for i in form.currents}
     C = _capacitance(form, [(i, "A", form.time_ms * 1e12 / (sigma * b))
                             for i, b in beta.items()], 250.0)
-    params = {
-        "E_L": sigma * c[v] / (1 - a), "C_m": C, "tau_m": tau * form.time_ms,
-        "t_ref": np.full(form.shape, form.R * form.h_ms), "V_th": _v_th(form, sigma),
-        "V_reset": sigma * reset[v], "I_e": np.zeros(form.shape),
-    }
-    if not np.all(params["V_reset"] < params["V_th"]):
-        raise Miss(3, "its reset value is not below its threshold (NEST requires V_reset < V_th)")
+    params = _iaf_params(form, sigma, c[v], a, C, tau, reset[v])
     # NEST adds a spike after the propagation; the jump comes before it: a weight
     # decayed over the step lands on the same value (docs/nest.md)
     jumps = {i: (s, sigma * form.num(k) * a) for i, (s, k) in form.spike_inputs.items()}
@@ -270,14 +292,10 @@ def iaf_psc_delta(form: Form, **_) -> Match:
 # ------------------------------------------------------------------ iaf_psc_exp
 def iaf_psc_exp(form: Form, **_) -> Match:
     M = "iaf_psc_exp"
-    _nstates(form, M, (2, 3), "three (V_m, I_syn_ex, I_syn_in)")
-    _threshold(form, M)
-    v = form.v
+    v = _membrane(form, M, (2, 3), "three (V_m, I_syn_ex, I_syn_in)")
     syn = [s for s in form.states if s != v]
     _spike_syn(form, M, syn)
-    _no_sets(form, M)
-    reset = _reset_to(form, M)
-    _clamp(form, M, {v})
+    reset = _plain_reset(form, M)
     n = form.neuron
     if form.rhs is not None:
         allowed = {1, sym(form, v)} | {sym(form, s) for s in syn} | {
@@ -324,13 +342,7 @@ def iaf_psc_exp(form: Form, **_) -> Match:
     syns = {s: Syn(s, sigma * alpha[s] * C / form.time_ms, {"tau_syn": tau_s[s] * form.time_ms})
             for s in syn}
     _zero_init(form, M, syn)
-    params = {
-        "E_L": sigma * c[v] / (1 - am), "C_m": C, "tau_m": tau_m * form.time_ms,
-        "t_ref": np.full(form.shape, form.R * form.h_ms), "V_th": _v_th(form, sigma),
-        "V_reset": sigma * reset[v], "I_e": np.zeros(form.shape),
-    }
-    if not np.all(params["V_reset"] < params["V_th"]):
-        raise Miss(3, "its reset value is not below its threshold (NEST requires V_reset < V_th)")
+    params = _iaf_params(form, sigma, c[v], am, C, tau_m, reset[v])
     m = Match(model=M, layer=form.layer, neuron=n.name, params=params,
               states={v: (("V_m",), np.full(form.shape, sigma))},
               init={"V_m": sigma * form.init(v)}, jumps=_jumps(form, syns),
@@ -351,14 +363,10 @@ def _conductance_states(form: Form, M: str, other: list[str]) -> list[str]:
 
 def iaf_cond_exp(form: Form, **_) -> Match:
     M = "iaf_cond_exp"
-    _nstates(form, M, (2, 3), "three (V_m, g_ex, g_in)")
-    _threshold(form, M)
-    v = form.v
+    v = _membrane(form, M, (2, 3), "three (V_m, g_ex, g_in)")
     V = sym(form, v)
     syn = _conductance_states(form, M, [])
-    _no_sets(form, M)
-    reset = _reset_to(form, M)
-    _clamp(form, M, {v})
+    reset = _plain_reset(form, M)
     _need_explicit(form, M)
     allowed = {1, V} | {sym(form, s) for s in syn} | {sym(form, s) * V for s in syn} | {
         sym(form, i) for i in form.currents}
@@ -426,14 +434,12 @@ def aeif_cond_exp(form: Form, **_) -> Match:
     import sympy as sp
 
     M = "aeif_cond_exp"
-    _nstates(form, M, (3, 4), "four (V_m, w, g_ex, g_in)")
-    _threshold(form, M)
-    v = form.v
+    v = _membrane(form, M, (3, 4), "four (V_m, w, g_ex, g_in)")
     V = sym(form, v)
     # NEST's aeif models read V = min(V_m, V_peak) in their right-hand sides: the
     # bound is the built-in's own, so a spec that writes it matches
     peak = None
-    for e in form.rhs.values():
+    for e in (form.rhs or {}).values():  # None for an exact step: refused below
         for f in e.atoms(sp.Function):
             if f.func.__name__ in ("Min", "_f_min") and V in f.args and len(f.args) == 2:
                 peak = f
@@ -447,9 +453,7 @@ def aeif_cond_exp(form: Form, **_) -> Match:
     w = adds[0]
     W = sym(form, w)
     syn = _conductance_states(form, M, [w])
-    _no_sets(form, M)
-    reset = _reset_to(form, M, {w: "+="})
-    _clamp(form, M, {v})
+    reset = _plain_reset(form, M, {w: "+="})
     _need_explicit(form, M)
     # the exponential term: exp(k·V) with k free of states
     T0 = terms(form, form.rhs[v])
@@ -512,9 +516,7 @@ def aeif_cond_exp(form: Form, **_) -> Match:
 # ------------------------------------------------------------------ izhikevich
 def izhikevich(form: Form, **_) -> Match:
     M = "izhikevich"
-    _nstates(form, M, (2,), "two (V_m, U_m)")
-    _threshold(form, M)
-    v = form.v
+    v = _membrane(form, M, (2,), "two (V_m, U_m)")
     u = next(s for s in form.states if s != v)
     V, U = sym(form, v), sym(form, u)
     if form.spike_inputs:
@@ -620,9 +622,9 @@ def hh_psc_alpha(form: Form, **_) -> Match:
                                f"({last} = {v})")
     if form.reset:
         raise Miss(form_depth, f"it resets '{form.reset[0].target}'; {M} resets nothing")
-    if form.R > 0 and n.clamp:
-        raise Miss(form_depth, f"while refractory it holds {', '.join(n.clamp)}; {M} holds "
-                               "nothing")
+    if refractory.of(n).held:
+        held = ", ".join(refractory.of(n).held)
+        raise Miss(form_depth, f"while refractory it holds {held}; {M} holds nothing")
     mm, hh, nn = sym(form, gates["m"]), sym(form, gates["h"]), sym(form, gates["n"])
     cur_states = [s for s in form.states if s not in (v, last, *gates.values())
                   and T.get(sym(form, s)) is not None]

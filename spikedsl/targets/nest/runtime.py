@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from spikedsl.runtime.arrays import NumpyArrays
+from spikedsl.runtime.arrays import NumpyArrays, reduce_steps
 from spikedsl.targets.nest.plan import LEAD, Plan, nest_weight, place_channels, synapses
 
 
@@ -280,14 +280,7 @@ def _collect(plan: Plan, ids: dict[tuple[str, int], np.ndarray], spikes, meters,
     out: dict[str, np.ndarray] = {}
     for o in plan.net.outputs:
         key = o.layer if o.state is None else f"{o.layer}.{o.state}"
-        tr = traces[key]
-        if o.reduce == "sum":
-            tr = tr.sum(axis=0)
-        elif o.reduce == "mean":
-            tr = tr.mean(axis=0)
-        elif o.reduce == "last":
-            tr = tr[-1]
-        out[o.name] = tr
+        out[o.name] = reduce_steps(traces[key], o.reduce)
     for key in record:
         if key in traces:
             out[key] = traces[key]

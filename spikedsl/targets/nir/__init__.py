@@ -30,6 +30,7 @@ from spikedsl.lowering.weights import (
     seconds_per_step,
     sparse_matrix,
 )
+from spikedsl.runtime.arrays import reduce_steps
 from spikedsl.targets import require
 from spikedsl.targets.nir.match import analyse, match_nir
 
@@ -382,16 +383,6 @@ def _trace_key(o: ir.LOutput) -> str:
     return f"{o.layer}.{o.state}{'_pre' if o.pre_reset else ''}"
 
 
-def _reduce(tr: np.ndarray, how: str) -> np.ndarray:
-    if how == "sum":
-        return tr.sum(axis=0)
-    if how == "mean":
-        return tr.mean(axis=0)
-    if how == "last":
-        return tr[-1]
-    return tr
-
-
 def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None,
         **_options) -> dict[str, np.ndarray]:
     """Run ``net`` as NIR runs it: export, import the graph back
@@ -426,7 +417,7 @@ def run(net: ir.LNetwork, inputs, *, weights=None, dtype=np.float64, record=None
     for o in net.outputs:
         k = keys[o.name]
         if k in out2:
-            result[o.name] = _reduce(out2[k], o.reduce)
+            result[o.name] = reduce_steps(out2[k], o.reduce)
     for k, k2 in wanted.items():
         if k2 in out2:
             result[k] = out2[k2]

@@ -265,7 +265,7 @@ def analyse(lay: ir.LLayer, params: dict[str, np.ndarray], dt_value: float, targ
     import sympy as sp
 
     n = lay.neuron
-    loc = Loc(file, n.source_line, 1) if n.source_line else None
+    loc = Loc(*n.source(file), 1) if n.source_line else None
     used = sorted({p.target_input for p in lay.projections})
     an = Analysis(neuron=n, shape=tuple(lay.shape), target=target, loc=loc,
                   states=n.state_names, inp=used[0] if used else None, sym={})

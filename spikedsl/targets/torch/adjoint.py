@@ -54,12 +54,11 @@ class Derivation:
         env.update(self.P)
         env.update(self.X)
         env.update(self.s)
-        # jumps in order; a jump of a clamped state is lost while refractory
+        rf = plan.rf
+        hold = lambda kept, e: nr * e + (1 - nr) * kept  # noqa: E731
+        # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
-            e = b(j.value, env)
-            if j.target in plan.held:
-                e = nr * e + (1 - nr) * self.s[j.target]
-            env[j.target] = e
+            env[j.target] = rf.jump(j.target, b(j.value, env), self.s[j.target], hold)
         for t in plan.temps:
             env[t.target] = b(t.value, env)
         alt = {}
@@ -71,12 +70,7 @@ class Derivation:
         pre = {}
         for s in plan.states:
             if s in plan.updates:
-                e = b(plan.updates[s], env)
-                if s in alt:
-                    e = nr * e + (1 - nr) * alt[s]
-                if s in plan.held:
-                    e = nr * e + (1 - nr) * self.s[s]
-                pre[s] = e
+                pre[s] = rf.update(s, b(plan.updates[s], env), self.s[s], alt, hold)
             else:
                 pre[s] = env[s]
         self.pre = pre
@@ -661,7 +655,7 @@ _EQ_CACHE: dict[str, tuple] = {}
 
 
 def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:
-    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line"}), plan.R,
+    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line", "source_file"}), plan.R,
                       plan.step_names, plan.static_names, sorted(plan.held),
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.temps],
                       {k: v.model_dump(mode="json") for k, v in plan.updates.items()},

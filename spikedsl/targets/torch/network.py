@@ -14,6 +14,7 @@ import re
 from spikedsl import ir
 from spikedsl.errors import name_loc, unsupported
 from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.torch.expr import (
@@ -36,6 +37,7 @@ from spikedsl.targets.torch.neuron import (
     surrogate_code,
     surrogate_doc,
 )
+from spikedsl.targets.torch.norm import per_step_batchnorm
 from spikedsl.targets.torch.params import draws, register_layer
 from spikedsl.targets.torch.scan import ScanGen
 from spikedsl.targets.torch.step import StepMixin
@@ -87,7 +89,7 @@ class NetGen(StepMixin):
         self.layers = {la.name: la for la in net.layers}
         self.index = {la.name: i for i, la in enumerate(net.layers)}
         self.nm = Namer(["xs", "T", "B", "t", "inputs", "out", "g", "result", "n", "t0", "t1",
-                         "chunk"])
+                         "k", "chunk", "chunks"])
         self.T = "T"  # the number of steps the layer code runs (n: a chunk of steps)
         self.carry: list[str] | None = None  # chunked: the states carried between chunks
         self.use: set[str] = set()
@@ -331,6 +333,8 @@ class NetGen(StepMixin):
             return f"{fn}({src}, {k}, {s}{extra})"
         if op == "dropout":
             return f"F.dropout({src}, {number(float(a['p']))}, self.training)"
+        if op == "batchnorm" and a.get("per_step"):
+            return per_step_batchnorm(self, la, src, lead)
         if op == "batchnorm":
             pre = self.attr(la.name)
             args = (f"{pre}.running_mean, {pre}.running_var, {pre}.weight, {pre}.bias, "
@@ -404,7 +408,7 @@ class NetGen(StepMixin):
         parts = {k: self.nm(f"parts:{k}", self.trace(k) + "_parts") for k in keys}
         L += self.carry
         L.append("# the layers run chunk by chunk of steps: the tensors of one chunk stay small")
-        L.append(f"chunk = max(1, min(T, {STEP_CHUNK_ELEMENTS} // (B * {widest})))")
+        L.append(f"chunk = max(1, min(T, {STEP_CHUNK_ELEMENTS} // max(1, B * {widest})))")
         L.append("chunks = -(-T // chunk)")
         for k in keys:
             L.append(f"{parts[k]} = []")
@@ -428,7 +432,7 @@ class NetGen(StepMixin):
                     not la.neuron.states:
                 return False
             n = la.neuron
-            plan = make_plan(n, n.dt, n.refractory_steps,
+            plan = make_plan(n, n.dt, refractory.of(n).steps,
                              set(self.tensor_params(la)), "scan")
             return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
@@ -531,7 +535,7 @@ class NetGen(StepMixin):
 
     def seq_neuron(self, la: ir.LLayer, L: list[str]) -> None:
         n = la.neuron
-        R = n.refractory_steps
+        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
         plan = make_plan(n, n.dt, R, set(tparams), "scan")
         inputs = self.inputs_seq(la, L)
@@ -575,7 +579,8 @@ class NetGen(StepMixin):
                 args.append(inits[key])
             else:
                 rv = self.nm(f"init:{la.name}:r", f"{la.name}_r0")
-                pre.append(f"{rv} = self._initial({la.name + ':refractory'!r}, 0.0, {shape})")
+                pre.append(f"{rv} = self._initial({refractory.counter_key(la.name)!r}, 0.0, "
+                           f"{shape})")
                 args.append(rv)
         outs = []
         for key in sc.out_keys:
@@ -600,7 +605,7 @@ class NetGen(StepMixin):
             if self.carry is not None:  # the next chunk starts from here
                 L.append(f"{inits[s]} = {final}")
         if R > 0:
-            self.finals.append((f"{la.name}:refractory", traj["r"]))
+            self.finals.append((refractory.counter_key(la.name), traj["r"]))
             if self.carry is not None:
                 L.append(f"{rv} = {traj['r']}")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from spikedsl import ir
 from spikedsl.ir.exprs import names
 from spikedsl.ir.visitor import children
+from spikedsl.lowering import refractory
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
@@ -77,6 +78,10 @@ class NeuronPlan:
     @property
     def spiking(self) -> bool:
         return self.spike is not None or self.cond is not None
+
+    @property
+    def rf(self) -> refractory.Refractory:
+        return refractory.of(self.neuron)
 
 
 # ------------------------------------------------------------------ compound spikes
@@ -165,12 +170,10 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
     jumps = [Stmt(j.target, "=", prep(j.value)) for j in neuron.jumps]
     temps = lower_temps(neuron.temps, consts)
     updates = {u.target: prep(u.value) for u in neuron.updates}
-    refr_temps: list[Stmt] = []
-    refr_updates: dict[str, ir.Expr] = {}
-    if R > 0 and neuron.refr_updates:
-        rconsts = dict(consts)  # the refractory temporaries are local to that step
-        refr_temps = lower_temps(neuron.refr_temps, rconsts)
-        refr_updates = {u.target: prep(u.value, rconsts) for u in neuron.refr_updates}
+    rf = refractory.of(neuron)
+    rconsts = dict(consts)  # the refractory temporaries are local to that step
+    refr_temps = lower_temps(rf.temps, rconsts) if R > 0 else []
+    refr_updates = {u.target: prep(u.value, rconsts) for u in rf.updates} if R > 0 else {}
     spike = prep(neuron.spike_x) if neuron.spiking and neuron.spike_x is not None else None
     cond = _prep_cond(neuron.spike_cond, consts, H) if neuron.spiking and \
         neuron.spike_cond is not None else None
@@ -193,7 +196,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         if hname in needed:
             needed |= names(e)
     hoisted = [item for item in H.items if item[1] in needed]
-    held = set(neuron.clamp) if R > 0 else set()
+    held = set(rf.held) if R > 0 else set()
     return NeuronPlan(neuron=neuron, R=R, states=states, inputs=inputs,
                       tensor_params=sorted(tensor_params), hoisted=hoisted, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
@@ -269,16 +272,19 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
     dyn = set(plan.states) | set(plan.inputs) | set(plan.step_names) | {
         t.target for t in plan.temps}
     now = f"{ref_var}_now"
+    rf = plan.rf
     if R > 0:
         lines.append(f"{now} = {ref_var} > 0")
+
+    def hold(kept: str, code: str) -> str:
+        return f"torch.where({now}, {kept}, {code})"
+
     P = TorchPrinter(env, ref_tensor)
-    # jumps, in order, each reading what the previous ones left; lost on a
-    # clamped state while refractory
+    # jumps, in order, each reading what the previous ones left
     for j in plan.jumps:
         local = namer.fresh(f"{state_vars[j.target]}_j")
-        code = full_like(P(j.value), j.value, env[j.target], dyn)
-        if j.target in plan.held:
-            code = f"torch.where({now}, {env[j.target]}, {code})"
+        code = rf.jump(j.target, full_like(P(j.value), j.value, env[j.target], dyn),
+                       env[j.target], hold)
         lines.append(f"{local} = {code}  # jump {statement_text(j.target, '=', j.value)}")
         env[j.target] = local
     for t in plan.temps:
@@ -297,11 +303,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
     new: dict[str, str] = {}
     for s in plan.states:
         if s in plan.updates:
-            code = full_like(P(plan.updates[s]), plan.updates[s], state_vars[s], dyn)
-            if s in alt:
-                code = f"torch.where({now}, {alt[s]}, {code})"
-            if s in plan.held:
-                code = f"torch.where({now}, {env[s]}, {code})"
+            code = rf.update(s, full_like(P(plan.updates[s]), plan.updates[s], state_vars[s],
+                                          dyn), env[s], alt, hold)
             lines.append(f"{pre_vars[s]} = {code}  # {statement_text(s, '=', n_update(n, s))}")
         else:
             lines.append(f"{pre_vars[s]} = {env[s]}")
@@ -317,7 +320,7 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         else:
             lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
         if R > 0:
-            lines.append(f"{z_var} = {z_var}.masked_fill({now}, 0.0)")
+            lines.append(f"{z_var} = {rf.spike(z_var, lambda z: f'{z}.masked_fill({now}, 0.0)')}")
         zr = z_var
         if plan.resets and n.reset_detach:
             zr = namer.fresh(f"{z_var}_d")
@@ -345,12 +348,16 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
             if cur[s] != state_vars[s]:
                 lines.append(f"{state_vars[s]} = {cur[s]}")
         if R > 0:
-            lines.append(f"{ref_var} = torch.where({z_var} > 0, {float(R)!r}, "
-                         f"({ref_var} - 1.0).clamp(min=0.0))")
+            lines.append(counter_code(ref_var, z_var, R))
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")
     return lines
+
+
+def counter_code(r: str, z: str, R: int) -> str:
+    """The refractory counter after the spike: R where fired, else max(r - 1, 0)."""
+    return f"{r} = torch.where({z} > 0, {float(R)!r}, ({r} - 1.0).clamp(min=0.0))"
 
 
 def cond_code(cond: ir.Expr, P: TorchPrinter, spike_fn, namer: Namer, z_var: str,

@@ -32,6 +32,7 @@ from spikedsl.targets.torch.expr import (
 )
 from spikedsl.targets.torch.neuron import (
     NeuronPlan,
+    counter_code,
     full_like,
     n_update,
     reset_order,
@@ -160,7 +161,7 @@ class ScanGen:
                        f"{statement_text(a.target, a.op, a.value)}")
         if R > 0:
             doc.append(f"    refractory {R} steps, clamp {', '.join(sorted(plan.held)) or 'none'}")
-            for u in n.refr_updates:
+            for u in plan.rf.updates:
                 doc.append(f"    while refractory: {statement_text(u.target, '=', u.value)}")
         fname = "_" + self.cls.lstrip("_").lower()
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
@@ -182,21 +183,15 @@ class ScanGen:
         ref_t = init0
         spiking = plan.spiking
         lst = {}
+        # compiled: per-step lists stacked after the loop (key -> tensor name)
+        stacked = {f"S:{s}": S[s] for s in plan.states if s not in F}
+        stacked.update({f"Q:{s}": Q[s] for s in reset_states})
+        stacked.update({k: k for k, on in (("Z", spiking), ("Ref", R > 0)) if on})
         if func:
-            for s in plan.states:
-                if s in F:
-                    continue
-                lst[f"S:{s}"] = self.nm.fresh(f"{S[s]}_l")
-                L.append(f"{lst[f'S:{s}']} = [{A[f'init:{s}']}]")
-            for s in reset_states:
-                lst[f"Q:{s}"] = self.nm.fresh(f"{Q[s]}_l")
-                L.append(f"{lst[f'Q:{s}']} = []")
-            if spiking:
-                lst["Z"] = self.nm.fresh("Z_l")
-                L.append(f"{lst['Z']} = []")
-            if R > 0:
-                lst["Ref"] = self.nm.fresh("Ref_l")
-                L.append(f"{lst['Ref']} = []")
+            for key, name in stacked.items():
+                lst[key] = self.nm.fresh(f"{name}_l")
+                first = A[f"init:{key[2:]}"] if key.startswith("S:") else ""
+                L.append(f"{lst[key]} = [{first}]")
         else:
             for s in plan.states:
                 a = A[f"init:{s}"]
@@ -234,13 +229,16 @@ class ScanGen:
             else:
                 B.append("ref = torch.gt(r, 0.0, out=Ref[t])")
         P = TorchPrinter(env, ref_t)
-        # jumps in order, each reading what the previous ones left; lost on a
-        # clamped state while refractory
+        rf = plan.rf
+
+        def hold(kept: str, code: str) -> str:
+            return f"torch.where(ref, {kept}, {code})"
+
+        # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
             v = self.nm.fresh(f"{j.target}_j")
-            code = full_like(P(j.value), j.value, env[j.target], dyn)
-            if j.target in plan.held:
-                code = f"torch.where(ref, {env[j.target]}, {code})"
+            code = rf.jump(j.target, full_like(P(j.value), j.value, env[j.target], dyn),
+                           env[j.target], hold)
             B.append(f"{v} = {code}  # jump {statement_text(j.target, '=', j.value)}")
             env[j.target] = v
         for t in plan.temps:
@@ -269,11 +267,10 @@ class ScanGen:
                 continue
             B.append(f"# {statement_text(s, '=', n_update(n, s))}")
             q = self.nm.fresh(f"q_{s}")
-            keep = env[s] if s in plan.held else alt.get(s)  # the value while refractory
+            keep = rf.kept(s, env[s], alt)  # the value while refractory
             if func:
-                code = full_like(P(plan.updates[s]), plan.updates[s], local[s], dyn)
-                if keep is not None:
-                    code = f"torch.where(ref, {keep}, {code})"
+                code = rf.update(s, full_like(P(plan.updates[s]), plan.updates[s], local[s],
+                                              dyn), env[s], alt, hold)
                 B.append(f"{q} = {code}")
                 if s in Q:
                     B.append(f"{lst[f'Q:{s}']}.append({q})")
@@ -311,10 +308,10 @@ class ScanGen:
                     B.append(f"z.copy_({P2.boolean(plan.cond)})")
             if func:
                 if R > 0:
-                    B.append("z = z.masked_fill(ref, 0.0)")
+                    B.append(f"z = {rf.spike('z', lambda z: f'{z}.masked_fill(ref, 0.0)')}")
                 B.append(f"{lst['Z']}.append(z)")
             elif R > 0:
-                B.append("z.masked_fill_(ref, 0.0)")
+                B.append(rf.spike("z", lambda z: f"{z}.masked_fill_(ref, 0.0)"))
             # reset, exactly as s - z * (s - e), s + z * e, s - z * e (z is 0 or 1)
             cur = dict(penv)
             last = reset_order(plan.resets)
@@ -344,7 +341,7 @@ class ScanGen:
             for s in Q:
                 post[s] = cur[s]
             if R > 0:
-                B.append(f"r = torch.where(z > 0, {float(R)!r}, (r - 1.0).clamp(min=0.0))")
+                B.append(counter_code("r", "z", R))
         for s in plan.states:
             if func:
                 B.append(f"{local[s]} = {post[s]}")
@@ -362,15 +359,8 @@ class ScanGen:
             if s in F:
                 L.append(f"{F[s]} = {local[s]}")
         if func:
-            for s in plan.states:
-                if s not in F:
-                    L.append(f"{S[s]} = torch.stack({lst[f'S:{s}']})")
-            for s in reset_states:
-                L.append(f"{Q[s]} = torch.stack({lst[f'Q:{s}']})")
-            if spiking:
-                L.append(f"Z = torch.stack({lst['Z']})")
-            if R > 0:
-                L.append(f"Ref = torch.stack({lst['Ref']})")
+            for key, name in stacked.items():
+                L.append(f"{name} = torch.stack({lst[key]})")
         if not spiking:
             L.append(f"Z = {init0}.new_zeros((T,) + tuple({init0}.shape))")
         return L

@@ -38,44 +38,15 @@ class _Ind(sp.Function):
         return sp.S.Zero
 
 
-class ind_ge(_Ind):
-    nargs = 2
+def _indicator(name: str, nargs: int) -> type[_Ind]:
+    """A 0/1 SymPy function ``name`` (its class name is what the printer reads)."""
+    return type(name, (_Ind,), {"nargs": nargs})
 
 
-class ind_gt(_Ind):
-    nargs = 2
-
-
-class ind_le(_Ind):
-    nargs = 2
-
-
-class ind_lt(_Ind):
-    nargs = 2
-
-
-class ind_eq(_Ind):
-    nargs = 2
-
-
-class ind_ne(_Ind):
-    nargs = 2
-
-
-class land(_Ind):
-    nargs = 2
-
-
-class lor(_Ind):
-    nargs = 2
-
-
-class lnot(_Ind):
-    nargs = 1
-
-
-_CMP = {">=": ind_ge, ">": ind_gt, "<=": ind_le, "<": ind_lt, "==": ind_eq, "!=": ind_ne}
-_CMP_OP = {ind_ge: ">=", ind_gt: ">", ind_le: "<=", ind_lt: "<", ind_eq: "==", ind_ne: "!="}
+_CMP = {op: _indicator(f"ind_{suffix}", 2) for op, suffix in
+        ((">=", "ge"), (">", "gt"), ("<=", "le"), ("<", "lt"), ("==", "eq"), ("!=", "ne"))}
+_CMP_OP = {cls: op for op, cls in _CMP.items()}
+land, lor, lnot = _indicator("land", 2), _indicator("lor", 2), _indicator("lnot", 1)
 
 
 # ------------------------------------------------------------------ functions
