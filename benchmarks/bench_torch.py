@@ -77,6 +77,7 @@ CONFIGS = {
 IMPLS = ["spikedsl", "spikedsl+compile", "snntorch-same", "snntorch-same+compile",
          "snntorch-default", "snntorch-default+compile", "norse", "gemm", "gemm-onednn"]
 MODES = {"cpu1": (1, "cpu"), "wall2": (2, "wall")}
+PAUSE = 0.2  # seconds between two timed wall-clock steps (see run_config)
 TAG = "@@bench "  # prefix of the worker's protocol lines (anything else is ignored)
 # inductor's cache of this benchmark (not the machine-wide one, which others may clear)
 INDUCTOR_CACHE = os.path.join(tempfile.gettempdir(), f"spikedsl-bench-inductor-{os.getuid()}")
@@ -466,6 +467,11 @@ def run_config(cname, impls, mode, rounds, warmup, log) -> dict:
         for r in range(rounds):
             order = impls[r % len(impls):] + impls[:r % len(impls)]
             for impl in order:
+                if clock == "wall":
+                    # the OpenMP threads of the worker that stepped last spin-wait for
+                    # tens of ms after their last parallel region (libgomp's default):
+                    # let them go to sleep before the next worker's step is timed
+                    time.sleep(PAUSE)
                 times[impl].append(workers[impl].ask("step")["t"])
         load1 = os.getloadavg()
         stats = {k: w.ask("stats") for k, w in workers.items()}
