@@ -42,6 +42,9 @@ def rows() -> list[list[str]]:
                         if run["network"] == "784-196-784" else "-",
                         fmt_time(r) if i == 0 else "",
                         "python examples/autoencoder/run.py" if i == 0 else ""])
+    r = load("audio_to_image")
+    if r:
+        out.extend(audio_rows(r))
     r = load("mdn_classifier")
     if r:
         paper = {"lif1": "98.69", "fs": "98.67", "rs": "98.33", "sds": "94.87", "wds": "95.34"}
@@ -81,10 +84,31 @@ def rows() -> list[list[str]]:
         cls = r["classes"]
         d_gen = sum(c["nn_rms_distance_generated"] for c in cls.values()) / len(cls)
         d_real = sum(c["nn_rms_distance_real_test"] for c in cls.values()) / len(cls)
+        extra = ("minibatch std + feature matching" if r.get("mbstd") and r.get("fm")
+                 else "minibatch std" if r.get("mbstd") else
+                 "feature matching" if r.get("fm") else "plain")
         out.append(["spiking_gan", (f"TTFS IF GAN, one per digit ({len(cls)}), "
-                    f"{r['epochs']} ep."), "samples classified as their digit; NN RMS dist.",
-                    f"{pct(r['mean_samples_classified_as_class'])}; {d_gen:.3f} (real {d_real:.3f})",
+                    f"{r['epochs']} ep., {extra}"),
+                    "samples classified as their digit; diversity / real (pixels, PCA 16); "
+                    "NN RMS dist.",
+                    (f"{pct(r['mean_samples_classified_as_class'])}; "
+                     f"{100 * r['mean_diversity_ratio']:.0f} %, "
+                     f"{100 * r['mean_diversity_ratio_pca']:.0f} %; {d_gen:.3f} "
+                     f"(real {d_real:.3f})"),
                     "qualitative only (Fig. 2)", fmt_time(r), "python examples/spiking_gan/run.py"])
+    r = load("spiking_vae")
+    if r:
+        out.append(["spiking_vae", f"Bernoulli-latent spiking VAE, {r['epochs']} ep.",
+                    "test MSE (mean digit); samples classified (real); classes; diversity "
+                    "(pixels, PCA 16)",
+                    (f"{r['test_reconstruction_mse']:.4f} ({r['test_mse_of_mean_digit']:.4f}); "
+                     f"{pct(r['samples_confidently_classified'])} "
+                     f"({pct(r['real_test_confidently_classified'])}); "
+                     f"{r['classes_with_2pc_of_samples']}/10; "
+                     f"{100 * r['mean_diversity_ratio']:.0f} %, "
+                     f"{100 * r['mean_diversity_ratio_pca']:.0f} %"),
+                    "FSVAE MNIST: FID 97.06 (notes, table)", fmt_time(r),
+                    "python examples/spiking_vae/run.py"])
     r = load("lsm_stdp")
     if r:
         ro = r["readout"]
@@ -97,7 +121,49 @@ def rows() -> list[list[str]]:
         out.append(["lsm_stdp", "same STDP run in torch and Brian2", "max abs(w_torch - w_brian2)",
                     (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
                     f"{tb['identical_spikes']})"), "-", "", ""])
+        comp = r.get("competitive")
+        if comp:
+            ro = comp["readout"]
+            out.append(["lsm_stdp", (f"STDP with competition (200E+200I, lateral inhibition, "
+                                     f"homeostatic theta), {comp['n_stdp_digits']} digits"),
+                        "readout test accuracy (after STDP / untrained)",
+                        (f"{pct(ro['after STDP']['test_accuracy'])} / "
+                         f"{pct(ro['initial']['test_accuracy'])}"),
+                        "- (review, no figure)", "", ""])
+            tb = comp["torch_vs_brian2"]
+            out.append(["lsm_stdp", f"same, first {tb['digits']} digits in torch and Brian2",
+                        "max abs(w_torch - w_brian2)",
+                        (f"{tb['max_abs_weight_difference']:.1e} (identical spikes: "
+                         f"{tb['identical_spikes']})"), "-", "", ""])
     return out
+
+
+def audio_rows(r: dict) -> list[list[str]]:
+    """Audio to image (paper 001, sect. 4.2): test MSE against T_h on Dataset A,
+    Dataset B at its T_h."""
+    au, ac, runs = r["audio"], r["audiocoder"], r["runs"]
+    src = au["source"].split(" (")[0]
+    a = sorted((v for k, v in runs.items() if k.startswith("A_")), key=lambda v: v["th"])
+    b = sorted((v for k, v in runs.items() if k.startswith("B_")), key=lambda v: v["th"])
+    size = "1560-2048-196" if ac["network"].endswith("Full") else "1560-256-196"
+    rows = []
+    if a:
+        rows.append(["audio_to_image",
+                     (f"Dataset A: {src} digits ({au['n_train']}/{au['n_test']}) -> digits 28x28, "
+                      f"AC {size}/196-784, T = {ac['steps']}, {ac['epochs']} ep."),
+                     f"test MSE at T_h = {' / '.join(str(v['th']) for v in a)}",
+                     " / ".join(f"{v['test_mse']:.3f}" for v in a),
+                     "TI-46 -> MNIST: 0.254 at T_h = 15 (Table 1, Fig. 10A)", fmt_time(r),
+                     "python examples/audio_to_image/run.py"])
+        rows.append(["audio_to_image", "Dataset A: test outputs nearest their digit's image",
+                     f"share at T_h = {' / '.join(str(v['th']) for v in a)}",
+                     " / ".join(pct(v["test_class_match"]) for v in a), "-", "", ""])
+    for v in b:
+        rows.append(["audio_to_image", f"Dataset B (one image per audio sample), T_h = {v['th']}",
+                     "test / train MSE", f"{v['test_mse']:.3f} / {v['train_mse']:.3f}",
+                     "0.543 (test, T_h = 10; Table 1)" if v["th"] == 10 else "-",
+                     "" if a else fmt_time(r), ""])
+    return rows
 
 
 def main() -> int:

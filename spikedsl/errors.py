@@ -126,6 +126,12 @@ CATALOGUE: dict[str, tuple[str, str | None]] = {
     "dim-compare": ("cannot compare {left} and {right}", None),
     "dim-exponent": ("an exponent must be a dimensionless number", None),
     "dim-time": ("{what} must be a time, got {got}", None),
+    "exact-singular": (
+        "the exact step of neuron '{neuron}' divides by zero or oscillates at these parameter "
+        "values (equal time constants, complex eigenvalues), and its matrix depends on "
+        "'{param}', which is trainable or per neuron",
+        "solve it at fixed values (make '{param}' a plain parameter) or write `method rk4`",
+    ),
     "dim-dt": (
         "neuron '{neuron}' uses units, so dt must carry a time unit",
         "write e.g. 'dt = 1 ms'",

@@ -81,7 +81,7 @@ def test_every_target_runs_or_refuses_a_random_neuron(neuron, proj):
             (name, neuron)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(neurons(), st.sampled_from(["dense(x)", "sparse(x, p = 0.5)", "one_to_one(x)"]))
 def test_a_random_neuron_gives_the_same_spikes_on_reference_torch_and_brian2(neuron, proj):
     """Where torch and Brian2 accept a random neuron, they agree with the
@@ -93,5 +93,7 @@ def test_a_random_neuron_gives_the_same_spikes_on_reference_torch_and_brian2(neu
     except SpecError:
         return
     names = ["reference"] + [t for t in ("torch", "brian2") if targets.refusal(t, net) is None]
-    rep = verify(net, targets=names, batch=2, seed=1)
+    rep = verify(net, targets=names, batch=2, seed=1, input_scale=5.0)
     assert rep.ok, (neuron, proj, [(p.a, p.b, p.spikes_equal, p.max_diff) for p in rep.pairs])
+    bad = {k for k, who in rep.nonfinite.items() if "reference" in who}
+    assert not bad or "v * v" in neuron or "exp(" in neuron, (neuron, bad)  # only blow-ups

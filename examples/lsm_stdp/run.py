@@ -1,9 +1,11 @@
 """Liquid state machine with STDP on its input synapses (review 004), one command:
 
     python examples/lsm_stdp/run.py          # STDP on 100 digits in Brian2 and torch, readout
-                                             # on all 1797 digits (~2-3 min)
-    python examples/lsm_stdp/run.py --full   # STDP on 500 digits
-    python examples/lsm_stdp/run.py --smoke  # seconds: 1 STDP digit, readout on 210 digits
+                                             # on all 1797 digits; competitive STDP on 800
+                                             # digits (~90 s CPU)
+    python examples/lsm_stdp/run.py --full   # STDP on 500 digits (competitive: 1500)
+    python examples/lsm_stdp/run.py --smoke  # seconds: 1 STDP digit (competitive: 10),
+                                             # readout on 210 digits
 
 lsm_stdp.spk holds the liquid twice: `LSM`, whose input projection learns by
 pair-based STDP (`plasticity PairSTDP on x -> reservoir`), and `LSMFrozen`,
@@ -22,8 +24,16 @@ the same network without plasticity.
    (scikit-learn) on the spike counts of the 200 reservoir neurons is trained
    on the train split and scored on the test split. Baseline: the same
    regression on the input spike counts.
+3. STDP with competition (Diehl & Cook 2015): `WTA`, 200 excitatory
+   neurons with a homeostatic threshold and lateral inhibition through 200
+   inhibitory ones, learns its input weights by `CompetitiveSTDP` on
+   800 digits in torch (the first 20 also in Brian2, compared step by step;
+   weights and thresholds carried from digit to digit); `WTAFrozen` reads
+   out as in 2., with the initial and the learned weights.
 Figures: out/weights.png (weight distribution before/after STDP in both
-simulators, synapse trajectories, raster), out/result.png.
+simulators, synapse trajectories, raster), out/weights_small.png,
+out/wta_weights.png and out/result.png (the competitive network's learned
+input weights).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "lsm_stdp.spk"
 PLASTIC = "reservoir.x.weight"  # the plastic projection's weight (param_name.weight)
+WTA_W = "exc.x.weight"  # the competitive network's plastic input weights
+WTA_THETA = "exc.theta0"  # its per-neuron initial thresholds theta (carried over)
 
 
 def stdp_phase(handle, w_init, digits, seed, log):
@@ -88,6 +100,61 @@ def stdp_phase(handle, w_init, digits, seed, log):
             "raster": last, "picks": picks}
 
 
+def wta_phase(handle, w_init, digits, n_brian2, seed, log):
+    """Competitive STDP (WTA): ``digits`` one after another in torch; the first
+    ``n_brian2`` also in Brian2, compared step by step. After each digit the
+    learned input weights and the thresholds theta (output ``last(exc.theta)``)
+    are passed on as the next digit's weights and ``theta0``."""
+    import numpy as np
+    import torch
+
+    from spikedsl.runtime import reference
+    from spikedsl.targets import brian2 as b2t
+
+    net = handle.ir
+    model = handle.to_torch(dtype=torch.float64, weights=w_init)
+    model.eval()
+    w_t = dict(w_init)
+    w_b = dict(w_init)
+    worst_w = worst_theta = 0.0
+    spikes_equal = True
+    counts, sec_t, sec_b = [], 0.0, 0.0
+    for k, x in enumerate(digits):
+        enc = reference.encode(net.inputs[0], x[None], net.steps, seed=seed + k)
+        both = k < n_brian2
+        model.record_plastic = both
+        model.load_weights({WTA_W: w_t[WTA_W], WTA_THETA: w_t[WTA_THETA]})
+        c = C.Clock()
+        with torch.no_grad():
+            ot = {key: v.numpy() for key, v in model(torch.as_tensor(enc)).items()}
+        sec_t += c.elapsed()
+        w_t = dict(w_t, **{WTA_W: model.state[WTA_W][0].numpy().copy(),
+                           WTA_THETA: ot["last(exc.theta)"][0]})
+        counts.append(float(ot["exc"].sum()))
+        if both:
+            c = C.Clock()
+            ob = b2t.simulate(net, enc, weights=w_b, record=[WTA_W])
+            sec_b += c.elapsed()
+            worst_w = max(worst_w, float(np.abs(ot[WTA_W] - ob[WTA_W]).max()))
+            worst_theta = max(worst_theta, float(np.abs(ot["last(exc.theta)"]
+                                                        - ob["last(exc.theta)"]).max()))
+            spikes_equal &= bool(np.array_equal(ot["exc"], ob["exc"]))
+            w_b = dict(w_b, **{WTA_W: ob[WTA_W][-1, 0], WTA_THETA: ob["last(exc.theta)"][0]})
+            if k == n_brian2 - 1:
+                w_b_end = dict(w_b)
+                w_t_end = dict(w_t)
+        if log and (k == 0 or (k + 1) % max(1, len(digits) // 5) == 0):
+            log(f"  digit {k + 1:4d}/{len(digits)}: {np.mean(counts[-50:]):.1f} excitatory "
+                f"spikes per digit; mean w {w_t[WTA_W].mean():.3f} (std "
+                f"{w_t[WTA_W].std():.3f}); mean theta {w_t[WTA_THETA].mean():.3f}")
+    if n_brian2 == 0:
+        w_b_end = w_t_end = w_t
+    return {"weights": w_t, "max_abs_diff": worst_w, "max_abs_diff_theta": worst_theta,
+            "max_abs_diff_final": float(np.abs(w_t_end[WTA_W] - w_b_end[WTA_W]).max()),
+            "spikes_equal": spikes_equal, "seconds_torch": sec_t, "seconds_brian2": sec_b,
+            "spikes_per_digit": float(np.mean(counts)), "n_brian2": n_brian2}
+
+
 def features(model, x, steps, seed, batch=256):
     """Reservoir spike counts (excitatory + inhibitory) and input counts."""
     import numpy as np
@@ -110,6 +177,22 @@ def features(model, x, steps, seed, batch=256):
 model_input = None  # the input layer of LSMFrozen (set in main)
 
 
+def wta_features(model, x, seed, batch=256):
+    """Spike counts of the competitive network's excitatory neurons."""
+    import numpy as np
+    import torch
+
+    from spikedsl.runtime import reference
+
+    feats = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            enc = reference.encode(model.ir_input, x[i:i + batch], model.ir_steps,
+                                   seed=seed + i, dtype=np.float32)
+            feats.append(model(torch.as_tensor(enc))["exc"].sum(0).numpy())
+    return np.concatenate(feats)
+
+
 def readout(f_tr, y_tr, f_te, y_te):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -121,7 +204,12 @@ def readout(f_tr, y_tr, f_te, y_te):
 
 
 def main(argv=None) -> int:
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--wta-digits", type=int, default=800,
+                   help="digits shown to the competitive network (default 800)")
+    p.add_argument("--wta-brian2", type=int, default=20,
+                   help="how many of them also run in Brian2 (default 20)")
+    args = p.parse_args(argv)
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import matplotlib.pyplot as plt
@@ -174,6 +262,35 @@ def main(argv=None) -> int:
     _base_tr, base_te = readout(in_tr, y_tr, in_te, y_te)
     print(f"  baseline (input spike counts, no liquid): test accuracy {100 * base_te:.1f} %")
 
+    # ---------------------------------------- STDP with competition (Diehl & Cook)
+    wta, wta_frozen = prog.network("WTA"), prog.network("WTAFrozen")
+    n_wta = 10 if args.smoke else (1500 if args.full else args.wta_digits)
+    n_b2 = 2 if args.smoke else min(args.wta_brian2, n_wta)
+    m0 = wta_frozen.to_torch(seed=args.seed)
+    wta_init = {k: np.asarray(v, dtype=np.float64) for k, v in m0.export_weights().items()}
+    print(f"== STDP with lateral inhibition and homeostatic thresholds: {n_wta} digits in "
+          f"torch, the first {n_b2} also in Brian2")
+    order = rng.permutation(len(data.x_train))
+    order = np.resize(order, n_wta)  # more digits than the training set: a second pass
+    wt = wta_phase(wta, wta_init, data.x_train[order], n_b2, seed=5000, log=print)
+    print(f"  torch {wt['seconds_torch']:.0f} s, Brian2 {wt['seconds_brian2']:.0f} s; max "
+          f"|w_torch - w_brian2| over the first {n_b2} digits {wt['max_abs_diff']:.2e}, "
+          f"theta {wt['max_abs_diff_theta']:.2e}; identical spikes: {wt['spikes_equal']}")
+    res_wta = {}
+    for label, w in (("initial", wta_init), ("after STDP", wt["weights"])):
+        m = wta_frozen.to_torch(weights=w)
+        m.eval()
+        m.ir_input, m.ir_steps = wta_frozen.ir.inputs[0], wta_frozen.ir.steps
+        f_tr = wta_features(m, x_tr, seed=1)
+        f_te = wta_features(m, x_te, seed=2)
+        acc_tr, acc_te = readout(f_tr, y_tr, f_te, y_te)
+        res_wta[label] = {"train_accuracy": acc_tr, "test_accuracy": acc_te,
+                          "spikes_per_digit": float(f_tr.sum(1).mean()),
+                          "active_neurons": int((f_tr.sum(0) > 0).sum())}
+        print(f"  {label:10s} weights: test accuracy {100 * acc_te:.1f} % (train "
+              f"{100 * acc_tr:.1f} %), {res_wta[label]['spikes_per_digit']:.1f} spikes per "
+              f"digit, {res_wta[label]['active_neurons']} of {f_tr.shape[1]} neurons active")
+
     # ---------------------------------------------------------------- figures
     w0 = w_init[PLASTIC].ravel()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -214,7 +331,7 @@ def main(argv=None) -> int:
                  f"(digits test)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    C.save(fig, out / "result.png", dpi=70)
+    C.save(fig, out / "weights_small.png", dpi=70)
 
     results = {
         "example": "lsm_stdp", "mode": C.mode(args), "n_stdp_digits": n_stdp,
@@ -231,10 +348,34 @@ def main(argv=None) -> int:
         "readout": {"test_accuracy": res_ro["after STDP"]["test_accuracy"], **{
             k: v for k, v in res_ro.items()}, "input_counts_baseline_test_accuracy": base_te},
     }
+    results["competitive"] = {
+        "n_stdp_digits": n_wta, "spikes_per_digit_stdp": wt["spikes_per_digit"],
+        "torch_vs_brian2": {"digits": n_b2, "max_abs_weight_difference": wt["max_abs_diff"],
+                            "max_abs_theta_difference": wt["max_abs_diff_theta"],
+                            "identical_spikes": wt["spikes_equal"],
+                            "seconds_torch": round(wt["seconds_torch"], 1),
+                            "seconds_brian2": round(wt["seconds_brian2"], 1)},
+        "theta_mean": float(wt["weights"][WTA_THETA].mean()),
+        "readout": res_wta}
+    wl = wt["weights"][WTA_W]
+    fig, axes = plt.subplots(len(wl) // 20, 20, figsize=(10, 0.5 * len(wl) // 20 + 0.4))
+    for i, ax in enumerate(axes.ravel()):
+        ax.imshow(wl[i].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+        ax.axis("off")
+    fig.suptitle(f"input weights of the {len(wl)} excitatory neurons after competitive STDP "
+                 f"({n_wta} digits); readout {100 * res_wta['after STDP']['test_accuracy']:.1f}"
+                 f" % (untrained {100 * res_wta['initial']['test_accuracy']:.1f} %)", fontsize=8)
+    fig.savefig(out / "result.png", dpi=60, bbox_inches="tight")
+    print(f"  figure: {out / 'result.png'}")
+    C.save(fig, out / "wta_weights.png", dpi=80)
     rows = [["liquid, initial input weights", f"{100 * res_ro['initial']['test_accuracy']:.1f}"],
             [f"liquid, after STDP ({n_stdp} digits)",
              f"{100 * res_ro['after STDP']['test_accuracy']:.1f}"],
-            ["input spike counts (no liquid)", f"{100 * base_te:.1f}"]]
+            ["input spike counts (no liquid)", f"{100 * base_te:.1f}"],
+            ["competitive (WTA), initial input weights",
+             f"{100 * res_wta['initial']['test_accuracy']:.1f}"],
+            [f"competitive (WTA), after STDP ({n_wta} digits)",
+             f"{100 * res_wta['after STDP']['test_accuracy']:.1f}"]]
     print()
     print(C.table(rows, ["readout features", "test accuracy %"]))
     C.write_results(out, results)

@@ -25,14 +25,29 @@ modules:
   ones; G: the reverse for its samples, backpropagated through the frozen D;
 * alternating updates (D then G) on every batch, Adam.
 
+Against mode collapse (the plain GAN's samples of a digit are nearly one
+image), two devices of the GAN literature, both on by default:
+* minibatch standard deviation (Karras et al. 2018): `DiscriminatorMB` has a
+  second input `s`, a constant current carrying the mean over pixels of the
+  standard deviation of its input images across the batch, so that it can
+  tell a collapsed batch from a real one (`--mbstd 0`: plain `Discriminator`);
+* feature matching (Salimans et al. 2016): the generator's loss also holds
+  the squared difference between the mean earliness of the discriminator's
+  hidden layer on its samples and on the real batch (`--fm 0`: none).
+
 As in Kotariya & Ganguly (via the lecture notes) one GAN is trained per digit
-class. Reported: the discriminator's accuracy, and two sample-quality figures
+class. Reported: the discriminator's accuracy, and sample-quality figures
 that need no Inception network: the share of generated samples a logistic
-regression trained on real digits assigns to the GAN's class, and the mean
-distance from a generated sample to its nearest real training image
-(against the same distance for held-out real images).
+regression trained on real digits assigns to the GAN's class; their
+diversity, the mean pairwise RMS distance of 64 samples over that of the
+real training images of the digit, in pixels and in the real digits' first
+16 principal components (pixel noise, which the decoded spike times carry,
+inflates the first and barely enters the second); the mean distance from a
+generated sample to its nearest real training image (against the same
+distance for held-out real images), and from a real test image to its
+nearest sample (coverage).
 Figures: out/samples.png (real vs generated for every class),
-out/losses.png, out/result.png.
+out/losses.png, out/result.png; out/samples.npz holds the samples.
 """
 
 from __future__ import annotations
@@ -76,7 +91,30 @@ def noise(batch: int, n: int, steps: int, t_max: int, gen):
     return z
 
 
-def train_gan(prog, gname, dname, x_real, *, epochs, batch, lr_g, lr_d, seed, gain, log):
+def batch_std(e):
+    """Minibatch standard deviation (Karras et al. 2018): the mean over pixels of
+    the standard deviation across the batch, [B, n] -> [B, 1] (one value, repeated)."""
+    sd = (e.var(0, unbiased=False) + 1e-8).sqrt().mean()
+    return sd.expand(e.shape[0], 1)
+
+
+def d_forward(D, spikes, mbstd: bool):
+    """The discriminator on a latency code [T, B, n]: (earliness of d, of h)."""
+    if mbstd:
+        e = earliness(spikes)
+        s = batch_std(e).unsqueeze(0).expand(spikes.shape[0], -1, -1)
+        out = D({"x": spikes, "s": s})
+    else:
+        out = D(spikes)
+    return earliness(out["d"]), earliness(out["h"])
+
+
+def train_gan(prog, gname, dname, x_real, *, epochs, batch, lr_g, lr_d, seed, gain, log,
+              mbstd=False, fm=0.0):
+    """Alternating LSGAN updates; ``mbstd``: the discriminator also reads the
+    minibatch standard deviation of its input; ``fm``: weight of feature
+    matching (Salimans et al. 2016: the generator also matches the mean
+    earliness of the discriminator's hidden layer on the real batch)."""
     import numpy as np
     import torch
 
@@ -107,12 +145,14 @@ def train_gan(prog, gname, dname, x_real, *, epochs, batch, lr_g, lr_d, seed, ga
             idx = perm[i:i + batch]
             real = real_all[:, idx]
             b = real.shape[1]
+            if b < 2:
+                continue
             # ---- discriminator step (G frozen: its sample is detached)
             with torch.no_grad():
                 fake = G(noise(b, n_z, steps, t_max, gen))["g"]
                 fake[-1] = 0.0
-            e_r = earliness(D(real)["d"])
-            e_f = earliness(D(fake)["d"])
+            e_r, _ = d_forward(D, real, mbstd)
+            e_f, _ = d_forward(D, fake, mbstd)
             loss_d = 0.5 * (((e_r[:, 1] - 1) ** 2 + e_r[:, 0] ** 2).mean()
                             + ((e_f[:, 0] - 1) ** 2 + e_f[:, 1] ** 2).mean())
             opt_d.zero_grad()
@@ -121,8 +161,12 @@ def train_gan(prog, gname, dname, x_real, *, epochs, batch, lr_g, lr_d, seed, ga
             # ---- generator step (D frozen: only G's parameters are stepped)
             g_sp = G(noise(b, n_z, steps, t_max, gen))["g"]
             g_sp = torch.cat([g_sp[:-1], torch.zeros_like(g_sp[-1:])], 0)
-            e_g = earliness(D(g_sp)["d"])
+            e_g, h_g = d_forward(D, g_sp, mbstd)
             loss_g = ((e_g[:, 1] - 1) ** 2 + e_g[:, 0] ** 2).mean()
+            if fm:
+                with torch.no_grad():
+                    _, h_r = d_forward(D, real, mbstd)
+                loss_g = loss_g + fm * ((h_g.mean(0) - h_r.mean(0)) ** 2).mean()
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
@@ -152,6 +196,16 @@ def sample(G, gnet_ir, n: int, seed: int):
         return earliness(g).numpy()
 
 
+def pairwise_rms(x) -> float:
+    """Mean RMS distance over all pairs of distinct images of ``x`` [N, pixels]."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    d = np.sqrt(np.maximum(((x[:, None] - x[None]) ** 2).mean(-1), 0.0))
+    n = len(x)
+    return float(d.sum() / (n * (n - 1)))
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--classes", type=str, default=None,
@@ -160,11 +214,18 @@ def main(argv=None) -> int:
                    help="factor on the initial weights (default 3)")
     p.add_argument("--lr-g", type=float, default=2e-3)
     p.add_argument("--lr-d", type=float, default=1e-3)
+    p.add_argument("--mbstd", type=int, choices=(0, 1), default=1,
+                   help="1 (default): the discriminator reads the minibatch standard "
+                        "deviation; 0: the plain discriminator")
+    p.add_argument("--fm", type=float, default=1.0,
+                   help="weight of the feature-matching term of the generator (default 1; "
+                        "0: none)")
     args = p.parse_args(argv)
     C.setup_torch(args.threads)
     out = C.out_dir(__file__, args)
     import matplotlib.pyplot as plt
     import numpy as np
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
     import spikedsl
@@ -174,11 +235,13 @@ def main(argv=None) -> int:
     if args.full:
         C.need_mnist("the 784-pixel GAN")
         data = load_dataset("mnist", {"path": str(C.MNIST_DIR)}, str(HERE), args.seed)
-        gname, dname, side = "MnistGenerator", "MnistDiscriminator", 28
+        gname, side = "MnistGenerator", 28
+        dname = "MnistDiscriminatorMB" if args.mbstd else "MnistDiscriminator"
         epochs, batch, gain = 50, 100, 3.0
     else:
         data = load_dataset("digits", {}, str(HERE), args.seed)
-        gname, dname, side = "Generator", "Discriminator", 8
+        gname, side = "Generator", 8
+        dname = "DiscriminatorMB" if args.mbstd else "Discriminator"
         epochs, batch, gain = (1 if args.smoke else 40), 32, 3.0
     epochs = args.epochs or epochs
     gain = args.gain or gain
@@ -191,7 +254,11 @@ def main(argv=None) -> int:
     print(f"reference classifier (logistic regression) on real test digits: "
           f"{100 * clf.score(x_te, y_te):.1f} %")
 
+    # diversity is also measured in the space of the real digits' first 16
+    # principal components, which pixel noise barely enters
+    pca = PCA(16, random_state=0).fit(x_tr)
     results = {"example": "spiking_gan", "mode": C.mode(args), "epochs": epochs,
+               "mbstd": bool(args.mbstd), "fm": args.fm,
                "classes": {}}
     samples, hists = {}, {}
     for c in classes:
@@ -201,7 +268,8 @@ def main(argv=None) -> int:
         clock = C.Clock()
         print(f"== digit {c}: {len(xc)} training images, {epochs} epochs")
         G, _D, hist = train_gan(prog, gname, dname, xc, epochs=epochs, batch=batch,
-                               lr_g=args.lr_g, lr_d=args.lr_d, seed=args.seed + c, gain=gain, log=print)
+                               lr_g=args.lr_g, lr_d=args.lr_d, seed=args.seed + c, gain=gain, log=print,
+                                mbstd=bool(args.mbstd), fm=args.fm)
         s = sample(G, prog.network(gname).ir, 64, seed=1000 + c)
         samples[c], hists[c] = s, hist
         # quality: class assigned by the reference classifier, nearest-neighbour distance
@@ -209,15 +277,16 @@ def main(argv=None) -> int:
         d_gen = np.sqrt(((s[:, None, :] - xc[None]) ** 2).mean(-1)).min(1).mean()
         xr = x_te[y_te == c]
         d_real = np.sqrt(((xr[:, None, :] - xc[None]) ** 2).mean(-1)).min(1).mean()
-        diversity = float(np.sqrt(((s[:, None] - s[None]) ** 2).mean(-1)).mean())
-        xd = xc[:64]
-        div_real = float(np.sqrt(((xd[:, None] - xd[None]) ** 2).mean(-1)).mean())
+        diversity, div_real = pairwise_rms(s), pairwise_rms(xc)
+        div_pca = pairwise_rms(pca.transform(s)) / pairwise_rms(pca.transform(xc))
+        cover = float(np.sqrt(((xr[:, None, :] - s[None]) ** 2).mean(-1)).min(1).mean())
         results["classes"][c] = {
             "n_train": len(xc), "d_accuracy_last_epoch": hist[-1]["d_acc"],
             "loss_d": hist[-1]["loss_d"], "loss_g": hist[-1]["loss_g"],
             "samples_classified_as_class": ok, "nn_rms_distance_generated": float(d_gen),
             "nn_rms_distance_real_test": float(d_real), "sample_diversity_rms": diversity,
-            "real_diversity_rms": div_real,
+            "real_diversity_rms": div_real, "diversity_ratio": diversity / div_real,
+            "coverage_rms": cover, "diversity_ratio_pca": div_pca,
             "seconds": round(clock.elapsed(), 1)}
         print(f"  samples classified as {c}: {100 * ok:.0f} %;  RMS distance to the nearest "
               f"training image: generated {d_gen:.3f}, real test images {d_real:.3f}; "
@@ -238,6 +307,13 @@ def main(argv=None) -> int:
     print(f"mean share of samples classified as their GAN's digit: {100 * mean_ok:.1f} %")
     results["table"] = tab
     results["mean_samples_classified_as_class"] = mean_ok
+    mean_div = float(np.mean([r["diversity_ratio"] for r in results["classes"].values()]))
+    print(f"mean diversity of the samples relative to the real digits: {100 * mean_div:.0f} %")
+    results["mean_diversity_ratio"] = mean_div
+    mean_pca = float(np.mean([r["diversity_ratio_pca"] for r in results["classes"].values()]))
+    print(f"the same in the real digits' 16 principal components: {100 * mean_pca:.0f} %")
+    results["mean_diversity_ratio_pca"] = mean_pca
+    np.savez_compressed(out / "samples.npz", **{f"digit{c}": v for c, v in samples.items()})
 
     # ---------------------------------------------------------------- figures
     k = 8

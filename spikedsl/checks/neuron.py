@@ -21,8 +21,8 @@ from spikedsl.ir.visitor import ExprVisitor
 from spikedsl.lowering.neuron import (
     METHODS,
     NonLinear,
-    exact_step,
     exponential_euler_step,
+    is_linear,
     neuron_uses_units,
 )
 
@@ -502,7 +502,9 @@ def rule_exact_linear(n: ir.Neuron, errors: Collector) -> None:
     if methods != {"exact"}:
         return
     try:
-        exact_step([o.state for o in n.odes], [o.rhs for o in n.odes])
+        term = is_linear([o.state for o in n.odes], [o.rhs for o in n.odes])
+        if term is not None:
+            raise NonLinear(term)
     except NonLinear as e:
         first = next(o for o in n.odes if o.method == "exact")
         errors.add("exact-nonlinear", first.method_loc or first.loc, term=e.term)

@@ -12,7 +12,13 @@ from spikedsl.errors import Collector
 from spikedsl.ir.exprs import EvalError, evaluate
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.units import TIME, parse_unit
-from spikedsl.lowering.neuron import lower_neuron, lower_synapse, param_values, place
+from spikedsl.lowering.neuron import (
+    SingularExact,
+    lower_neuron,
+    lower_synapse,
+    param_values,
+    place,
+)
 from spikedsl.lowering.tables import CELLS, ENCODERS, NET_SETTINGS, PROJECTIONS, REDUCTIONS, STAGES
 from spikedsl.lowering.weights import resolve_projection
 
@@ -449,7 +455,10 @@ class NetworkLowering:
         dims = self.scope.dims.get(nname, {})
         if any(d != "1" for d in dims.values()) and self.dt_unit is None:
             return self._fail(name, "dim-dt", body.loc, neuron=nname)
-        lowered = lower_neuron(n, overrides, dims)
+        try:
+            lowered = lower_neuron(n, overrides, dims)
+        except SingularExact as e:
+            return self._fail(name, "exact-singular", body.loc, neuron=nname, param=e.param)
         if lay.projections and not n.inputs:
             return self._fail(name, "no-input", lay.projections[0].loc, neuron=nname)
         inputs = {i.name for i in n.inputs}

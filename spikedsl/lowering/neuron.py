@@ -13,6 +13,7 @@ The result (``ir.LNeuron``) is what every target reads.  SymPy runs once per
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 
 from spikedsl import ir
@@ -68,21 +69,18 @@ def _fmt_sym(term) -> str:
         return str(term)
 
 
-@lru_cache(maxsize=256)
-def _exact_cached(key: str) -> tuple[str, str]:
-    """key: JSON of (states, rhs-list as IR JSON).  Returns JSON (temps, updates)."""
+def _linear_system(states: list[str], rhs: list[ir.Expr]):
+    """(SymPy right-hand sides, state symbols, dt, opaque table, A, b) of
+    dx/dt = A x + b; raises :class:`NonLinear` naming the first term that is
+    not linear in the states."""
     import sympy as sp
 
-    data = json.loads(key)
-    states: list[str] = data["states"]
-    rhs = [_EXPR.validate_python(r) for r in data["rhs"]]
     table: dict[str, ir.Expr] = {}
-    rhs = [_opaque(r, set(states), table) for r in rhs]
+    opaque = [_opaque(_clean(r), set(states), table) for r in rhs]
     syms: dict = {}
-    fs = [to_sympy(r, syms) for r in rhs]
+    fs = [to_sympy(r, syms) for r in opaque]
     xs = [syms.setdefault(s, sp.Symbol(s, real=True)) for s in states]
     dt = syms.setdefault("dt", sp.Symbol("dt", positive=True))
-    n = len(xs)
     # linearity: every additive term's derivative w.r.t. each state is state-free
     for f in fs:
         for term in sp.Add.make_args(sp.expand(f)):
@@ -92,8 +90,22 @@ def _exact_cached(key: str) -> tuple[str, str]:
                     raise NonLinear(_fmt_sym(term))
             if not term.is_polynomial(*xs) and term.free_symbols & set(xs):
                 raise NonLinear(_fmt_sym(term))
+    n = len(xs)
     A = sp.Matrix(n, n, lambda i, j: sp.diff(fs[i], xs[j]))
     b = sp.Matrix(n, 1, lambda i, _: fs[i].subs({x: 0 for x in xs}))
+    return fs, xs, dt, table, A, b
+
+
+@lru_cache(maxsize=256)
+def _exact_cached(key: str) -> tuple[str, str]:
+    """key: JSON of (states, rhs-list as IR JSON).  Returns JSON (temps, updates)."""
+    import sympy as sp
+
+    data = json.loads(key)
+    states: list[str] = data["states"]
+    rhs = [_EXPR.validate_python(r) for r in data["rhs"]]
+    fs, xs, dt, table, A, b = _linear_system(states, rhs)
+    n = len(xs)
     temps: list[ir.Assign] = []
     updates: list[ir.Assign] = []
     if A.is_diagonal():
@@ -196,10 +208,130 @@ def exact_step(states: list[str], rhs: list[ir.Expr]) -> tuple[list[ir.Assign], 
 _MEMO: dict[str, dict] = {}
 
 
+class SingularExact(Exception):
+    """The closed form of a linear system is singular or complex at the
+    parameters' values (equal time constants, oscillating modes) and its matrix
+    depends on a parameter that must stay symbolic (trainable, per neuron)."""
+
+    def __init__(self, param: str):
+        super().__init__(param)
+        self.param = param
+
+
+def _real_at(assigns: list[ir.Assign], env: dict[str, float], names_: set[str]) -> bool:
+    """Do the step's expressions evaluate to finite real numbers at the
+    parameters' values (states, inputs and dt probed at ordinary values)?"""
+    probe = dict(env)
+    probe.update({k: 1.0 for k in names_})
+    probe.setdefault("dt", 1e-4)
+    for a in assigns:
+        try:
+            v = evaluate(a.value, probe)
+        except KeyError:  # a name the probe does not know: nothing to say
+            return True
+        except (ArithmeticError, ValueError):
+            return False
+        if isinstance(v, complex) or not math.isfinite(v):
+            return False
+        probe[a.target] = v
+    return True
+
+
+def exact_step_at(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
+                  symbolic: set[str]) -> tuple[list[ir.Assign], list[ir.Assign]]:
+    """The closed-form step with the parameters' values in the system matrix
+    (exact rationals): real and finite where the symbolic solution divides by a
+    difference of time constants that is zero here, or takes the square root of
+    a negative discriminant (oscillating modes: e^{a dt} cos(b dt) terms).  The
+    inputs and the constant terms stay symbolic; ``dt`` too.  Raises
+    :class:`SingularExact` when the matrix needs a parameter of ``symbolic``."""
+    import sympy as sp
+
+    fs, xs, dt, table, A, b = _linear_system(states, rhs)
+    n = len(xs)
+    values = {}
+    for sym_ in A.free_symbols - {dt}:
+        name = str(sym_)
+        if name in symbolic:
+            raise SingularExact(name)
+        v = evaluate(table[name], env) if name in table else env[name]
+        values[sym_] = sp.Rational(repr(float(v)))
+    A = A.subs(values)
+    aug = sp.zeros(2 * n, 2 * n)  # exp([[A, 1], [0, 0]] dt) = [[Phi, Gamma], [0, 1]]
+    aug[:n, :n] = A * dt
+    aug[:n, n:] = sp.eye(n) * dt
+    E = aug.exp()
+
+    def real(e):  # c·e^{a dt}·cos(b dt) terms with 25-digit coefficients
+        return sp.nfloat(sp.expand(sp.expand_complex(e).as_real_imag()[0]), 25)
+
+    phi = E[:n, :n].applyfunc(real)
+    gamma = E[:n, n:].applyfunc(real)
+    updates = []
+    for i in range(n):
+        new = sum((phi[i, j] * xs[j] + gamma[i, j] * b[j] for j in range(n)), sp.Integer(0))
+        updates.append(ir.Assign(target=states[i], value=substitute(from_sympy(new), table)))
+    return [], updates
+
+
+def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
+                      symbolic: set[str], names_: set[str]):
+    """The exact step of a neuron with parameter values ``env``.  Symbolic in
+    the parameters (as the matchers of NIR and NEST read it) where the states
+    feed each other without a cycle (decays, a synaptic current into the
+    membrane) and the closed form is real and finite at these values; else
+    with the values in its matrix (:func:`exact_step_at`: equal time
+    constants, oscillating modes, and mutual coupling, whose symbolic solution
+    takes SymPy minutes), unless the matrix needs a parameter of ``symbolic``."""
+    *_, A, _b = _linear_system(states, rhs)
+    needs = {str(x) for x in A.free_symbols} & symbolic
+    if needs or _acyclic(A):
+        temps, updates = exact_step(states, rhs)
+        if _real_at(temps + updates, env, names_):
+            return temps, updates
+        if needs:
+            raise SingularExact(sorted(needs)[0])
+    return _exact_at_cached(states, rhs, env, symbolic)
+
+
+def _acyclic(A) -> bool:
+    """Is the coupling of the states (x_j feeds x_i where A[i, j] != 0) free of
+    cycles, i.e. the matrix triangular up to an ordering of the states?"""
+    n = A.shape[0]
+    feeds = {i: {j for j in range(n) if j != i and A[i, j] != 0} for i in range(n)}
+    done: set[int] = set()
+    while len(done) < n:
+        ready = [i for i in range(n) if i not in done and feeds[i] <= done]
+        if not ready:
+            return False
+        done.update(ready)
+    return True
+
+
+def _exact_at_cached(states, rhs, env, symbolic):
+    """:func:`exact_step_at`, cached in memory and on disk by the system and
+    the values of the parameters."""
+    from spikedsl import cache
+
+    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs],
+                      "env": {k: repr(float(v)) for k, v in sorted(env.items())}},
+                     sort_keys=True)
+    hit = _MEMO.get(key) or cache.get_json("exact_at", key)
+    if hit is None:
+        t, u = exact_step_at(states, rhs, env, symbolic)
+        hit = {"temps": json.dumps([a.model_dump(mode="json", exclude_none=True) for a in t]),
+               "updates": json.dumps([a.model_dump(mode="json", exclude_none=True)
+                                      for a in u])}
+        cache.put_json("exact_at", key, hit)
+    _MEMO[key] = hit
+    return (list(_ASSIGNS.validate_json(hit["temps"])),
+            list(_ASSIGNS.validate_json(hit["updates"])))
+
+
 def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
     """None if linear, else the first nonlinear term (as text)."""
     try:
-        exact_step(states, rhs)
+        _linear_system(states, rhs)
     except NonLinear as e:
         return e.term
     return None
@@ -326,10 +458,14 @@ def exponential_euler_step(states: list[str], rhs: list[ir.Expr], taken: set[str
     return temps, updates
 
 
-def ode_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str]):
-    """Temporaries and updates of one step of an ODE system with ``method``."""
+def ode_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set[str],
+             valued: tuple[dict[str, float], set[str], set[str]] | None = None):
+    """Temporaries and updates of one step of an ODE system with ``method``;
+    ``valued``: (parameter values, parameters kept symbolic, state and input
+    names) for an exact step that must be real and finite at those values."""
     if method == "exact":
-        return exact_step(states, rhs)
+        return exact_step(states, rhs) if valued is None else exact_step_valued(
+            states, rhs, *valued)
     if method == "exponential_euler":
         return exponential_euler_step(states, rhs, taken)
     return explicit_step(method, states, rhs, taken)
@@ -427,11 +563,13 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
     temps: list[ir.Assign] = []
     updates: list[ir.Assign] = []
     linear = False
+    valued = (env, {p.name for p in n.params if p.trainable or p.per_neuron},
+              {s.name for s in n.states} | {i.name for i in n.inputs})
     order = [o.state for o in n.odes]
     rhs = [o.rhs for o in n.odes]
     if n.odes:
         linear = is_linear(order, rhs) is None
-        temps, updates = ode_step(method, order, rhs, taken)
+        temps, updates = ode_step(method, order, rhs, taken, valued)
     if n.updates:
         # ODEs first; `update` statements then read the states as the ODE step
         # left them (named temporaries), the other states as before the step
@@ -448,7 +586,8 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
     clamp = refractory.clamp_of(n)
     refr_temps, refr_updates = refractory.step_while_refractory(
         n, clamp, order, rhs, updates,
-        lambda held: ode_step(method, order, held, set(taken) | {t.target for t in temps}), _same)
+        lambda held: ode_step(method, order, held, set(taken) | {t.target for t in temps},
+                              valued), _same)
     spike_x, spike_op, spike_cond, spiking = None, ">=", None, bool(n.spikes)
     if n.spikes:
         c = n.spikes[0]
@@ -523,6 +662,7 @@ __all__ = [
     "METHODS",
     "Collector",
     "NonLinear",
+    "SingularExact",
     "dim_str",
     "exact_step",
     "explicit_step",

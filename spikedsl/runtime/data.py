@@ -3,7 +3,8 @@
 ``load_dataset("digits", {"shape": "image"}, base_dir, seed)`` returns a
 :class:`Dataset` of float32 arrays in [0, 1].  Data sets: ``digits``,
 ``mnist(path)``, ``fashion_mnist(path)``, ``npz(path)``, ``synthetic(...)``,
-``seqgraph(...)``, ``tonic(...)`` (event data, spikedsl/runtime/events.py);
+``seqgraph(...)``, ``tonic(...)`` (event data, spikedsl/runtime/events.py),
+``spoken_digits(...)`` (spectrograms, spikedsl/runtime/spoken.py);
 see ``docs/data.md``.
 """
 
@@ -565,6 +566,12 @@ def _tonic(a: _Args, base_dir: str, seed: int) -> Dataset:
     return load_tonic(a, base_dir, seed)
 
 
+def _spoken(a: _Args, base_dir: str, seed: int) -> Dataset:
+    from spikedsl.runtime.spoken import load_spoken  # spectrograms of spoken digits
+
+    return load_spoken(a, base_dir, seed)
+
+
 _Loader = Callable[[_Args, str, int], Dataset]
 
 # name -> (parameter names in positional order, loader)
@@ -590,6 +597,12 @@ DATASETS: dict[str, tuple[tuple[str, ...], _Loader]] = {
         ("augment", "terms", "term_min", "term_max", "degrees", "lines", "target",
          "val_fraction", "split_seed"),
         _seqgraph,
+    ),
+    # spoken digits 0-9 as 39-channel spectrograms (spikedsl/runtime/spoken.py, spoken.PARAMS)
+    "spoken_digits": (
+        ("source", "path", "per_digit", "frames", "channels", "noise", "snr_min", "snr_max",
+         "test_fraction", "split_seed", "shape", "cache", "n_train", "n_test", "gen_seed"),
+        _spoken,
     ),
     # event data sets read with tonic (spikedsl/runtime/events.py, events.PARAMS)
     "tonic": (

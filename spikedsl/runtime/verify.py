@@ -99,6 +99,17 @@ class VerifyReport:
         return len(self.ran) >= 2 and all(p.ok for p in self.pairs) and not any(
             r.status == "error" for r in self.runs)
 
+    @property
+    def nonfinite(self) -> dict[str, list[str]]:
+        """trace -> the targets whose values of it hold NaN or inf."""
+        out: dict[str, list[str]] = {}
+        for r in self.ran:
+            for k, v in r.outputs.items():
+                a = np.asarray(v)
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
+                    out.setdefault(k, []).append(r.name)
+        return out
+
     def render(self) -> str:
         lines = [(f"verify {self.network}: {self.steps} steps, batch {self.batch}, "
                   f"seed {self.seed}, float64, tol {self.tol:g}"),
@@ -141,6 +152,9 @@ class VerifyReport:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
             lines.append("  " + "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+        for k, who in self.nonfinite.items():
+            lines.append(f"warning: {k} holds NaN or inf ({', '.join(who)}): the targets "
+                         "agree on values that are not numbers")
         lines.append("verified: all targets agree" if self.ok else "NOT verified")
         return "\n".join(lines)
 
