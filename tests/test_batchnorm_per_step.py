@@ -355,3 +355,30 @@ def test_generated_code_is_deterministic_and_passes_ruff(tmp_path):
     r = subprocess.run([ruff, "check", "--isolated", *files], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_chunks_of_steps_read_their_own_rows(monkeypatch):
+    """A feed-forward network runs chunk by chunk of steps (here 1 step per
+    chunk): the per-step batch norm of chunk k reads and updates row k, as on
+    the step path."""
+    from spikedsl.targets.torch import NetGen, _load_class
+    from spikedsl.targets.torch import network as _torch_network
+
+    monkeypatch.setattr(_torch_network, "STEP_CHUNK_ELEMENTS", 1)
+    net = net_of(CONV)
+    src = NetGen(net, fast=True, compiled=False).render()
+    assert "for k in range(chunks):" in src and "b_t0 + t0" in src
+    fast = _load_class(src, "Net")(seed=2, dtype=F64)
+    slow = build(net, dtype=F64, fast=False, seed=2)
+    for m in (fast, slow):
+        with torch.no_grad():
+            m.c.weight.mul_(4.0)
+        random_stats(m)
+        m.train()
+    x = rand((4, 6, 2, 5, 5), p=0.5)
+    o1, o2 = fast(x), slow(x)
+    assert float(o1["b"].std()) > 0.1
+    for k in o1:
+        torch.testing.assert_close(o1[k], o2[k], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast.b.running_mean, slow.b.running_mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(fast.b.running_var, slow.b.running_var, rtol=1e-12, atol=1e-14)

@@ -314,3 +314,21 @@ def test_surrogate_constants_are_exact():
 
     _, e = surrogate_code(LSurrogate(name="atan", args={"alpha": 3.0}), "x", "f")
     assert repr(math.pi / 2 * 3.0) in e and "1.5 /" in e
+
+
+@pytest.mark.parametrize("cname,batch", [("mlp25", 16), ("mlp100", 64)])
+def test_benchmark_network_equals_snntorch_with_the_same_semantics(cname, batch):
+    """benchmarks/bench_torch.py's 784-256-10 LIF network against its
+    snnTorch model (snn.Leaky, reset_delay=False, fast_sigmoid(25)), float64:
+    identical output spikes, weight and bias gradients within 1e-12 (T = 100,
+    batch 64 runs the forward in two chunks of steps, the states carried)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import bench_torch
+
+    num = bench_torch.check_numerics(bench_torch.CONFIGS[cname], B=batch)
+    assert num["spikes_equal"]
+    assert num["spikes"] > 100 * batch // 8
+    assert num["max_rel_grad_diff"] <= 1e-12

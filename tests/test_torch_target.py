@@ -241,6 +241,101 @@ def test_chunked_backward_equals_the_step_path(monkeypatch):
         torch.testing.assert_close(g1[k], g2[k], rtol=1e-9, atol=1e-11, msg=k)
 
 
+CHUNKABLE = """
+neuron LIF {
+    param tau_mem = 10 ms   [trainable, range(1 ms, 100 ms)]
+    param v_th    = 1.0     [trainable]
+    state v = 0.0
+    input I
+    dv/dt = (-v + I) / tau_mem   method exact
+    spike v >= v_th
+    reset v = 0
+    surrogate fast_sigmoid(slope = 10)
+}
+neuron Cuba {
+    param tau_syn = 5 ms   [trainable]
+    param tau_mem = 10 ms
+    state syn = 0.0
+    state v = 0.1
+    input I
+    dsyn/dt = (I - syn) / tau_syn    method exact
+    dv/dt   = (-v + syn) / tau_mem   method exact
+    spike v >= 1
+    reset v = 0
+    surrogate atan(alpha = 2)
+}
+neuron Refr {
+    param beta = 0.8
+    state v = 0
+    input I
+    update v = beta * v + I
+    spike v > 1
+    reset v -= 1
+    refractory 2
+    surrogate fast_sigmoid(slope = 25)
+}
+network Net {
+    dt = 1 ms
+    steps = 11
+    input x[2, 6, 6] : spikes
+    layer c = LIF <- conv2d(x, channels = 3, kernel = 3, padding = 1)
+    layer p = maxpool2d(c, 2)
+    layer f = flatten(p)
+    layer a[10] = Cuba <- dense(f)
+    layer q[10] = Refr <- dense(a) + dense(a.v)
+    output q
+    output sum(a)
+    output a.syn
+    output q.v_pre
+}
+"""
+
+
+@pytest.mark.parametrize("elements", [4 * 108, 9 * 4 * 108, 1 << 30])
+def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=False):
+    """A feed-forward network runs chunk by chunk of steps (11 chunks of 1, 2
+    of 6 and 5, 1 of 11 here); the neuron states and their gradients cross the
+    chunk boundaries."""
+    from spikedsl.targets.torch import NetGen, _load_class
+    from spikedsl.targets.torch import network as _torch_network
+
+    monkeypatch.setattr(_torch_network, "STEP_CHUNK_ELEMENTS", elements)
+    net = net_of(CHUNKABLE)
+    src = NetGen(net, fast=True, compiled=compiled).render()
+    assert f"chunk = max(1, min(T, {elements} // max(1, B * 108)))" in src
+    fast = _load_class(src, "Net")(seed=3, dtype=F64)
+    slow = build(net, dtype=F64, fast=False, seed=3)
+    with torch.no_grad():
+        for m in (fast, slow):
+            m.c.weight.mul_(30.0)
+            m.a.weight.mul_(60.0)
+            m.q.a.weight.mul_(4.0)
+    x = spikes((11, 4, 2, 6, 6), 0.5)
+    outs, grads = [], []
+    for m in (fast, slow):
+        out = m(x)
+        loss = (out["q"] * torch.arange(1.0, 12.0, dtype=F64)[:, None, None]).sum() + \
+            (out["sum(a)"] ** 2).sum() + out["a.syn"].sum() + (out["q.v_pre"] ** 2).mean()
+        loss.backward()
+        outs.append(out)
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    assert outs[0]["q"].sum() > 0 and outs[0]["sum(a)"].sum() > 0
+    for k in outs[0]:
+        torch.testing.assert_close(outs[0][k], outs[1][k], rtol=1e-10, atol=1e-12)
+    assert set(grads[0]) == set(grads[1])
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-9, atol=1e-11, msg=k)
+        assert grads[0][k].abs().max() > 0, k
+    for k in ("c.v", "a.v", "a.syn", "q.v", "q:refractory"):
+        torch.testing.assert_close(fast.state[k], slow.state[k], rtol=1e-10, atol=1e-12)
+    assert fast(x[:, :0])["q"].shape[:2] == (11, 0)  # an empty batch (a rank without data)
+
+
+@pytest.mark.slow
+def test_compiled_chunked_forward_equals_the_step_path(monkeypatch):
+    test_chunked_forward_equals_the_step_path(monkeypatch, 9 * 4 * 108, compiled=True)
+
+
 @pytest.mark.slow
 def test_compiled_scans_equal_eager():
     net = net_of(FEATURES)
@@ -294,17 +389,16 @@ def test_generated_code_is_deterministic():
 
 
 def test_generated_code_imports_only_torch_and_math_and_passes_ruff(tmp_path):
-    net = net_of(FEATURES)
     files = []
-    for fast in (True, False):
-        for comp in (False, True):
-            src = convert(net, fast=fast, compile=comp)
-            imports = {ln.split()[1] for ln in src.splitlines()
-                       if ln.startswith(("import ", "from "))}
-            assert imports <= {"math", "torch", "torch.nn.functional"}, imports
-            p = tmp_path / f"gen_{int(fast)}{int(comp)}.py"
-            p.write_text(src)
-            files.append(str(p))
+    for fast, comp, net in [(f, c, n) for f in (True, False) for c in (False, True)
+                            for n in (net_of(FEATURES), net_of(CHUNKABLE))]:
+        src = convert(net, fast=fast, compile=comp)
+        imports = {ln.split()[1] for ln in src.splitlines()
+                   if ln.startswith(("import ", "from "))}
+        assert imports <= {"math", "torch", "torch.nn.functional"}, imports
+        p = tmp_path / f"gen_{len(files)}.py"
+        p.write_text(src)
+        files.append(str(p))
     ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
     if not os.path.exists(ruff):
         pytest.skip("ruff is not installed")

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from spikedsl import ir
 from spikedsl.ir.exprs import names
-from spikedsl.targets.torch.expr import TorchPrinter, fold, spk, surrogate_code, surrogate_doc
+from spikedsl.ir.surrogates import SURROGATES
+from spikedsl.targets.torch.expr import TorchPrinter, fold, spk, surrogate_doc
 from spikedsl.targets.torch.neuron import NeuronPlan, combine, is_ordering, split_spike
 
 if TYPE_CHECKING:
@@ -132,6 +133,10 @@ class Derivation:
         return _EQ_CACHE[key]
 
     def _equations(self):
+        """(GX, K, N, Phi, gX, gP).  The adjoint of the pre-reset states is
+        ``GQ_t = K_t + N_t u_t`` with ``u_t`` the adjoint of the post-reset
+        states, ``u_{t-1} = Phi_t^T GQ_t`` plus the direct gradient of the
+        trajectory; gX / gP are in terms of the symbols GQ, u and GX."""
         sp = self.sp
         states = self.plan.states
         u = self.u
@@ -148,13 +153,10 @@ class Derivation:
                                    sp.S.Zero)
             for x, g in zip(self.xs, self.GXs):
                 e += sp.diff(x, self.q[i]) * g
-            GQ[i] = e
-        # adjoint of the old states, fully substituted (for M and c)
-        full_GQ = {i: GQ[i].subs(dict(zip(self.GXs, GX))) for i in states}
-        gs = {j: sum((sp.diff(self.pre[i], self.s[j]) * full_GQ[i] for i in states), sp.S.Zero)
-              for j in states}
-        M = {(j, l): sp.factor_terms(sp.diff(gs[j], u[l])) for j in states for l in states}
-        c = {j: sp.factor_terms(gs[j].subs({u[l]: 0 for l in states})) for j in states}
+            GQ[i] = sp.expand(e.subs(dict(zip(self.GXs, GX))))
+        K = {i: GQ[i].subs({u[l]: 0 for l in states}) for i in states}
+        N = {(i, l): sp.diff(GQ[i], u[l]) for i in states for l in states}
+        Phi = {(i, j): sp.diff(self.pre[i], self.s[j]) for i in states for j in states}
 
         def grad(v):
             e = sum((sp.diff(self.pre[i], v) * self.GQ[i] for i in states), sp.S.Zero)
@@ -165,23 +167,51 @@ class Derivation:
 
         gX = {k: grad(v) for k, v in self.X.items()}
         gP = {k: grad(v) for k, v in self.P.items()}
-        return GX, GQ, M, c, gX, gP
+        return GX, K, N, Phi, gX, gP
+
+    def per_step(self) -> set:
+        """The symbols that are tensors of one value per step."""
+        return set(self.s.values()) | set(self.q.values()) | set(self.X.values()) | {
+            self.z, self.sgn, self.nr, self.gz, self.GX} | set(self.gpre.values()) | set(
+            self.GQ.values()) | set(self.u.values()) | set(self.sgns) | set(self.Hs) | set(
+            self.GXs) | {g for g, _ in self.guards}
+
+    def form(self) -> str:
+        """How the recursion runs.  "gq": it carries GQ itself,
+        ``GQ_t = K_t + (N_t Phi^T) GQ_{t+1}`` (one fused operation per state
+        pair and step), when Phi is the same at every step and no gradient
+        needs u.  "u": per step ``GQ_t = K_t + N_t u_t`` and
+        ``u_{t-1} = Phi_t^T GQ_t``."""
+        GX, K, N, Phi, gX, gP = self.equations()
+        per = self.per_step()
+        if any(e.free_symbols & per for e in Phi.values()):
+            return "u"
+        us = set(self.u.values())
+        gx_u = any(g.free_symbols & us for g in GX)
+        for e in [*gX.values(), *gP.values()]:
+            if e.free_symbols & us or (gx_u and e.free_symbols & set(self.GXs)):
+                return "u"
+        return "gq"
 
     # ---------------------------------------------------------------- code
     def code(self, A, S, Q, outs, gen: ScanGen) -> list[str]:
-        """The backward function's body.  Compiled: phases over all steps at
-        once (torch.compile fuses them).  Eager: the same phases over chunks of
-        steps small enough to stay in cache, from the last chunk to the first
-        (phases 1 and 2 are elementwise in time; the recursion carries ``u``
-        across chunk boundaries), so the temporaries are chunk-sized."""
-        from spikedsl.targets.torch.sym import NumSym, SymTorchPrinter, cse_lines
+        """The backward function's body.  Eager: from the last chunk of steps
+        to the first (chunks small enough for the cache), the recursion's
+        coefficients for the chunk's steps at once, the recursion step by step
+        (writing GQ), then the gradients of the inputs and parameters for the
+        chunk's steps at once.  Compiled: the same with all steps as one chunk,
+        the recursion's values collected in lists."""
+        from spikedsl.targets.torch.lean import LeanPrinter
+        from spikedsl.targets.torch.sym import SymTorchPrinter
 
+        sp = self.sp
         plan, n = self.plan, self.n
         states = plan.states
         R = plan.R
         spiking = plan.spiking
-        chunked = not gen.compiled
-        GX, GQ, M, c, gX, gP = self.equations()
+        compiled = gen.compiled
+        GX, K, Nm, Phi, gX, gP = self.equations()
+        form = self.form()
         nm = gen.nm
         L: list[str] = []
         grads = {k: nm.fresh(f"g_{o}") for o, k in outs}
@@ -194,47 +224,38 @@ class Derivation:
             like = "Z"
         else:
             like = f"{S[states[0]]}[1:]"
-        # gradients of the post-reset trajectories (None: not an output)
-        gS = {j: grads.get(f"S:{j}") for j in states}
+        gS = {j: grads.get(f"S:{j}") for j in states}  # None: not an output
+        gF = {j: grads.get(f"F:{j}") for j in states}  # None: the final state is not an output
         saved = self._saved(A, S, Q, used, need_S)
         self.saved_names = [v for _, v in saved]
         L.append(f"ftype = {like}.dtype")
         L.append(f"T = {like}.shape[0]")
 
-        # per-step sources: full tensors, or chunk views [t0:t1]
         def sl(code: str, shift: int = 0) -> str:
-            if not chunked:
-                return code
             return f"{code}[t0:t1]" if shift == 0 else f"{code}[t0 + {shift}:t1 + {shift}]"
 
-        src_s = {s_: (sl(S[s_]) if chunked else f"{S[s_]}[:-1]") for s_ in states}
-        src_q = {}
-        for s_ in states:
-            if s_ in Q:
-                src_q[s_] = sl(Q[s_])
-            elif s_ in plan.updates or any(j.target == s_ for j in plan.jumps):
-                src_q[s_] = sl(S[s_], 1) if chunked else f"{S[s_]}[1:]"
-            else:
-                src_q[s_] = src_s[s_]
-        N: dict = {}
-        body: list[str] = []  # the part that runs once per chunk
+        body: list[str] = []  # runs once per chunk
         views: dict[str, str] = {}
 
         def view(code: str, hint: str) -> str:
             """Bind a chunk view to a local once."""
-            if not chunked:
-                return code
             if code not in views:
                 views[code] = nm.fresh(hint + "_c")
                 body.append(f"{views[code]} = {code}")
             return views[code]
 
+        N: dict = {}
         for s_ in states:
-            N[self.s[s_]] = src_s[s_]
-            N[self.q[s_]] = src_q[s_]
-            N[self.u[s_]] = nm.fresh(f"U_{s_}")
+            N[self.s[s_]] = sl(S[s_])
+            if s_ in Q:
+                N[self.q[s_]] = sl(Q[s_])
+            elif s_ in plan.updates or any(j.target == s_ for j in plan.jumps):
+                N[self.q[s_]] = sl(S[s_], 1)
+            else:
+                N[self.q[s_]] = sl(S[s_])
             N[self.GQ[s_]] = nm.fresh(f"GQ_{s_}")
             N[self.gpre[s_]] = nm.fresh(f"gpre_{s_}")
+            N[self.u[s_]] = nm.fresh(f"U_{s_}")
         for k in plan.step_names:
             N[self.X[k]] = sl(A[f"step:{k}"])
         for k in plan.static_names:
@@ -250,15 +271,13 @@ class Derivation:
         for k, (g, _e) in enumerate(self.guards):
             N[g] = nm.fresh(f"guard{k}")
         pr = SymTorchPrinter(N, "ftype", self.b.values)
-        if chunked:
-            # views used by the printed expressions are bound once per chunk
-            for sym in list(N):
-                if isinstance(N[sym], str) and "[t0" in N[sym]:
-                    base = N[sym].split("[", 1)[0]
-                    N[sym] = view(N[sym], base)
-        ref_c = view(sl("Ref"), "Ref") if R > 0 else None
+        for sym in list(N):  # views read by the printed expressions are bound once per chunk
+            if isinstance(N[sym], str) and "[t0" in N[sym]:
+                N[sym] = view(N[sym], N[sym].split("[", 1)[0])
+        per_step = self.per_step()
+        lean = LeanPrinter(N, set(per_step), pr, nm)
         if R > 0:
-            body.append(f"nr = torch.logical_not({ref_c}).to(ftype)")
+            body.append(f"nr = torch.logical_not({view(sl('Ref'), 'Ref')}).to(ftype)")
         if spiking:
             body.append(f"z = {view(sl('Z'), 'Z')}")
             env = {s_: N[self.q[s_]] for s_ in states}
@@ -267,21 +286,22 @@ class Derivation:
             for k in plan.static_names:
                 env[k] = A[f"static:{k}"]
             P = TorchPrinter(env, "z", "ftype")
+            sur = SURROGATES[n.surrogate.name]
             if plan.spike is not None:
                 lhs, rhs = split_spike(plan.spike)
-                body.append(f"x = {P.tensor(fold(ir.BinOp(op='-', left=lhs, right=rhs)))}")
-                sl_lines, se = surrogate_code(n.surrogate, "x", "ftype")
-                body += sl_lines
-                body.append(f"sgn = {se}" + (" * nr" if R > 0 else "") +
-                            f"  # surrogate {surrogate_doc(n.surrogate)}")
+                x_ir = fold(ir.BinOp(op="-", left=lhs, right=rhs))
+                d = self.b(sur.dsdx(ir.Name(id="x"), n.surrogate.args),
+                           {"x": self.b(x_ir, self._qenv())})
+                body.append(f"# surrogate {surrogate_doc(n.surrogate)} at x = {spk(x_ir)}"
+                            + (", 0 while refractory" if R > 0 else ""))
+                lean.cse([("sgn", d * self.nr if R > 0 else d)], body, "s")
             for k, e in enumerate(self.leaf_ir):  # compound: every ordering leaf
-                xk = nm.fresh(f"x{k}")
-                body.append(f"{xk} = {P.tensor(e.left)}  # {spk(e)}")
-                body.append(f"{N[self.Hs[k]]} = ({xk} {e.op} 0).to(ftype)")
-                sl_lines, se = surrogate_code(n.surrogate, xk, "ftype")
-                body += sl_lines
-                body.append(f"{N[self.sgns[k]]} = {se}" + (" * nr" if R > 0 else "") +
-                            f"  # surrogate {surrogate_doc(n.surrogate)}")
+                body.append(f"{N[self.Hs[k]]} = ({P.tensor(e.left)} {e.op} 0).to(ftype)"
+                            f"  # {spk(e)}")
+                d = self.b(sur.dsdx(ir.Name(id="x"), n.surrogate.args),
+                           {"x": self.b(e.left, self._qenv())})
+                body.append(f"# surrogate {surrogate_doc(n.surrogate)} at x = {spk(e.left)}")
+                lean.cse([(N[self.sgns[k]], d * self.nr if R > 0 else d)], body, f"s{k}_")
             for g, e in self.guards:
                 body.append(f"{N[g]} = {P.boolean(e)}.to(ftype)  # guard {spk(e)}")
             gZ = grads["z"]
@@ -297,183 +317,265 @@ class Derivation:
                 zero[self.gpre[s_]] = 0
         if not spiking:
             zero[self.gz] = 0
-        per_step = set(self.s.values()) | set(self.q.values()) | set(self.X.values()) | {
-            self.z, self.sgn, self.nr, self.gz, self.GX} | set(self.gpre.values()) | set(
-            self.GQ.values()) | set(self.u.values()) | set(self.sgns) | set(self.Hs) | set(
-            self.GXs) | {g for g, _ in self.guards}
-
-        def kind(e) -> str:
-            fs = e.free_symbols
-            if fs & per_step:
-                return "step"
-            if all(isinstance(f, NumSym) for f in fs):
-                return "number"
-            return "static"
-
-        like_c = N[self.q[states[0]]] if chunked else like
-        # -------- phase 1: M_t and c_t
-        Ms = {k: v.subs(zero) for k, v in M.items()}
-        cs = {k: v.subs(zero) for k, v in c.items()}
-        keys = [k for k in Ms if Ms[k] != 0]
-        ckeys = [j for j in states if cs[j] != 0]
-        lines, printed = cse_lines([Ms[k] for k in keys] + [cs[j] for j in ckeys], N, pr, "w",
-                                   nm)
-        body.append("# adjoint of the post-reset states: u[t-1] = M[t] u[t] + c[t]")
-        body += lines
-        Mname: dict = {}
-        for k, code in zip(keys, printed[:len(keys)]):
-            Mname[k] = (nm.fresh(f"M_{k[0]}_{k[1]}"), kind(Ms[k]))
-            body.append(f"{Mname[k][0]} = {code}")
-        cname = {j: nm.fresh(f"c_{j}") for j in states}
-        for j, code in zip(ckeys, printed[len(keys):]):
-            if kind(cs[j]) == "step":
-                body.append(f"{cname[j]} = {code}")
-            else:
-                body.append(f"{cname[j]} = {code} + torch.zeros_like({like_c})")
-        for j in states:
-            if j not in ckeys:
-                body.append(f"{cname[j]} = torch.zeros_like({like_c})")
-        ul = {j: nm.fresh(f"u_{j}") for j in states}  # the carried adjoint (eager)
-
-        def mterm(j, l, idx):
-            mname, kd = Mname[(j, l)]
-            return f"{mname}[{idx}]" if kd == "step" else mname
-
-        if chunked:
-            # c'[t] = c[t] + dL/dS[t] (the post states of step t-1; S[0] is the initial state)
-            for j in states:
-                g = gS[j]
-                if g is None:
-                    continue
-                body.append(f"if {g} is not None:")
-                body.append(f"    {cname[j]} = {cname[j]} + {g}[t0:t1]")
-            for j in states:
-                U = N[self.u[j]]
-                body.append(f"{U} = torch.empty_like({cname[j]})")
-                body.append(f"{U}[-1] = {ul[j]}")
-            body.append("for t in range(t1 - t0 - 1, 0, -1):")
-            rec_idx = "t"
+        like_c = N[self.q[states[0]]]
+        Ks = {i: K[i].subs(zero) for i in states}
+        if form == "gq":  # the coefficient of GQ_{t+1}: sum_l N_il Phi_ml
+            coef = {(i, m): sp.expand(sum((Nm[(i, l)] * Phi[(m, l)] for l in states),
+                                          sp.S.Zero)) for i in states for m in states}
         else:
-            for j in states:
-                g = gS[j]
-                if g is None:
-                    continue
-                body.append(f"if {g} is not None:")
-                body.append(f"    {cname[j]} = {cname[j]} + torch.nn.functional.pad({g}[1:-1], "
-                            f"(0, 0) * ({g}.dim() - 1) + (1, 0))")
-            rec_idx = "t"
-        if gen.compiled:
-            lists = {j: nm.fresh(f"U_{j}_l") for j in states}
-            for j in states:
-                body.append(_final_adjoint(ul[j], gS[j], grads.get(f"F:{j}"), f"{cname[j]}[0]"))
-                body.append(f"{lists[j]} = [{ul[j]}]")
-            body.append("for t in range(T - 1, 0, -1):")
-            new_u = {j: nm.fresh(f"u_{j}_new") for j in states}
-            for j in states:
-                terms = [f"{cname[j]}[t]"] + [f"{mterm(j, l, 't')} * {ul[l]}" for l in states
-                                              if (j, l) in Mname]
-                body.append(f"    {new_u[j]} = {' + '.join(terms)}")
-            for j in states:
-                body.append(f"    {ul[j]} = {new_u[j]}")
-                body.append(f"    {lists[j]}.append({ul[j]})")
-            for j in states:
-                body.append(f"{N[self.u[j]]} = torch.stack({lists[j]}[::-1])")
-        else:
-            for j in states:
-                acc = f"{cname[j]}[{rec_idx}]"
-                terms = [(l, Mname[(j, l)]) for l in states if (j, l) in Mname]
-                if not terms:
-                    body.append(f"    {N[self.u[j]]}[t - 1] = {acc}")
-                    continue
-                for i_, (l, (mname, kd)) in enumerate(terms):
-                    out = f", out={N[self.u[j]]}[t - 1]" if i_ == len(terms) - 1 else ""
-                    u_l = f"{N[self.u[l]]}[t]"
-                    if kd == "number":
-                        acc = f"torch.add({acc}, {u_l}, alpha={mname}{out})"
+            coef = Nm
+        # -------- the recursion's coefficients for the chunk's steps
+        body.append("# adjoint of the pre-reset states: GQ[t] = K[t] + N[t] u[t], "
+                    "u[t-1] = Phi[t]^T GQ[t]" + (" (N[t] Phi^T GQ[t+1])" if form == "gq"
+                                                 else ""))
+        items = [(nm.fresh(f"K_{i}"), Ks[i]) for i in states if Ks[i] != 0]
+        items += [(nm.fresh(f"N_{i}_{m}"), e) for (i, m), e in coef.items() if e != 0]
+        if form == "u":
+            items += [(nm.fresh(f"Phi_{i}_{j}"), e) for (i, j), e in Phi.items()
+                      if e != 0 and e.free_symbols & per_step]
+        codes = lean.cse(items, body, "w")
+        coded = {}  # local -> (code, a per-step tensor, a number)
+        for (local, e), code in zip(items, codes):
+            coded[local] = (code, lean.is_big(e), lean.num(e) is not None)
+        key_of = {}
+        for i in states:
+            if Ks[i] != 0:
+                key_of[("K", i)] = next(lo for lo, e in items if e is Ks[i])
+        it = iter(lo for lo, _ in items[sum(1 for i in states if Ks[i] != 0):])
+        for (i, m), e in coef.items():
+            if e != 0:
+                key_of[("N", i, m)] = next(it)
+        if form == "u":
+            for (i, j), e in Phi.items():
+                if e != 0 and e.free_symbols & per_step:
+                    key_of[("Phi", i, j)] = next(it)
+
+        def term(key, idx):
+            """Code of a coefficient at step ``idx`` (None: it is 0)."""
+            if key[0] == "Phi" and key not in key_of:
+                e = Phi[key[1:]]
+                return None if e == 0 else (lean.small_factor(e), False,
+                                            lean.num(e) is not None)
+            if key not in key_of:
+                return None
+            code, big, num = coded[key_of[key]]
+            return (f"{code}[{idx}]", True, False) if big else (code, False, num)
+
+        # the direct gradients of the post-reset trajectories: S[t + 1] is step t's
+        if form == "gq":
+            for i in states:
+                for l in states:
+                    g = gS[l]
+                    if g is None or Nm[(i, l)] == 0:
+                        continue
+                    sub: list[str] = []
+                    n_il = lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}")
+                    if ("K", i) not in key_of:
+                        k_i = nm.fresh(f"K_{i}")
+                        sub.append(f"{k_i} = torch.mul({sl(g, 1)}, {n_il})")
+                        body.append(f"if {g} is not None:")
+                        body += ["    " + x for x in sub]
+                        body.append("else:")
+                        body.append(f"    {k_i} = torch.zeros_like({like_c})")
+                        key_of[("K", i)] = k_i
+                        coded[k_i] = (k_i, True, False)
+                        continue
+                    k_i, big, _num = coded[key_of[("K", i)]]
+                    if not big:  # a per-step tensor from here on
+                        body.append(f"{k_i} = {k_i} + torch.zeros_like({like_c})")
+                        coded[key_of[("K", i)]] = (k_i, True, False)
+                    if lean.num(Nm[(i, l)]) is not None:
+                        sub.append(f"{k_i} = torch.add({k_i}, {sl(g, 1)}, alpha={n_il})")
                     else:
-                        m = f"{mname}[t]" if kd == "step" else mname
-                        acc = f"torch.addcmul({acc}, {m}, {u_l}{out})"
-                body.append(f"    {acc}")
-        # the adjoint one step before the chunk (eager) / of the initial states (compiled)
-        new0 = {}
-        for j in states:
-            terms = [f"{cname[j]}[0]"] + [f"{mterm(j, l, 0)} * {N[self.u[l]]}[0]"
-                                         for l in states if (j, l) in Mname]
-            new0[j] = " + ".join(terms)
-        ginit = {j: nm.fresh(f"g_{j}0") for j in states}
-        if chunked:
-            tmp = {j: nm.fresh(f"u_{j}_next") for j in states}
-            for j in states:
-                body.append(f"{tmp[j]} = {new0[j]}")
-            for j in states:
-                body.append(f"{ul[j]} = {tmp[j]}")
-        # -------- phase 2: gradients of the per-step and static tensors
-        wanted = [(f"step:{k}", e.subs(zero)) for k, e in gX.items()] + [
-            (f"static:{k}", e.subs(zero)) for k, e in gP.items()]
+                        sub.append(f"{k_i} = torch.addcmul({k_i}, {n_il}, {sl(g, 1)})")
+                    body.append(f"if {g} is not None:")
+                    body += ["    " + x for x in sub]
+        # the gradients of the final states (carried to the next chunk of steps): u[T-1]
+        if form == "gq":
+            for i in states:
+                for l in states:
+                    g = gF[l]
+                    if g is None or Nm[(i, l)] == 0:
+                        continue
+                    sub = []
+                    n_il = lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}")
+                    n_last = f"{n_il}[-1]" if lean.is_big(Nm[(i, l)]) else n_il
+                    if ("K", i) not in key_of:
+                        k_i = nm.fresh(f"K_{i}")
+                        body.append(f"{k_i} = torch.zeros_like({like_c})")
+                        key_of[("K", i)] = k_i
+                        coded[k_i] = (k_i, True, False)
+                    k_i, big, _num = coded[key_of[("K", i)]]
+                    if not big:
+                        body.append(f"{k_i} = {k_i} + torch.zeros_like({like_c})")
+                        coded[key_of[("K", i)]] = (k_i, True, False)
+                    sub.append(f"{k_i} = {k_i}.clone()")  # it may be a view of a gradient
+                    sub.append(f"{k_i}[-1] += {n_last} * {g}")
+                    body.append(f"if {g} is not None and t1 == T:")
+                    body += ["    " + x for x in sub]
+        # -------- what is wanted: gradients of the per-step inputs and static tensors
+        wanted = [(f"step:{k}", gX[k].subs(zero)) for k in plan.step_names] + [
+            (f"static:{k}", gP[k].subs(zero)) for k in plan.static_names]
         wanted = [(k, e) for k, e in wanted if e != 0]
-        gout: dict[str, str] = {k: nm.fresh("g_" + A[k]) for k, _ in wanted}
-        pre_loop: list[str] = []
-        if wanted:
-            needs = " or ".join(f"needs[{gen_arg_index(A, k)}]" for k, _ in wanted)
-            body.append(f"if {needs}:")
-            base = [g.subs(zero) for g in GX] + [GQ[s_].subs(zero) for s_ in states]
-            lines2, printed2 = cse_lines(base, N, pr, "y", nm)
-            b2 = list(lines2)
-            for g, code in zip(self.GXs, printed2):
-                b2.append(f"{N[g]} = {code}")
-            for s_, code in zip(states, printed2[len(GX):]):
-                b2.append(f"{N[self.GQ[s_]]} = {code}")
-            body += ["    " + b_ for b_ in b2]
+        gout = {k: nm.fresh("g_" + A[k]) for k, _ in wanted}
+        alias = {}  # state -> input whose gradient is exactly its GQ (written in place)
+        if not compiled:
             for k, e in wanted:
-                gname = gout[k]
-                idx = gen_arg_index(A, k)
-                lines3, printed3 = cse_lines([e], N, pr, "v", nm)
-                if k.startswith("static:"):
-                    val = f"_sum_to({printed3[0]}, {A[k]})"
-                    pre_loop.append(f"{gname} = None")
-                    body.append(f"if needs[{idx}]:")
-                    body += ["    " + x for x in lines3]
-                    if chunked:
-                        body.append(f"    {gname} = {val} if {gname} is None else {gname} + {val}")
+                for i in states:
+                    if k.startswith("step:") and e == self.GQ[i] and i not in alias:
+                        alias[i] = k
+                        break
+        need_U = form == "u" and any(
+            e.free_symbols & (set(self.u.values()) | set(self.GXs)) for _, e in wanted)
+        carry = {i: nm.fresh(f"gq_{i}" if form == "gq" else f"u_{i}") for i in states}
+        G = {i: N[self.GQ[i]] for i in states}
+        U = {i: N[self.u[i]] for i in states}
+        pre_loop: list[str] = []
+        for k, _ in wanted:
+            if k.startswith("step:") and not compiled:
+                pre_loop.append(f"{gout[k]} = torch.empty_like({like}) if "
+                                f"needs[{gen_arg_index(A, k)}] else None")
+            else:
+                pre_loop.append(f"{gout[k]} = None")
+        for i in states:
+            last = gS[i] and f"{gS[i]}[T]" or gF[i]  # the gradient of the final state
+            if form == "gq" or not last:
+                pre_loop.append(f"{carry[i]} = torch.zeros_like({like}[0])")
+            else:
+                pre_loop.append(f"{carry[i]} = {last} if {gS[i] or gF[i]} is not None else "
+                                f"torch.zeros_like({like}[0])")
+
+        def chain(base, terms, out):
+            """``base + sum(m * v)``: statements writing ``out`` (eager) or one
+            expression (compiled, ``out`` None)."""
+            terms = [(m, v) for m, v in terms if m is not None]
+            if out is None:
+                parts = ([base[0]] if base else []) + [f"{m[0]} * {v}" for m, v in terms]
+                return [" + ".join(parts) if parts else "0.0"]
+            lines = []
+            for m, v in terms:
+                if not lines:
+                    if base is None:
+                        lines.append(f"torch.mul({v}, {m[0]}, out={out})")
+                    elif m[2]:
+                        lines.append(f"torch.add({base[0]}, {v}, alpha={m[0]}, out={out})")
                     else:
-                        body.append(f"    {gname} = {val}")
-                    continue
-                val = printed3[0] if kind(e) == "step" else \
-                    f"{printed3[0]} + torch.zeros_like({like_c})"
-                if chunked:
-                    pre_loop.append(f"{gname} = torch.empty_like({like}) if needs[{idx}] else None")
-                    body.append(f"if needs[{idx}]:")
-                    body += ["    " + x for x in lines3]
-                    body.append(f"    {gname}[t0:t1] = {val}")
+                        lines.append(f"torch.addcmul({base[0]}, {m[0]}, {v}, out={out})")
+                elif m[2]:
+                    lines.append(f"{out}.add_({v}, alpha={m[0]})")
                 else:
-                    pre_loop.append(f"{gname} = None")
-                    body.append(f"if needs[{idx}]:")
-                    body += ["    " + x for x in lines3]
-                    body.append(f"    {gname} = {val}")
+                    lines.append(f"{out}.addcmul_({m[0]}, {v})")
+            if not lines:
+                lines.append(f"{out}.copy_({base[0]})" if base else f"{out}.zero_()")
+            return lines
+
+        # -------- the recursion
+        rec: list[str] = []
+        for i in states:
+            if i in alias:
+                a = gout[alias[i]]
+                rec.append(f"{G[i]} = {a}[t0:t1] if {a} is not None else "
+                           f"torch.empty_like({like_c})")
+            elif not compiled:
+                rec.append(f"{G[i]} = torch.empty_like({like_c})")
+        if need_U and not compiled:
+            for l in states:
+                rec.append(f"{U[l]} = torch.empty_like({like_c})")
+        new = {i: nm.fresh(f"{carry[i]}_new") for i in states}
+        if compiled:
+            lists = {i: nm.fresh(f"GQ_{i}_l") for i in states}
+            ulists = {i: nm.fresh(f"U_{i}_l") for i in states}
+            for i in states:
+                rec.append(f"{lists[i]} = []")
+                if need_U:
+                    rec.append(f"{ulists[i]} = []")
+            rec.append("for t in range(T - 1, -1, -1):")
+        else:
+            rec.append("for t in range(t1 - t0 - 1, -1, -1):")
+        if need_U:
+            for l in states:
+                rec.append(f"    {ulists[l]}.append({carry[l]})" if compiled else
+                           f"    {U[l]}[t] = {carry[l]}")
+        for i in states:
+            terms = [(term(("N", i, m), "t"), carry[m]) for m in states]
+            if compiled:
+                rec.append(f"    {new[i]} = {chain(term(('K', i), 't'), terms, None)[0]}")
+                rec.append(f"    {lists[i]}.append({new[i]})")
+            else:
+                rec += ["    " + x for x in chain(term(("K", i), "t"), terms, f"{G[i]}[t]")]
+        gq_t = {i: new[i] if compiled else f"{G[i]}[t]" for i in states}
+        if form == "gq":
+            for i in states:
+                rec.append(f"    {carry[i]} = {gq_t[i]}")
+        else:
+            for j in states:
+                terms = [(term(("Phi", i, j), "t"), gq_t[i]) for i in states]
+                parts = [f"{m[0]} * {v}" for m, v in terms if m is not None] or ["0.0"]
+                rec.append(f"    {carry[j]} = {' + '.join(parts)}")
+                if gS[j]:
+                    rec.append(f"    if {gS[j]} is not None:")
+                    rec.append(f"        {carry[j]} = {carry[j]} + {gS[j]}[t0 + t]")
+        if compiled:
+            for i in states:
+                rec.append(f"{G[i]} = torch.stack({lists[i]}[::-1])")
+                if need_U:
+                    rec.append(f"{U[i]} = torch.stack({ulists[i]}[::-1])")
+        body += rec
+        # -------- gradients of the inputs and static tensors for the chunk's steps
+        if wanted:
+            rest = [(k, e) for k, e in wanted if k not in alias.values()]
+            gx_need = [(g, e) for g, e in zip(self.GXs, GX)
+                       if any(g in w.free_symbols for _, w in rest)]
+            if gx_need:
+                needs = " or ".join(f"needs[{gen_arg_index(A, k)}]" for k, _ in rest)
+                sub = []
+                lean.cse([(N[g], e.subs(zero)) for g, e in gx_need], sub, "y")
+                body.append(f"if {needs}:")
+                body += ["    " + x for x in sub]
+            for k, e in rest:
+                gname = gout[k]
+                sub = []
+                if k.startswith("static:"):
+                    code = lean.assign(e, sub, "v")
+                    val = f"_sum_to({code}, {A[k]})"
+                    sub.append(f"{gname} = {val} if {gname} is None else {gname} + {val}")
+                elif compiled:
+                    code = lean.assign(e, sub, "v")
+                    if not lean.is_big(e):
+                        code = f"{code} + torch.zeros_like({like_c})"
+                    sub.append(f"{gname} = {code}")
+                elif lean.is_big(e):
+                    lean.assign(e, sub, "v", out=f"{gname}[t0:t1]")
+                else:
+                    sub.append(f"{gname}[t0:t1] = {lean.assign(e, sub, 'v')}")
+                body.append(f"if needs[{gen_arg_index(A, k)}]:")
+                body += ["    " + x for x in sub]
         # -------- assemble
-        if chunked:
+        L += pre_loop
+        if compiled:
+            L.append("t0, t1 = 0, T")
+            L += body
+        else:
             L.append("# chunks of steps that stay in cache, from the last one to the first")
             L.append(f"chunk = max(1, min(T, {CHUNK_ELEMENTS} // max(1, {like}[0].numel())))")
-            for j in states:
-                L.append(_final_adjoint(ul[j], gS[j], grads.get(f"F:{j}"), f"{like}[0]"))
-            L += pre_loop
             L.append("for t1 in range(T, 0, -chunk):")
             L.append("    t0 = max(t1 - chunk, 0)")
             L += ["    " + b_ for b_ in body]
-            for j in states:
-                L.append(f"{ginit[j]} = {ul[j]} if needs[{gen_arg_index(A, f'init:{j}')}] "
-                         f"else None")
-        else:
-            L += pre_loop
-            L += body
-            for j in states:
-                g = gS[j]
+        ginit = {j: nm.fresh(f"g_{j}0") for j in states}
+        for j in states:
+            idx = gen_arg_index(A, f"init:{j}")
+            if form == "gq":  # u[-1] = Phi^T GQ[0] + the direct gradient of S[0]
+                terms = [f"{lean.small_factor(Phi[(i, j)])} * {carry[i]}" for i in states
+                         if Phi[(i, j)] != 0]
                 L.append(f"{ginit[j]} = None")
-                L.append(f"if needs[{gen_arg_index(A, f'init:{j}')}]:")
-                L.append(f"    {ginit[j]} = {new0[j]}")
-                if g is not None:
-                    L.append(f"    if {g} is not None:")
-                    L.append(f"        {ginit[j]} = {ginit[j]} + {g}[0]")
+                L.append(f"if needs[{idx}]:")
+                L.append(f"    {ginit[j]} = " + (" + ".join(terms) if terms else
+                                                 f"torch.zeros_like({like}[0])"))
+                if gS[j]:
+                    L.append(f"    if {gS[j]} is not None:")
+                    L.append(f"        {ginit[j]} = {ginit[j]} + {gS[j]}[0]")
+            else:
+                L.append(f"{ginit[j]} = {carry[j]} if needs[{idx}] else None")
         rets = []
         for key in A:
             if key.startswith("init:"):
@@ -486,11 +588,20 @@ class Derivation:
         gen._uses_math = gen._uses_math or pr.uses_math
         return L
 
+    def _qenv(self) -> dict:
+        """Names the spike condition reads -> SymPy (pre-reset states, inputs,
+        parameters)."""
+        env = {}
+        env.update(self.P)
+        env.update(self.X)
+        env.update(self.q)
+        return env
+
     def _used(self) -> set[str]:
         """Symbols the backward reads."""
-        GX, GQ, M, c, gX, gP = self.equations()
+        GX, K, N, Phi, gX, gP = self.equations()
         used = set()
-        for e in [*GX, *GQ.values(), *M.values(), *c.values(), *gX.values(), *gP.values()]:
+        for e in [*GX, *K.values(), *N.values(), *Phi.values(), *gX.values(), *gP.values()]:
             used |= {str(f) for f in e.free_symbols}
         spike = self._spike_names()
         used |= {f"X:{k}" for k in spike if k in self.X}
@@ -532,17 +643,6 @@ class Derivation:
 
     def _grad_static(self, k: str) -> bool:
         return True  # static tensors are small; their gradient is reduced to their shape
-
-
-def _final_adjoint(u: str, g: str | None, gF: str | None, like: str) -> str:
-    """``u`` after the last step: the gradient of the state's trajectory at T,
-    else of its final value (only the final state is an output), else 0."""
-    zero = f"torch.zeros_like({like})"
-    if g is None and gF is not None:
-        return f"{u} = {gF} if {gF} is not None else {zero}"
-    if g is None:
-        return f"{u} = {zero}"
-    return f"{u} = {g}[T] if {g} is not None else {zero}"
 
 
 def gen_arg_index(A: dict[str, str], key: str) -> int:

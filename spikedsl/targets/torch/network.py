@@ -43,6 +43,7 @@ from spikedsl.targets.torch.scan import ScanGen
 from spikedsl.targets.torch.step import StepMixin
 
 TARGET = "torch"
+STEP_CHUNK_ELEMENTS = 1 << 20  # chunked forward: elements of the widest layer per chunk
 
 # rows x density above which a sparse projection runs as one dense product
 # (measured with benchmarks/bench_sparse.py; docs/torch.md, "Sparse projections")
@@ -91,7 +92,10 @@ class NetGen(StepMixin):
         self.compiled = compiled
         self.layers = {la.name: la for la in net.layers}
         self.index = {la.name: i for i, la in enumerate(net.layers)}
-        self.nm = Namer(["xs", "T", "B", "t", "inputs", "out", "g", "result"])
+        self.nm = Namer(["xs", "T", "B", "t", "inputs", "out", "g", "result", "n", "t0", "t1",
+                         "k", "chunk", "chunks"])
+        self.T = "T"  # the number of steps the layer code runs (n: a chunk of steps)
+        self.carry: list[str] | None = None  # chunked: the states carried between chunks
         self.use: set[str] = set()
         self.classes: list[str] = []
         self.spike_fns: dict[str, str] = {}
@@ -325,14 +329,15 @@ class NetGen(StepMixin):
             if f"{p.param_name}.weight" in self.sparse:
                 y = self.sparse_code(p, x, lead)
             else:
-                y = f"F.linear({x}, {W}{b})"
+                self.use.add("linear")
+                y = f"_linear({x}, {W}{b})"
             if len(p.out_shape) > 1:
                 y = f"{y}.unflatten({lead}, {_tup(p.out_shape)})"
             return y
         if p.kind == "conv2d":
             args = f"{W}{b}, stride={_tup(p.stride)}, padding={_tup(p.padding)}"
             if lead == 2:
-                return f"F.conv2d({src}.flatten(0, 1), {args}).unflatten(0, (T, B))"
+                return f"F.conv2d({src}.flatten(0, 1), {args}).unflatten(0, ({self.T}, B))"
             return f"F.conv2d({src}, {args})"
         # one_to_one
         x = src
@@ -385,10 +390,16 @@ class NetGen(StepMixin):
             return f"{src}.flatten({lead})"
         if op in ("avgpool2d", "sumpool2d", "maxpool2d"):
             k, s = _tup(a["kernel"]), _tup(a["stride"])
+            if op == "maxpool2d" and k == s == "(2, 2)":
+                self.use.add("maxpool2")
+                if lead == 2:
+                    return f"_MaxPool2.apply({src}.flatten(0, 1)).unflatten(0, ({self.T}, B))"
+                return f"_MaxPool2.apply({src})"
             fn = "F.max_pool2d" if op == "maxpool2d" else "F.avg_pool2d"
             extra = ", divisor_override=1" if op == "sumpool2d" else ""
             if lead == 2:
-                return f"{fn}({src}.flatten(0, 1), {k}, {s}{extra}).unflatten(0, (T, B))"
+                return (f"{fn}({src}.flatten(0, 1), {k}, {s}{extra})"
+                        f".unflatten(0, ({self.T}, B))")
             return f"{fn}({src}, {k}, {s}{extra})"
         if op == "dropout":
             return f"F.dropout({src}, {number(float(a['p']))}, self.training)"
@@ -401,7 +412,8 @@ class NetGen(StepMixin):
                     f"{number(float(a.get('eps', 1e-5)))}")
             if lead == 2:
                 return (f"torch.stack([F.batch_norm(v, {args}) for v in {src}]) if self.training"
-                        f" else F.batch_norm({src}.flatten(0, 1), {args}).unflatten(0, (T, B))")
+                        f" else F.batch_norm({src}.flatten(0, 1), {args}).unflatten(0, "
+                        f"({self.T}, B))")
             return f"F.batch_norm({src}, {args})"
         raise unsupported(self.TARGET, f"stage '{op}'", "unknown stage")
 
@@ -410,12 +422,16 @@ class NetGen(StepMixin):
         cons = self.consumers()
         self.cons = cons
         L = self.fwd
-        for grp in self.groups():
-            la = self.layers[grp[0]]
-            if len(grp) == 1 and self.can_seq(la):
-                self.seq_layer(la, L)
-            else:
-                self.step_group(grp, L)
+        groups = self.groups()
+        if self.chunkable(groups) and not self.sparse:  # event-driven sparse: one pass
+            self.chunked_forward(groups, L)
+        else:
+            for grp in groups:
+                la = self.layers[grp[0]]
+                if len(grp) == 1 and self.can_seq(la):
+                    self.seq_layer(la, L)
+                else:
+                    self.step_group(grp, L)
         L[0:0] = [code for _, code in self.sparse_setup.values()] + self.fan_setup
         # outputs
         L.append("result = {}")
@@ -438,6 +454,52 @@ class NetGen(StepMixin):
             L.append(f"    {k!r}: self._carry({code}),")
         L.append("}")
         L.append("return result")
+
+    def chunkable(self, groups: list[list[str]]) -> bool:
+        """A feed-forward network (every layer all steps at once, no delays, no
+        plasticity) with at least one fused scan runs chunk by chunk of steps."""
+        if not self.fast or self.plastic:
+            return False
+        if any(len(g) > 1 or not self.can_seq(self.layers[g[0]]) for g in groups):
+            return False
+        if any(p.delay for la in self.net.layers for p in la.projections):
+            return False
+        return any(la.kind == "neuron" for la in self.net.layers)
+
+    def chunked_forward(self, groups: list[list[str]], L: list[str]) -> None:
+        """The layers run on chunks of steps small enough that no tensor of a
+        chunk is large (large tensors cost page faults on every allocation); the
+        neuron states are carried from one chunk to the next (with their
+        gradients), the outputs are concatenated."""
+        widest = max([_prod(la.shape) for la in self.net.layers if la.kind != "input"] or [1])
+        self.T = "n"
+        self.carry = []
+        body: list[str] = []
+        for grp in groups:
+            self.seq_layer(self.layers[grp[0]], body)
+        keys = []
+        for o in self.net.outputs:
+            key = _key(o.layer, o.state, o.pre_reset)
+            if key not in keys:
+                keys.append(key)
+        parts = {k: self.nm(f"parts:{k}", self.trace(k) + "_parts") for k in keys}
+        L += self.carry
+        L.append("# the layers run chunk by chunk of steps: the tensors of one chunk stay small")
+        L.append(f"chunk = max(1, min(T, {STEP_CHUNK_ELEMENTS} // max(1, B * {widest})))")
+        L.append("chunks = -(-T // chunk)")
+        for k in keys:
+            L.append(f"{parts[k]} = []")
+        L.append("t1 = 0")
+        L.append("for k in range(chunks):")
+        L.append("    # lengths differ by at most 1, longer first: the allocator reuses the blocks")
+        L.append("    t0, t1 = t1, ((k + 1) * T + chunks - 1) // chunks")
+        L.append("    n = t1 - t0")
+        L += ["    " + x for x in body]
+        for k in keys:
+            L.append(f"    {parts[k]}.append({self.trace(k)})")
+        for k in keys:
+            p = parts[k]
+            L.append(f"{self.trace(k)} = {p}[0] if len({p}) == 1 else torch.cat({p})")
 
     def can_seq(self, la: ir.LLayer) -> bool:
         if la.kind == "cell":
@@ -499,7 +561,8 @@ class NetGen(StepMixin):
         self.header(la, L)
         name = la.name
         if la.kind == "input":
-            L.append(f"{self.trace(name)} = xs[{name!r}]")
+            L.append(f"{self.trace(name)} = xs[{name!r}]" +
+                     ("[t0:t1]" if self.carry is not None else ""))
             return
         if la.kind == "stage":
             src = self.seq_src(_key(la.source, la.source_state), 0, L)
@@ -539,7 +602,7 @@ class NetGen(StepMixin):
             if terms:
                 L.append(f"{v} = {' + '.join(terms)}")
             else:
-                L.append(f"{v} = self._like.new_zeros((T, B) + {_tup(la.shape)})")
+                L.append(f"{v} = self._like.new_zeros(({self.T}, B) + {_tup(la.shape)})")
             out[k] = v
         return out
 
@@ -563,10 +626,11 @@ class NetGen(StepMixin):
             env[hname] = v
         shape = f"(B,) + {_tup(la.shape)}"
         inits = {}
+        pre = L if self.carry is None else self.carry  # chunked: before the first chunk
         for s in plan.states:
             v = self.nm(f"init:{la.name}.{s}", f"{la.name}_{s}0")
-            L.append(f"{v} = self._initial({la.name + '.' + s!r}, {self.value(plan.inits[s], env)}"
-                     f", {shape})")
+            pre.append(f"{v} = self._initial({la.name + '.' + s!r}, "
+                       f"{self.value(plan.inits[s], env)}, {shape})")
             inits[s] = v
         need_pre, need_post = set(), set()
         reset_targets = {a.target for a in plan.resets}
@@ -583,7 +647,8 @@ class NetGen(StepMixin):
         self.uses_math = self.uses_math or sc.uses_math
         self.use.add("sum_to")
         self.classes.append(self.env.get_template("scan.py.j2").render(s=sc).rstrip())
-        args = ["T"]
+        args = [self.T]
+        rv = None
         for kind, key in zip(sc.arg_kinds, sc.arg_keys):
             if kind in ("step", "static"):
                 args.append(env[key])
@@ -591,7 +656,8 @@ class NetGen(StepMixin):
                 args.append(inits[key])
             else:
                 rv = self.nm(f"init:{la.name}:r", f"{la.name}_r0")
-                L.append(f"{rv} = self._initial({refractory.counter_key(la.name)!r}, 0.0, {shape})")
+                pre.append(f"{rv} = self._initial({refractory.counter_key(la.name)!r}, 0.0, "
+                           f"{shape})")
                 args.append(rv)
         outs = []
         for key in sc.out_keys:
@@ -613,8 +679,12 @@ class NetGen(StepMixin):
                 L.append(f"{self.trace(_key(la.name, s, True))} = {src}")
             final = traj[f"F:{s}"] if S is None else f"{S}[-1]"
             self.finals.append((f"{la.name}.{s}", final))
+            if self.carry is not None:  # the next chunk starts from here
+                L.append(f"{inits[s]} = {final}")
         if R > 0:
             self.finals.append((refractory.counter_key(la.name), traj["r"]))
+            if self.carry is not None:
+                L.append(f"{rv} = {traj['r']}")
 
     def value(self, e: ir.Expr, env: dict[str, str]) -> str:
         if isinstance(e, ir.Num):

@@ -25,6 +25,8 @@ def per_step_batchnorm(gen, la: ir.LLayer, src: str, lead: int) -> str:
         gen.finals.append((key, f"torch.tensor({t0} + T)"))
     mom, eps = number(float(a.get("momentum", 0.1))), number(float(a.get("eps", 1e-5)))
     if lead == 2:
+        if gen.carry is not None:  # chunks of steps: this chunk starts at step t0 of the call
+            t0 = f"{t0} + t0"
         return (f"_bn_steps({src}, {t0}, {pre}.running_mean, {pre}.running_var, {pre}.weight, "
                 f"{pre}.bias, self.training, {mom}, {eps})")
     k = f"{t0} + t"

@@ -345,12 +345,13 @@ class StepMixin:
                 src = self.trace(key)
                 flat = src if len(self.layers[_split_key(key)[0]].shape) == 1 else \
                     f"{src}.flatten(2)"
-                pre.append(f"{xg} = F.linear({flat}, {x_in})")
+                pre.append(f"{xg} = _linear({flat}, {x_in})")
                 xpart = f"{xg}[t]"
             else:
                 src = src_at(key, 0)
-                xpart = f"F.linear({src}.flatten(1), {x_in})"
-            lines.append(f"{g} = {xpart} + F.linear({mem}, {P}.weight_hh, {P}.bias_hh)")
+                xpart = f"_linear({src}.flatten(1), {x_in})"
+            self.use.add("linear")
+            lines.append(f"{g} = {xpart} + _linear({mem}, {P}.weight_hh, {P}.bias_hh)")
             lines.append(f"{name}_i, {name}_f, {name}_g, {name}_o = {g}.chunk(4, 1)")
             lines.append(f"{syn} = torch.sigmoid({name}_f) * {syn} + torch.sigmoid({name}_i) * "
                          f"torch.tanh({name}_g)")

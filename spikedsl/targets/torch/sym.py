@@ -150,7 +150,7 @@ class SymTorchPrinter:
     def __init__(self, names: dict, dt: str = "ftype", values: dict[str, float] | None = None):
         self.names = names
         self.dt = dt
-        self.values = values or {}
+        self.values = values if values is not None else {}
         self.uses_math = False
 
     def num(self, v: float) -> str:
