@@ -71,8 +71,8 @@ PSC_INPUT = [20, 40, 55, 58, 61, 66, 72, 78, 150]  # 58..72 arrive while refract
 
 def test_iaf_psc_exp_inputs_during_refractory():
     """The synaptic current keeps decaying and jumping while V_m is clamped
-    (refr_updates): the second spike comes at step 90, as in NEST's closed
-    form (tests/test_standard_models.py)."""
+    (its ordinary step: it reads no held state): the second spike comes at
+    step 90, as in NEST's closed form (tests/test_standard_models.py)."""
     net = _net(f"""
 import "{NEST}"
 network Net {{
@@ -83,7 +83,7 @@ network Net {{
     output n
 }}
 """, "Net")
-    assert net.layers[1].neuron.refr_updates  # the step while refractory is its own
+    assert not net.layers[1].neuron.refr_updates  # the currents step as usual
     ref, out = _compare(net, _spikes(PSC_STEPS, 1, [(t, 0) for t in PSC_INPUT]))
     np.testing.assert_array_equal(np.nonzero(out["n"][:, 0, 0])[0], [56, 90, 193])
     # the current jumped in steps 58..72, during the refractory period 57..76

@@ -62,9 +62,28 @@ def step_while_refractory(n: ir.Neuron, clamp: tuple[str, ...], order: list[str]
         return [], []
     held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
     rt, ru = solve(held)
-    ru = [u for u in ru if u.target not in clamp]
-    normal = [u for u in updates if u.target in set(order) - set(clamp)]
-    return ([], []) if same(ru, normal) else (rt, ru)
+    # a state whose dynamics reads no held state (through the others) steps as usual
+    free = _independent_of(set(clamp), order, rhs)
+    ru = [u for u in ru if u.target not in clamp and u.target not in free]
+    normal = [u for u in updates if u.target in set(order) - set(clamp) - free]
+    return ([], []) if not ru or same(ru, normal) else (rt, ru)
+
+
+def _independent_of(held: set[str], order: list[str], rhs: list[ir.Expr]) -> set[str]:
+    """The states whose derivatives read none of ``held``, directly or
+    through other states."""
+    from spikedsl.ir.exprs import names
+
+    reads = {s: names(r) & set(order) for s, r in zip(order, rhs)}
+    tainted = set(held)
+    grew = True
+    while grew:
+        grew = False
+        for s, r in reads.items():
+            if s not in tainted and r & tainted:
+                tainted.add(s)
+                grew = True
+    return set(order) - tainted
 
 
 # ------------------------------------------------------------------ what executors read
