@@ -278,6 +278,31 @@ def exact_step_at(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
 
 def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
                       symbolic: set[str], names_: set[str]):
+    """:func:`_exact_step_valued`, cached in memory and on disk (a warm load
+    imports no SymPy)."""
+    from spikedsl import cache
+
+    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs],
+                      "env": {k: repr(float(v)) for k, v in sorted(env.items())},
+                      "symbolic": sorted(symbolic), "names": sorted(names_)}, sort_keys=True)
+    hit = _MEMO.get(key) or cache.get_json("exact_valued", key)
+    if hit is None:
+        try:
+            t, u = _exact_step_valued(states, rhs, env, symbolic, names_)
+            hit = {"temps": _ASSIGNS.dump_json(t).decode(),
+                   "updates": _ASSIGNS.dump_json(u).decode()}
+        except SingularExact as e:
+            hit = {"singular": e.param}
+        cache.put_json("exact_valued", key, hit)
+    _MEMO[key] = hit
+    if "singular" in hit:
+        raise SingularExact(hit["singular"])
+    return (list(_ASSIGNS.validate_json(hit["temps"])),
+            list(_ASSIGNS.validate_json(hit["updates"])))
+
+
+def _exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, float],
+                       symbolic: set[str], names_: set[str]):
     """The exact step of a neuron with parameter values ``env``.  Symbolic in
     the parameters (as the matchers of NIR and NEST read it) where the states
     feed each other without a cycle (decays, a synaptic current into the
@@ -294,7 +319,7 @@ def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, floa
         if needs:
             raise SingularExact(sorted(needs)[0])
     try:
-        return _exact_at_cached(states, rhs, env, symbolic)
+        return exact_step_at(states, rhs, env, symbolic)
     except NonFinite:  # no closed form at these values: the symbolic one says so at run time
         return exact_step(states, rhs)
 
@@ -317,33 +342,22 @@ def _acyclic(A) -> bool:
     return True
 
 
-def _exact_at_cached(states, rhs, env, symbolic):
-    """:func:`exact_step_at`, cached in memory and on disk by the system and
-    the values of the parameters."""
+def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
+    """None if linear, else the first nonlinear term (as text); cached in
+    memory and on disk."""
     from spikedsl import cache
 
-    key = json.dumps({"states": states, "rhs": [dump_noloc(r) for r in rhs],
-                      "env": {k: repr(float(v)) for k, v in sorted(env.items())}},
-                     sort_keys=True)
-    hit = _MEMO.get(key) or cache.get_json("exact_at", key)
+    key = json.dumps({"linear": states, "rhs": [dump_noloc(r) for r in rhs]}, sort_keys=True)
+    hit = _MEMO.get(key) or cache.get_json("linear", key)
     if hit is None:
-        t, u = exact_step_at(states, rhs, env, symbolic)
-        hit = {"temps": json.dumps([a.model_dump(mode="json", exclude_none=True) for a in t]),
-               "updates": json.dumps([a.model_dump(mode="json", exclude_none=True)
-                                      for a in u])}
-        cache.put_json("exact_at", key, hit)
+        try:
+            _linear_system(states, rhs)
+            hit = {"term": None}
+        except NonLinear as e:
+            hit = {"term": e.term}
+        cache.put_json("linear", key, hit)
     _MEMO[key] = hit
-    return (list(_ASSIGNS.validate_json(hit["temps"])),
-            list(_ASSIGNS.validate_json(hit["updates"])))
-
-
-def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
-    """None if linear, else the first nonlinear term (as text)."""
-    try:
-        _linear_system(states, rhs)
-    except NonLinear as e:
-        return e.term
-    return None
+    return hit["term"]
 
 
 def _fresh(base: str, taken: set[str]) -> str:
