@@ -60,10 +60,12 @@ def step_while_refractory(n: ir.Neuron, clamp: tuple[str, ...], order: list[str]
     compares two lists of updates)."""
     if n.refractory is None or not n.odes or not set(clamp) & set(order):
         return [], []
-    held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
-    rt, ru = solve(held)
     # a state whose dynamics reads no held state (through the others) steps as usual
     free = _independent_of(set(clamp), order, rhs)
+    if not set(order) - set(clamp) - free:
+        return [], []
+    held = [ir.Num(value=0.0, text="0") if s in clamp else r for s, r in zip(order, rhs)]
+    rt, ru = solve(held)
     ru = [u for u in ru if u.target not in clamp and u.target not in free]
     normal = [u for u in updates if u.target in set(order) - set(clamp) - free]
     return ([], []) if not ru or same(ru, normal) else (rt, ru)
