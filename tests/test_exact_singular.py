@@ -107,3 +107,15 @@ def test_oscillating_linear_neuron_equals_the_matrix_exponential(target):
             np.testing.assert_allclose(out["h.v"][n, 0, j], state[0], rtol=0, atol=1e-12)
             np.testing.assert_allclose(out["h.w"][n, 0, j], state[1], rtol=0, atol=1e-12)
         assert out["h"][:, 0, j].sum() == spikes > 3
+
+
+def test_a_subnormal_time_constant_loads_and_caches(monkeypatch, tmp_path):
+    """A time constant of -2.2e-309 makes the step's numbers infinite: the
+    cached step keeps them (JSON Infinity) and reads them back."""
+    monkeypatch.setenv("SPIKEDSL_CACHE", str(tmp_path))
+    text = ("neuron LIF {\n    param tau = -2.225073858507203e-309\n    state v = 0\n"
+            "    input I\n    dv/dt = (I - v) / tau\n    spike v >= 1\n    reset v = 0\n}\n"
+            "network Net {\n    steps = 5\n    input x[4] : direct\n"
+            "    layer h[3] = LIF <- dense(x)\n    output h\n}\n")
+    for _ in range(2):  # computed, then read from the cache
+        spikedsl.loads(text, file="subnormal.spk").network("Net")

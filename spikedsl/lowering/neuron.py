@@ -143,8 +143,13 @@ def _exact_cached(key: str) -> tuple[str, str]:
     # put opaque pieces back
     temps = [t.model_copy(update={"value": substitute(t.value, table)}) for t in temps]
     updates = [u.model_copy(update={"value": substitute(u.value, table)}) for u in updates]
-    return (json.dumps([t.model_dump(mode="json", exclude_none=True) for t in temps]),
-            json.dumps([u.model_dump(mode="json", exclude_none=True) for u in updates]))
+    return _dump_assigns(temps), _dump_assigns(updates)
+
+
+def _dump_assigns(assigns: list[ir.Assign]) -> str:
+    """JSON of statements for the caches (infinite and NaN numbers kept, as
+    ``Infinity`` / ``NaN``, where pydantic's own JSON would write null)."""
+    return json.dumps([a.model_dump(mode="json", exclude_none=True) for a in assigns])
 
 
 from pydantic import TypeAdapter
@@ -289,8 +294,7 @@ def exact_step_valued(states: list[str], rhs: list[ir.Expr], env: dict[str, floa
     if hit is None:
         try:
             t, u = _exact_step_valued(states, rhs, env, symbolic, names_)
-            hit = {"temps": _ASSIGNS.dump_json(t).decode(),
-                   "updates": _ASSIGNS.dump_json(u).decode()}
+            hit = {"temps": _dump_assigns(t), "updates": _dump_assigns(u)}
         except SingularExact as e:
             hit = {"singular": e.param}
         cache.put_json("exact_valued", key, hit)
