@@ -17,6 +17,7 @@ pytest.importorskip("brian2")
 from helpers.models import cuba_small
 
 import spikedsl
+from spikedsl.lowering import refractory
 from spikedsl.runtime import reference
 from spikedsl.targets import brian2 as b2t
 
@@ -83,7 +84,7 @@ network Net {{
     output n
 }}
 """, "Net")
-    assert not net.layers[1].neuron.refr_updates  # the currents step as usual
+    assert not refractory.declared(net.layers[1].neuron).refr_updates  # the currents step as usual
     ref, out = _compare(net, _spikes(PSC_STEPS, 1, [(t, 0) for t in PSC_INPUT]))
     np.testing.assert_array_equal(np.nonzero(out["n"][:, 0, 0])[0], [56, 90, 193])
     # the current jumped in steps 58..72, during the refractory period 57..76
@@ -127,7 +128,7 @@ def test_aeif_cond_exp_state_w_and_the_refractory_rk4_step():
     is RK4 of (w, g_ex, g_in) with V_m held."""
     net = _net(AEIF, "Net")
     assert "w_1 : amp" in b2t.convert(net)
-    assert net.layers[-1].neuron.refr_updates
+    assert refractory.declared(net.layers[-1].neuron).refr_updates
     rng = np.random.default_rng(3)
     x = {"s": (rng.random((10000, 1, 2)) < 0.01).astype(float),
          "q": (rng.random((10000, 1, 2)) < 0.002).astype(float)}

@@ -10,6 +10,8 @@ import pytest
 
 import spikedsl
 from spikedsl.lowering import refractory
+from spikedsl.runtime import reference
+from spikedsl.targets.torch.expr import spk
 
 PKG = pathlib.Path(spikedsl.__file__).parent
 
@@ -48,51 +50,89 @@ def test_steps_is_ceil_of_duration_over_dt(duration, dt, R):
 
 
 def test_of_a_placed_neuron_holds_the_reset_targets_by_default():
-    rf = refractory.of(_placed())
+    n = _placed()
+    rf = refractory.of(n)
     assert rf.steps == 3 and rf.duration == 2.5
     assert rf.held == ("v",)
-    # g reads v: while v is held, g takes a step of its own (v's derivative 0)
-    assert [u.target for u in rf.updates] == ["g"]
-    normal = {u.target: u.value for u in _placed().updates}
-    assert rf.updates[0].value != normal["g"]
     assert bool(rf)
+    # g reads v: while v is held, g takes a step of its own (v's derivative 0)
+    d = refractory.declared(n)
+    assert [u.target for u in d.refr_updates] == ["g"]
+    assert d.refr_updates[0].value != {u.target: u.value for u in d.updates}["g"]
 
 
 def test_clamp_list_overrides_the_reset_targets():
-    rf = refractory.of(_placed(" [clamp v, g]"))
-    assert rf.held == ("v", "g")
-    assert rf.updates == ()  # every state of the system is held
+    n = _placed(" [clamp v, g]")
+    assert refractory.of(n).held == ("v", "g")
+    assert refractory.declared(n).refr_updates == ()  # every state of the system is held
 
 
 def test_an_unplaced_neuron_has_no_steps_and_holds_nothing():
     n = spikedsl.loads(SPEC % "").neuron("Exp")
     rf = refractory.of(n)
     assert rf.steps == 0 and rf.held == () and not rf
+    assert refractory.expand(n) is n
 
 
-def test_combinators_on_arrays():
-    rf = refractory.of(_placed())
-    refr = np.array([True, False])
-
-    def hold(kept, v):
-        return np.where(refr, kept, v)
-
-    old, new = np.array([1.0, 2.0]), np.array([5.0, 6.0])
-    assert rf.jump("v", new, old, hold).tolist() == [1.0, 6.0]
-    assert rf.jump("g", new, old, hold).tolist() == [5.0, 6.0]
-    alt = {"g": np.array([7.0, 8.0])}
-    assert rf.update("v", new, old, alt, hold).tolist() == [1.0, 6.0]
-    assert rf.update("g", new, old, alt, hold).tolist() == [7.0, 6.0]
-    assert rf.update("g", new, old, {}, hold).tolist() == [5.0, 6.0]
-    z = np.array([True, True])
-    assert rf.spike(z, lambda f: f & ~refr).tolist() == [False, True]
-    assert refractory.counter_key("h") == "h:refractory"
+def test_placing_writes_the_period_as_statements():
+    n = _placed()
+    d = refractory.declared(n)
+    assert n.state_names == ["v", "g", "refractory"] and d.state_names == ["v", "g"]
+    ups = {u.target: spk(u.value) for u in n.updates}
+    assert ups["refractory"] == "max(refractory - 1, 0)"
+    assert ups["v"].startswith("where(refractory > 1, v, ")
+    # g takes the step while refractory, with its own temporaries
+    assert ups["g"].startswith("where(refractory > 1, ")
+    assert spk(n.reset[-1].value) == "4" and n.reset[-1].target == "refractory"
+    assert spk(n.spike_cond) == "v - 1 > 0 and refractory == 0"
+    assert n.spike_x is None and d.spike_x is not None
+    assert not n.refr_updates and n.refractory_steps == 3  # the period stays declared
+    assert refractory.as_declared(spikedsl.loads(SPEC % "").network("N").ir).layer(
+        "h").neuron == d
 
 
-def test_no_module_but_the_refractory_one_computes_R_or_reads_the_lowered_fields():
-    """Every reader goes through refractory.of(): the step count, the held
-    states and the step while refractory are read in one module."""
-    pat = re.compile(r"ceil\([^)]*refractory|\b(?:n|nrn|neu|neuron)\.(?:refr_temps|refr_updates)\b")
-    offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
-                 if p.name != "refractory.py" and pat.search(p.read_text())]
+def test_the_counter_and_the_held_state_on_the_reference():
+    """A neuron that would fire every step: it fires, then rests R = 3 steps
+    with v held at its reset value, the jump of v lost; the counter counts
+    R + 1, R, ..., 1 after each spike and is 0 in a free step."""
+    net = spikedsl.loads("""
+neuron Busy {
+    state v = 0
+    input I
+    update v = v + 0.5
+    jump v = v + I
+    spike v > 0.9
+    reset v = 0
+    refractory 3
+}
+network N {
+    dt = 1
+    steps = 12
+    input x[1] : direct
+    layer h[1] = Busy <- one_to_one(x, weight = 1)
+    output h
+}
+""").network("N").ir
+    x = np.zeros((12, 1, 1))
+    x[3, 0, 0] = 5.0  # lost: step 3 is refractory
+    out = reference.run(net, {"x": x}, record=["h.v", "h.refractory"])
+    z = out["h"][:, 0, 0]
+    assert np.nonzero(z)[0].tolist() == [1, 6, 11]
+    assert out["h.refractory"][:, 0, 0].tolist() == [0, 4, 3, 2, 1, 0, 4, 3, 2, 1, 0, 4]
+    assert out["h.v"][:, 0, 0].tolist() == [0.5, 0, 0, 0, 0, 0.5, 0, 0, 0, 0, 0.5, 0]
+
+
+EXECUTORS = ["runtime/interpreter.py", "runtime/arrays.py", "targets/torch",
+             "targets/brian2/code.py", "targets/brian2/plan.py", "targets/brian2/__init__.py"]
+
+
+def test_no_executor_knows_about_refractory_periods():
+    """The reference interpreter, the torch module (with its fused scan and
+    analytic backward) and the Brian2 script run the statements lowering
+    wrote: none of them reads the period, the held states or a counter."""
+    pat = re.compile(r"refractor|refr_|clamp_of|\.held\b|counter", re.I)
+    files = [f for e in EXECUTORS for f in ([PKG / e] if e.endswith(".py") else
+                                            sorted((PKG / e).glob("*.py")))]
+    assert len(files) > 10
+    offenders = [str(p.relative_to(PKG)) for p in files if pat.search(p.read_text())]
     assert offenders == []

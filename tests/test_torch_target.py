@@ -326,7 +326,7 @@ def test_chunked_forward_equals_the_step_path(monkeypatch, elements, compiled=Fa
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-9, atol=1e-11, msg=k)
         assert grads[0][k].abs().max() > 0, k
-    for k in ("c.v", "a.v", "a.syn", "q.v", "q:refractory"):
+    for k in ("c.v", "a.v", "a.syn", "q.v", "q.refractory"):
         torch.testing.assert_close(fast.state[k], slow.state[k], rtol=1e-10, atol=1e-12)
     assert fast(x[:, :0])["q"].shape[:2] == (11, 0)  # an empty batch (a rank without data)
 
@@ -641,7 +641,7 @@ network Net { steps = 10; input x[4] : spikes
         m.o.weight.mul_(4)
     x = spikes((10, 2, 4), 0.5)
     full = m(x)["o.v"]
-    assert set(m.state) >= {"h.v", "o.v", "h:refractory"}
+    assert set(m.state) >= {"h.v", "o.v", "h.refractory"}
     assert m.state["h.v"].shape == (2, 4)
     m.stateful = True
     m.reset_state()

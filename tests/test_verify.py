@@ -126,7 +126,8 @@ def test_inputs_and_weights_are_seeded(net):
     assert set(w1) >= {"h.x.weight", "h.x.bias", "h.h.weight", "y.weight", "y.bias"}
     assert all(np.array_equal(w1[k], w2[k]) for k in w1)
     assert how
-    assert traces_of(net) == ["h", "h.v", "h.v_pre", "y", "y.v", "y.v_pre"]
+    assert traces_of(net) == ["h", "h.v", "h.v_pre", "h.refractory", "h.refractory_pre", "y",
+                              "y.v", "y.v_pre"]
 
 
 def test_compare_reports_the_first_differing_spike():

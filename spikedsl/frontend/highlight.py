@@ -33,16 +33,17 @@ from pygments.token import (
     Whitespace,
 )
 
+from spikedsl.frontend.parse import RESERVED
+
 __all__ = ["KEYWORDS", "SpkLexer", "grammar_keywords", "keyword_drift", "textmate_grammar"]
 
 # ------------------------------------------------------------------ word lists
 # Every keyword of grammar/spk.lark (tests/test_highlight.py checks the set is equal).
 DECLARATIONS = ("neuron", "synapse", "network", "train", "test")
-STATEMENTS = ("param", "state", "input", "update", "jump", "spike", "reset", "detach", "refractory", "clamp",
-              "surrogate", "method", "layer", "output", "plasticity", "on", "on_pre",
-              "on_post", "drive", "from", "to", "run", "expect", "at")
 WORD_OPERATORS = ("and", "or", "not")
 NAMESPACE = ("import",)
+# the statement keywords: the grammar's other reserved words
+STATEMENTS = tuple(sorted(RESERVED - {*DECLARATIONS, *WORD_OPERATORS, *NAMESPACE}))
 KEYWORDS = frozenset(DECLARATIONS + STATEMENTS + WORD_OPERATORS + NAMESPACE)
 
 # Built-in names that are not reserved (functions, projections, encoders ...).

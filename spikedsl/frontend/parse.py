@@ -7,6 +7,7 @@ reported at once.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from lark import Lark, Token, Tree
@@ -15,9 +16,10 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from spikedsl.errors import Collector, Loc
 from spikedsl.resources import grammar_path
 
-RESERVED = frozenset(
-    ["import", "neuron", "synapse", "network", "train", "test", "param", "state", "input", "update", "jump", "clamp", "spike", "reset", "detach", "refractory", "surrogate", "method", "layer", "output", "plasticity", "on", "from", "to", "at", "run", "drive", "expect", "and", "or", "not", "on_pre", "on_post"]
-)
+# the reserved words: every quoted word of the grammar (tests/test_highlight.py
+# checks them against the parser's terminals)
+RESERVED = frozenset(re.findall(r'"([A-Za-z_]\w*)"', grammar_path("spk.lark").read_text(
+    encoding="utf-8")))
 
 _TOKEN_NAMES = {
     "_NL": "end of statement",

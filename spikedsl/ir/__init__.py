@@ -334,6 +334,9 @@ class LNeuron(BaseModel):
     linear: bool = False  # the continuous system is linear in its states
     source_line: int = 0
     source_file: str = ""  # the file that defines it (an imported neuron's own file)
+    # the neuron as declared, where lowering wrote its refractory period as
+    # statements (spikedsl.lowering.refractory.expand); None otherwise
+    declared: LNeuron | None = None
 
     def source(self, file: str = "") -> tuple[str, int]:
         """Where the neuron is defined: its own file, else ``file``, and the line."""

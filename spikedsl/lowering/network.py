@@ -679,6 +679,12 @@ class NetworkLowering:
                               projection=proj.param_name)
 
     # -------------------------------------------------------------- driver
+    def placed(self, la: ir.LLayer) -> ir.LLayer:
+        """A neuron layer with its neuron placed (dt, the refractory period as
+        statements): its traces are the placed neuron's states."""
+        n = place(la.neuron, self.dt, self.dt_unit)
+        return la.model_copy(update={"neuron": n, "states": tuple(n.state_names)})
+
     def run(self) -> ir.LNetwork | None:
         net = self.net
         before = len(self.errors.diagnostics)
@@ -732,8 +738,7 @@ class NetworkLowering:
             return None
         # declaration order is a topological order of feed-forward edges
         layers = tuple(self.layers[n] for n in self.order)
-        layers = tuple(la.model_copy(update={"neuron": place(la.neuron, self.dt, self.dt_unit)})
-                       if la.neuron is not None else la for la in layers)
+        layers = tuple(self.placed(la) if la.neuron is not None else la for la in layers)
         return ir.LNetwork(name=net.name, dt=self.dt, dt_unit=self.dt_unit, steps=steps,
                            layers=layers, outputs=tuple(outputs), plasticity=tuple(plast),
                            weights=weights, file=net.loc.file if net.loc else "",

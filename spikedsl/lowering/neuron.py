@@ -656,7 +656,8 @@ def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,
         dt = float(net_dt) if dt_unit is None else 1.0
     if isinstance(n, ir.LSynapse):
         return n.model_copy(update={"dt": dt})
-    return n.model_copy(update={"dt": dt, "refractory_steps": refractory.steps(n.refractory, dt)})
+    return refractory.expand(n.model_copy(update={
+        "dt": dt, "refractory_steps": refractory.steps(n.refractory, dt)}))
 
 
 def lower_synapse(s: ir.Synapse, overrides: dict[str, float] | None = None,

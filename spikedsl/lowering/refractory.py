@@ -6,35 +6,30 @@ docs/semantics.md, a neuron with ``refractory T [clamp a, b]``:
   neuron is placed in a network (:func:`steps`);
 * the held states are the ``clamp`` list, by default the states the reset
   assigns (:func:`clamp_of`);
-* the neuron is refractory in a step when its counter ``r`` is > 0 at the
-  start of the step; then a jump of a held state is lost, a held state keeps
-  its value, the other states take the step while refractory (their ODEs
-  with the held states' derivatives 0, :func:`step_while_refractory`, where
-  it differs from the ordinary step), and the spike is 0;
-* after the spike the counter becomes ``R`` where the neuron fired, else
-  ``max(r - 1, 0)``.
+* a step is refractory when it starts within R steps after a spike; then a
+  jump of a held state is lost, a held state keeps its value, the other
+  states take the step while refractory (their ODEs with the held states'
+  derivatives 0, :func:`step_while_refractory`, where it differs from the
+  ordinary step), and the spike is 0.
 
-Lowering calls :func:`clamp_of`, :func:`step_while_refractory` and
-:func:`steps`.  Every executor (the reference interpreter, the torch module and
-its fused scan with the analytic backward, the Brian2 schedule) and every
-matcher onto a built-in model (NIR, Norse, NEST) reads one :class:`Refractory`
-through :func:`of` and builds its step with the combinators below, giving
-only its own primitive ``hold(value while refractory, value otherwise)``.
+Placing the neuron writes all of this as ordinary statements over a counter
+state (:func:`expand`), so the executors (the reference interpreter, the
+torch module with its fused scan and analytic backward, the Brian2 script)
+run the period without knowing it.  The matchers onto built-in models that
+hold a period themselves (NEST's ``t_ref``; NIR and Norse refuse or drop
+it) read the neuron as declared (:func:`declared`, :func:`as_declared`,
+:func:`of`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from spikedsl import ir
 
-V = TypeVar("V")
-Hold = Callable[[V, V], V]  # hold(value while refractory, value otherwise)
-
-__all__ = ["Refractory", "clamp_of", "counter_key", "of", "step_while_refractory", "steps"]
+__all__ = ["COUNTER", "Refractory", "as_declared", "clamp_of", "declared", "expand", "of",
+           "step_while_refractory", "steps"]
 
 
 # ------------------------------------------------------------------ lowering decisions
@@ -88,50 +83,105 @@ def _independent_of(held: set[str], order: list[str], rhs: list[ir.Expr]) -> set
     return set(order) - tainted
 
 
-# ------------------------------------------------------------------ what executors read
+# ------------------------------------------------------------------ what matchers read
 @dataclass(frozen=True)
 class Refractory:
-    """The refractory period of a lowered neuron (``of(neuron)``)."""
+    """The declared refractory period of a lowered neuron (``of(neuron)``)."""
 
     steps: int  # R; 0: none (or not placed in a network)
     duration: float  # in the neuron's time unit
     held: tuple[str, ...]  # states held while refractory (empty when steps == 0)
-    temps: tuple[ir.Assign, ...]  # the step while refractory of the unclamped states
-    updates: tuple[ir.Assign, ...]  # (empty where it is the ordinary step)
 
     def __bool__(self) -> bool:
         return self.steps > 0
 
-    def jump(self, state: str, value: V, old: V, hold: Hold) -> V:
-        """A jump's value: lost on a held state while refractory."""
-        return hold(old, value) if state in self.held else value
-
-    def kept(self, state: str, old: V, alt: Mapping[str, V]) -> V | None:
-        """The value of ``state`` while refractory (``old`` for a held state,
-        ``alt`` the step while refractory); None where it takes its update."""
-        if state in self.held:
-            return old
-        return alt.get(state)
-
-    def update(self, state: str, value: V, old: V, alt: Mapping[str, V], hold: Hold) -> V:
-        """The new value of ``state`` from its update ``value``."""
-        keep = self.kept(state, old, alt)
-        return value if keep is None else hold(keep, value)
-
-    def spike(self, z: V, mask: Callable[[V], V]) -> V:
-        """The spike, 0 while refractory (``mask(z)``)."""
-        return mask(z) if self.steps else z
-
 
 def of(n: ir.LNeuron) -> Refractory:
-    """The one accessor of a lowered neuron's refractory period."""
+    """The declared period of a lowered neuron."""
     R = int(n.refractory_steps or 0)
     return Refractory(steps=R, duration=float(n.refractory or 0.0),
-                      held=tuple(n.clamp) if R else (),
-                      temps=tuple(n.refr_temps) if R else (),
-                      updates=tuple(n.refr_updates) if R else ())
+                      held=tuple(n.clamp) if R else ())
 
 
-def counter_key(layer: str) -> str:
-    """The name of a layer's counter among the carried-over states."""
-    return f"{layer}:refractory"
+# ------------------------------------------------------------------ the period as statements
+COUNTER = "refractory"  # the counter state: a keyword, so no name of the user's
+
+
+def expand(n: ir.LNeuron) -> ir.LNeuron:
+    """The neuron with its refractory period written as ordinary statements.
+
+    A counter state ``refractory`` (0 when free, ``R + 1`` after a spike): a
+    step is refractory when the counter is > 1 at its start; the updates take
+    ``max(refractory - 1, 0)``, the reset ``refractory = R + 1``.  A held
+    state keeps its value (``where(refractory > 1, s, update)``; a jump of it
+    is lost), an unclamped state whose step differs while refractory takes
+    that step, and the spike condition gains the guard ``refractory == 0``
+    (true after the update exactly when the step was not refractory; a
+    guard, so no gradient flows through it).  The declared neuron stays in
+    ``declared`` for the matchers onto built-in models and the capability
+    checks."""
+    R = int(n.refractory_steps or 0)
+    if R <= 0 or n.declared is not None:
+        return n
+    from spikedsl.ir.exprs import names, substitute
+    from spikedsl.ir.functions import num
+
+    q = ir.Name(id=COUNTER)
+    busy = ir.Compare(op=">", left=q, right=num(1.0))
+
+    def hold(kept: ir.Expr, value: ir.Expr) -> ir.Expr:
+        return ir.Call(func="where", args=(busy, kept, value))
+
+    held = set(n.clamp)
+    # the step while refractory has temporaries of its own: fresh names
+    taken = set(n.state_names) | {p.name for p in n.params} | set(n.inputs) | {
+        t.target for t in n.temps} | {COUNTER, "dt"}
+    for a in n.temps + n.refr_temps + n.updates:
+        taken |= names(a.value)
+    rename: dict[str, ir.Expr] = {}
+    temps = list(n.temps)
+    for t in n.refr_temps:
+        new = t.target + "_refr"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        temps.append(ir.Assign(target=new, value=substitute(t.value, rename)))
+        rename[t.target] = ir.Name(id=new)
+    alt = {u.target: substitute(u.value, rename) for u in n.refr_updates}
+    updates = []
+    for u in n.updates:
+        kept = ir.Name(id=u.target) if u.target in held else alt.get(u.target)
+        updates.append(u if kept is None else u.model_copy(update={"value": hold(kept, u.value)}))
+    updates.append(ir.Assign(target=COUNTER, value=ir.Call(
+        func="max", args=(ir.BinOp(op="-", left=q, right=num(1.0)), num(0.0)))))
+    jumps = tuple(j.model_copy(update={"value": hold(ir.Name(id=j.target), j.value)})
+                  if j.target in held else j for j in n.jumps)
+    free = ir.Compare(op="==", left=q, right=num(0.0))
+    spike_cond = n.spike_cond
+    if n.spiking:
+        if spike_cond is None and n.spike_x is not None:
+            spike_cond = ir.Compare(op=n.spike_op, left=n.spike_x, right=num(0.0))
+        if spike_cond is not None:
+            spike_cond = ir.BoolOp(op="and", left=spike_cond, right=free)
+    reset = n.reset + (ir.Assign(target=COUNTER, value=num(float(R + 1))),)
+    states = n.states + (ir.LState(name=COUNTER, init=num(0.0)),)
+    return n.model_copy(update={
+        "states": states, "temps": tuple(temps), "updates": tuple(updates), "jumps": jumps,
+        "spike_x": None if spike_cond is not None else n.spike_x, "spike_cond": spike_cond,
+        "reset": reset, "refr_temps": (), "refr_updates": (), "declared": n})
+
+
+def declared(n: ir.LNeuron) -> ir.LNeuron:
+    """The neuron as declared (before :func:`expand`)."""
+    return n.declared if n.declared is not None else n
+
+
+def as_declared(net: ir.LNetwork) -> ir.LNetwork:
+    """The network with every neuron as declared: what the matchers onto
+    built-in models (NIR, NEST) read, whose models hold the period themselves."""
+    if not any(la.neuron is not None and la.neuron.declared is not None for la in net.layers):
+        return net
+    layers = tuple(la.model_copy(update={"neuron": la.neuron.declared, "states": tuple(
+        la.neuron.declared.state_names)}) if la.neuron is not None and la.neuron.declared
+        is not None else la for la in net.layers)
+    return net.model_copy(update={"layers": layers})

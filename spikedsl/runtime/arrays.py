@@ -61,9 +61,6 @@ class NumpyArrays:
     def zeros(self, shape) -> np.ndarray:
         return np.zeros(shape, dtype=self.dtype)
 
-    def counter(self, shape) -> np.ndarray:
-        return np.zeros(shape, dtype=np.int64)
-
     def full(self, v, shape) -> np.ndarray:
         """``v`` broadcast to ``shape``, as a new array."""
         return np.array(np.broadcast_to(np.asarray(v, dtype=self.dtype), shape))
@@ -80,10 +77,6 @@ class NumpyArrays:
     def expand(self, x, shape):
         """A read-only broadcast view."""
         return np.broadcast_to(x, tuple(shape))
-
-    def count_down(self, r, fired, R: int):
-        """The refractory counter: ``R`` where fired, else ``max(r - 1, 0)``."""
-        return np.where(fired, R, np.maximum(r - 1, 0))
 
     def stack(self, xs) -> np.ndarray:
         return np.stack(xs)
@@ -191,9 +184,6 @@ class TorchArrays:
     def zeros(self, shape):
         return self.torch.zeros(tuple(shape), dtype=self.dtype, device=self.device)
 
-    def counter(self, shape):
-        return self.torch.zeros(tuple(shape), dtype=self.torch.int64, device=self.device)
-
     def full(self, v, shape):
         if not isinstance(v, self.torch.Tensor):
             v = self.num(v)
@@ -210,9 +200,6 @@ class TorchArrays:
 
     def expand(self, x, shape):
         return x.expand(tuple(shape))
-
-    def count_down(self, r, fired, R: int):
-        return self.torch.where(fired, R, self.torch.clamp(r - 1, min=0))
 
     def stack(self, xs):
         return self.torch.stack(list(xs))

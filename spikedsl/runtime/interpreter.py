@@ -5,7 +5,7 @@ inputs and weights and calls :func:`simulate`.
 
 One Python loop over time, one layer after another in ``net.layers`` order,
 every formula written the way the contract states it: neuron layers
-(temporaries, updates, spike, reset, refractory), dense / conv2d / sparse /
+(temporaries, updates, spike, reset), dense / conv2d / sparse /
 one_to_one projections with ``sign``, delays and recurrence, stages (pools,
 flatten, batchnorm and dropout in eval mode), stateless projection layers,
 the cells ``slstm`` / ``sconv_lstm`` (as snnTorch), synapse rules
@@ -21,7 +21,6 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import unsupported
-from spikedsl.lowering import refractory
 from spikedsl.runtime.arrays import NumpyArrays, TorchArrays, backend, reduce_steps
 from spikedsl.runtime.reference import compile_expr, neuron_dt, sparse_mask
 
@@ -202,16 +201,12 @@ class _Neuron:
         self.temps = [(t.target, comp(t.value)) for t in nrn.temps]
         self.updates = [(u.target, comp(u.value)) for u in nrn.updates]
         self.jumps = [(j.target, comp(j.value)) for j in nrn.jumps]
-        self.rf = rf = refractory.of(nrn)
-        self.refr_temps = [(t.target, comp(t.value)) for t in rf.temps]
-        self.refr_updates = [(u.target, comp(u.value)) for u in rf.updates]
         cond = nrn.spike_cond if nrn.spike_cond is not None else nrn.spike_x
         self.spike = comp(cond) if nrn.spiking and cond is not None else None
         self.reset = [(a.target, a.op, comp(a.value)) for a in nrn.reset]
         self.full = (W.B,) + tuple(lay.shape)
         with A.errstate():
             self.states = {s.name: A.full(comp(s.init)(env), self.full) for s in nrn.states}
-        self.r = A.counter(self.full)
 
 
 # ------------------------------------------------------------------ the run
@@ -288,34 +283,20 @@ class _Run:
         for p in lay.projections:
             x = self.source(p.source, p.source_state, n, p.delay, p.in_shape)
             I[p.target_input] = I[p.target_input] + W.apply(p, x).reshape(full)
-        # b. refractory (spikedsl.lowering.refractory): held states, the step
-        # while refractory of the others, the spike masked
-        rf = c.rf
-        refr = c.r > 0
-        any_refr = bool(rf) and A.any(refr)
-
-        def hold(kept, v):
-            return A.where(refr, kept, v) if any_refr else v
         with A.errstate():
             env = dict(c.params)
             env.update(st)
             env.update(I)
             # c. jumps in order, each reading what the previous ones left
             for s, f in c.jumps:
-                st[s] = env[s] = rf.jump(s, A.full(f(env), full), st[s], hold)
+                st[s] = env[s] = A.full(f(env), full)
             # d. temporaries in order, then every update on the old states, at once
             for tname, f in c.temps:
                 env[tname] = f(env)
             new = [(s, f(env)) for s, f in c.updates]
-            alt = {}
-            if any_refr and c.refr_updates:
-                renv = dict(env)
-                for tname, f in c.refr_temps:
-                    renv[tname] = f(renv)
-                alt = {s: f(renv) for s, f in c.refr_updates}
             for s, v in new:
-                st[s] = rf.update(s, A.full(v, full), st[s], alt, hold)
-            # e. spike on the new states: z = H(condition), 0 while refractory
+                st[s] = A.full(v, full)
+            # e. spike on the new states: z = H(condition)
             env.update(st)
             if c.spike is not None:
                 x = c.spike(env)
@@ -323,7 +304,7 @@ class _Run:
                     fire = A.full(x, full) > 0.5
                 else:
                     fire = (x >= 0) if nrn.spike_op == ">=" else (x > 0)
-                z = A.to_float(rf.spike(fire, lambda f: f & ~refr))
+                z = A.to_float(fire)
             else:
                 z = A.zeros(full)
             # f. pre-reset record, then the reset statements in order where z = 1
@@ -342,9 +323,6 @@ class _Run:
                         st[target] = A.to_float(s - z * e)
         for s in nrn.state_names:
             hist[f"{name}.{s}"].append(st[s])
-        # g. refractory counter: R where z = 1, else max(r - 1, 0)
-        if rf:
-            c.r = A.count_down(c.r, z > 0, rf.steps)
         # plasticity 4: on_post where the neuron spiked; record the weights
         for p in lay.projections:
             if p.param_name in W.rules:

@@ -43,7 +43,6 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.ir.arrays import ArrayCompiler
-from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.lowering.weights import to_numpy
 from spikedsl.runtime import arrays
@@ -53,7 +52,6 @@ __all__ = [
     "evaluate",
     "init_weights",
     "neuron_dt",
-    "refractory_steps",
     "run",
     "sparse_mask",
     "weight_shapes",
@@ -92,12 +90,6 @@ def neuron_dt(net: ir.LNetwork, neuron: ir.LNeuron) -> float:
         raise ValueError(f"neuron '{neuron.name}' is not placed in a network "
                          "(spikedsl.lowering.neuron.place)")
     return float(neuron.dt)
-
-
-def refractory_steps(net: ir.LNetwork, neuron: ir.LNeuron) -> int:
-    """R, resolved by lowering (spikedsl.lowering.refractory)."""
-    neuron_dt(net, neuron)
-    return refractory.of(neuron).steps
 
 
 # ------------------------------------------------------------------ encoders

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from spikedsl.errors import Loc, Unsupported, unsupported
+from spikedsl.lowering import refractory
 
 # everything the language has (spikedsl/lowering/network.py); tests keep these in step
 LAYER_KINDS = frozenset({"input", "neuron", "stage", "projection", "cell"})
@@ -256,6 +257,7 @@ def _one_arg_functions() -> frozenset[str]:
 
 def _neuron(t: Target, n, file: str, options: Mapping) -> None:
     caps, approx = t.caps, bool(options.get("allow_approx"))
+    n = refractory.declared(n)
     loc = _loc(*n.source(file))
     what = f"neuron '{n.name}'"
     lo, hi = caps.states

@@ -3,13 +3,10 @@
 in the schedule).
 
 A neuron's step is one ``run_regularly`` block, in the order of
-docs/semantics.md: the refractory flag, the effective inputs (accumulated
-synaptic input plus biases), the ``jumps`` in order, the temporaries, every
-update on the old states (committed at once), the step while refractory
-(``refr_temps`` / ``refr_updates``) for the unclamped states, and the
-clamped states held.  Brian2 has no conditional expression: a choice by the
-refractory flag ``hold`` (0 or 1) is written ``a*(1 - hold) + b*hold``, which
-is exactly ``a`` or ``b`` for finite values.
+docs/semantics.md: the effective inputs (accumulated synaptic input plus
+biases), the ``jumps`` in order, the temporaries, then every update on the
+old states (committed at once).  Lowering has written every rule of the
+step, a held state included, as these statements.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.units import ONE, Dim
-from spikedsl.lowering import refractory
 from spikedsl.targets.brian2.printer import (
     B2Printer,
     DimError,
@@ -39,17 +35,8 @@ class NeuronCode:
     units: set[str] = field(default_factory=set)
 
 
-@dataclass
-class Internal:
-    """Brian2 names of the refractory machinery (None without refractory)."""
-
-    lock: str | None = None  # refractory in this step (boolean)
-    rc: str | None = None  # refractory steps left (integer)
-    hold: str | None = None  # int(lock), the blend factor
-
-
 def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
-                eff: dict[str, str], bias_names: dict[str, str], internal: Internal,
+                eff: dict[str, str], bias_names: dict[str, str],
                 pre_vars: dict[str, str], *, stripped: bool,
                 uses_input_late: bool) -> NeuronCode:
     """The step, threshold and reset code of ``neu``.  ``nm``: spec name ->
@@ -57,15 +44,12 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     when it differs from the accumulator; ``pre_vars``: state -> copy before
     the reset.  Raises :class:`DimError` when the code does not check with
     units (the caller then prints it ``stripped``)."""
-    rf = refractory.of(neu)
-    R = rf.steps
-    hold = internal.hold
     dt = "dt" if neu.uses_units else repr(float(neu.dt if neu.dt is not None else 1.0))
     names_in = dict(nm)
     names_in.update(eff)
     pr = B2Printer(names_in, dims, dt=dt, stripped=stripped)
     taken = (set(nm.values()) | set(eff.values()) | set(bias_names.values())
-             | set(pre_vars.values()) | {x for x in (internal.lock, internal.rc, hold) if x})
+             | set(pre_vars.values()))
 
     def fresh(base: str) -> str:
         cand = base
@@ -84,34 +68,19 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
             raise DimError(f"assignment to {target}")
         return pr.zero(want) if d != want else s
 
-    def mix(kept: str, code: str) -> str:
-        return f"{code}*(1 - {hold}) + {kept}*{hold}"
-
-    clamp = set(rf.held)
     lines: list[str] = []
-    if R:
-        lines.append(f"{internal.lock} = {internal.rc} > 0")
-        lines.append(f"{internal.rc} = {internal.rc} - int({internal.lock})")
-        lines.append(f"{hold} = int({internal.lock})")
     for i, e in eff.items():
         lines.append(f"{e} = {nm[i]} + {bias_names[i]}")
     # jumps, in order, each reading what the previous ones left
     for j in neu.jumps:
-        target, s = nm[j.target], value(j.target, j.value)
-        if j.target in clamp:
-            tmp = fresh(f"{target}_jump")
-            lines.append(f"{tmp} = {s}")
-            s = tmp
-        lines.append(f"{target} = {rf.jump(j.target, s, target, mix)}")
+        lines.append(f"{nm[j.target]} = {value(j.target, j.value)}")
     temp_dims = dict(dims)
     pr.dims = temp_dims
     for t in neu.temps:
         s, d = _temp(pr, t.value)
         temp_dims[t.target] = d
         lines.append(f"{nm[t.target]} = {s}")
-    refr = {u.target: u for u in rf.updates}
-    single = (len(neu.updates) == 1 and neu.updates[0].target not in clamp
-              and neu.updates[0].target not in refr)
+    single = len(neu.updates) == 1
     news = []
     for u in neu.updates:
         target, s = nm[u.target], value(u.target, u.value)
@@ -121,22 +90,8 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         tmp = fresh(f"{target}_next")
         lines.append(f"{tmp} = {s}")
         news.append((u.target, target, tmp))
-    # the step while refractory of the unclamped states (its own temporaries)
-    alt: dict[str, str] = {}
-    if refr:
-        r_names = dict(names_in)
-        pr.names = r_names
-        for t in rf.temps:
-            s, d = _temp(pr, t.value)
-            temp_dims[t.target] = d
-            r_names[t.target] = fresh(t.target)
-            lines.append(f"{r_names[t.target]} = {s}")
-        for state, u in refr.items():
-            alt[state] = fresh(f"{nm[state]}_refr")
-            lines.append(f"{alt[state]} = {value(state, u.value)}")
-        pr.names = names_in
-    for state, target, tmp in news:
-        lines.append(f"{target} = {rf.update(state, tmp, target, alt, mix)}")
+    for _state, target, tmp in news:
+        lines.append(f"{target} = {tmp}")
     for s, v in pre_vars.items():
         lines.append(f"{v} = {nm[s]}")
     clears = []
@@ -158,10 +113,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         else:
             x, d = pr_post.expr(neu.spike_x)
             threshold = f"{x} {neu.spike_op} {pr_post.zero(d)}"
-        threshold = rf.spike(threshold, lambda t: f"({t}) and not {internal.lock}")
         rs = [pr_post.assign(a.target, a.value, a.op) for a in neu.reset]
-        if R:
-            rs.append(f"{internal.rc} = {R}")
         reset = "\n".join(rs) if rs else None
     return NeuronCode("\n".join(lines), threshold, reset, clear, pr.units | pr_post.units)
 
@@ -172,8 +124,7 @@ def _is_zero(e: ir.Expr) -> bool:
 
 def _temp(pr: B2Printer, e: ir.Expr) -> tuple[str, object]:
     """A temporary's text and dimension; a literal zero (the derivative of a
-    clamped state in the refractory step) keeps the dimension of whatever it
-    meets."""
+    held state) keeps the dimension of whatever it meets."""
     if _is_zero(e):
         return "0.0", pr.POLY
     return pr.expr(e)
@@ -255,4 +206,4 @@ def rule_code(rule: ir.LSynapse, w_dim: Dim, avoid: set[str] = frozenset()) -> R
                     "\n".join(code) if code else None, sets, inits, units)
 
 
-__all__ = ["Internal", "NeuronCode", "RuleCode", "neuron_code", "rule_code"]
+__all__ = ["NeuronCode", "RuleCode", "neuron_code", "rule_code"]

@@ -22,9 +22,8 @@ from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
 from spikedsl.ir.exprs import names as expr_names
 from spikedsl.ir.units import ONE, TIME, Dim, ddiv, dmul
-from spikedsl.lowering import refractory
 from spikedsl.targets import require
-from spikedsl.targets.brian2.code import Internal, neuron_code, rule_code
+from spikedsl.targets.brian2.code import neuron_code, rule_code
 from spikedsl.targets.brian2.printer import (
     B2Printer,
     DimError,
@@ -489,14 +488,10 @@ class Planner:
         assert neu is not None
         py = self.pyname[lay.name]
         names, nm, dims, pre_vars = self.ctx[lay.name]
-        R = refractory.of(neu).steps
         held = [a.target for a in neu.reset]
         title = f"layer {lay.name}{list(lay.shape)} = {neu.name}"
         g = Group(py=py, layer=lay.name, kind="neuron", shape=tuple(lay.shape), title=title)
         self.groups[lay.name] = g
-        # internal names
-        internal = Internal(*(names.fresh(x) for x in ("lock", "rc", "hold"))) if R \
-            else Internal()
         bias_names = {}
         items: list = []
         # synapses first (their orders precede the update)
@@ -516,7 +511,7 @@ class Planner:
                 eff[inp] = nm[inp] if uses_input_late else names.fresh(f"{nm[inp]}_in")
         for stripped in (False, True):
             try:
-                code = neuron_code(neu, nm, dims, eff, bias_names, internal, pre_vars,
+                code = neuron_code(neu, nm, dims, eff, bias_names, pre_vars,
                                    stripped=stripped, uses_input_late=uses_input_late)
                 code_stripped = stripped
                 break
@@ -540,9 +535,6 @@ class Planner:
                          "constant" if q.per_neuron else "shared, constant", "parameter"))
         for s, v in pre_vars.items():
             V.append(Var(v, unit_expr(dims[s]) or "1", comment=f"{s} before the reset"))
-        if R:
-            V.append(Var(internal.lock, "boolean", comment="refractory in this step"))
-            V.append(Var(internal.rc, "integer", comment=f"refractory steps left (R = {R})"))
         for v in V:
             self.plan.units |= unit_names(v.unit)
         # parameter values, biases, initial states

@@ -53,7 +53,7 @@ _UNIT_RE = re.compile(rf"^(?:{_PREFIX}(?:{_BASES})|{_SHORT})[23]?$")
 # uses itself.  A spec name in it becomes NAME_1 (NAME_2, ...) in the script.
 _RESERVED = {
     # Brian2 special names, functions and constants
-    "t", "dt", "xi", "i", "j", "N", "t_in_timesteps", "lastspike", "not_refractory",
+    "t", "dt", "xi", "i", "j", "N", "t_in_timesteps", "lastspike", "not_refractory", "refractory",
     "lastupdate", "delay", "N_incoming", "N_outgoing", "N_pre", "N_post", "i_pre", "j_post",
     "abs", "arccos", "arcsin", "arctan", "ceil", "clip", "cos", "cosh", "exp", "expm1",
     "exprel", "floor", "int", "log", "log10", "log1p", "poisson", "rand", "randn", "sign",

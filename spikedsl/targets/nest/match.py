@@ -424,7 +424,7 @@ def check_against_canonical(form: Form, model: str, pairs: list[tuple[str, str, 
 
     canon = canonical()[model]
     dt = form.h_ms * 1e-3 if canon.uses_units else form.h_ms
-    canon = place(canon, dt, "s" if canon.uses_units else None)
+    canon = refractory.declared(place(canon, dt, "s" if canon.uses_units else None))
     cdims = {st.name: st.dim for st in canon.states}
     cenv: dict[str, object] = {"dt": np.float64(canon.dt)}
     for p in canon.params:

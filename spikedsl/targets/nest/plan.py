@@ -32,6 +32,7 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
+from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.targets.nest.match import TITLE, Match, match_layer
 from spikedsl.targets.nest.models import CHANNELS, Syn, channel_params
@@ -140,6 +141,7 @@ def time_unit_ms(net: ir.LNetwork, neuron: ir.LNeuron, h_ms: float) -> float:
 def make_plan(net: ir.LNetwork, W: dict[str, np.ndarray] | None = None) -> Plan:
     """Match every neuron layer and plan the projections; raises Unsupported."""
     W = W or {}
+    net = refractory.as_declared(net)  # NEST's models hold the period themselves
     h = step_ms(net)
     pops: dict[str, Population] = {}
     conns: list[Connection] = []

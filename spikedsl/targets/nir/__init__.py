@@ -22,6 +22,7 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import Loc, unsupported
+from spikedsl.lowering import refractory
 from spikedsl.lowering.weights import (
     init_weights,
     layer_params,
@@ -97,6 +98,7 @@ def export(net: ir.LNetwork, *, weights=None, allow_approx: bool = False,
     import nir
 
     require("nir", net, allow_approx=allow_approx)
+    net = refractory.as_declared(net)  # NIR neurons hold no period: dropped or refused
     ctx = _Ctx(net, allow_approx)
     dt_s = seconds_per_step(net, dt)
     if net.dt_unit is None and dt is None:

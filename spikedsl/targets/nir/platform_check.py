@@ -23,6 +23,7 @@ import numpy as np
 
 from spikedsl import ir
 from spikedsl.errors import Diagnostic, Loc, SpecError, diag
+from spikedsl.lowering import refractory
 from spikedsl.lowering.weights import (
     init_weights,
     layer_params,
@@ -232,6 +233,7 @@ def check_platform(net: ir.LNetwork, name: str | Platform, *, weights=None,
     True for the chip's weight width, or a number of bits; the report then
     lists each projection's scale and error."""
     p = name if isinstance(name, Platform) else platform(name)
+    net = refractory.as_declared(net)
     W = load_weights(net, weights)
     if any(pr.kind in ("dense", "conv2d") for la in net.layers for pr in la.projections) \
             and not any(k.endswith(".weight") for k in W):

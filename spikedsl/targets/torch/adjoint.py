@@ -35,7 +35,6 @@ class Derivation:
         self.n = neuron
         b = SymBuilder()
         self.b = b
-        R = plan.R
         sym = lambda name: sp.Symbol(name, real=True)
         self.s = {s: sym(f"s:{s}") for s in plan.states}
         self.q = {s: sym(f"q:{s}") for s in plan.states}
@@ -43,34 +42,24 @@ class Derivation:
         self.P = {k: sym(f"P:{k}") for k in plan.static_names}
         self.z = sym("z")
         self.sgn = sym("sgn")
-        self.nr = sym("nr")
         self.u = {s: sym(f"u:{s}") for s in plan.states}
         self.gpre = {s: sym(f"gpre:{s}") for s in plan.states}
         self.gz = sym("gz")
         self.GQ = {s: sym(f"GQ:{s}") for s in plan.states}
         self.GX = sym("GX")
-        nr = self.nr
         env = {}
         env.update(self.P)
         env.update(self.X)
         env.update(self.s)
-        rf = plan.rf
-        hold = lambda kept, e: nr * e + (1 - nr) * kept  # noqa: E731
         # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
-            env[j.target] = rf.jump(j.target, b(j.value, env), self.s[j.target], hold)
+            env[j.target] = b(j.value, env)
         for t in plan.temps:
             env[t.target] = b(t.value, env)
-        alt = {}
-        if R > 0 and plan.refr_updates:  # the unclamped states' step while refractory
-            renv = dict(env)
-            for t in plan.refr_temps:
-                renv[t.target] = b(t.value, renv)
-            alt = {s: b(e, renv) for s, e in plan.refr_updates.items()}
         pre = {}
         for s in plan.states:
             if s in plan.updates:
-                pre[s] = rf.update(s, b(plan.updates[s], env), self.s[s], alt, hold)
+                pre[s] = b(plan.updates[s], env)
             else:
                 pre[s] = env[s]
         self.pre = pre
@@ -79,7 +68,7 @@ class Derivation:
         # the spike: z = f(H_k(x_k), guards); dz/dx_k = sgn_k * df/dH_k
         self.xs: list = []  # surrogate arguments x_k (SymPy, over q, X, P)
         self.leaf_ir: list[ir.Expr] = []  # their ordering leaves (IR, for printing)
-        self.sgns: list = []  # surrogate derivatives (times "not refractory")
+        self.sgns: list = []  # surrogate derivatives
         self.Hs: list = []  # the 0/1 values H_k(x_k) of the forward
         self.guards: list[tuple[object, ir.Expr]] = []  # (0/1 symbol, IR guard)
         self.GXs: list = []  # dL/dx_k
@@ -172,7 +161,7 @@ class Derivation:
     def per_step(self) -> set:
         """The symbols that are tensors of one value per step."""
         return set(self.s.values()) | set(self.q.values()) | set(self.X.values()) | {
-            self.z, self.sgn, self.nr, self.gz, self.GX} | set(self.gpre.values()) | set(
+            self.z, self.sgn, self.gz, self.GX} | set(self.gpre.values()) | set(
             self.GQ.values()) | set(self.u.values()) | set(self.sgns) | set(self.Hs) | set(
             self.GXs) | {g for g, _ in self.guards}
 
@@ -207,7 +196,6 @@ class Derivation:
         sp = self.sp
         plan, n = self.plan, self.n
         states = plan.states
-        R = plan.R
         spiking = plan.spiking
         compiled = gen.compiled
         GX, K, Nm, Phi, gX, gP = self.equations()
@@ -261,7 +249,6 @@ class Derivation:
         for k in plan.static_names:
             N[self.P[k]] = A[f"static:{k}"]
         N[self.z] = "z"
-        N[self.nr] = "nr"
         N[self.gz] = "gz"
         if plan.spike is not None:
             N[self.sgn] = "sgn"
@@ -276,8 +263,6 @@ class Derivation:
                 N[sym] = view(N[sym], N[sym].split("[", 1)[0])
         per_step = self.per_step()
         lean = LeanPrinter(N, set(per_step), pr, nm)
-        if R > 0:
-            body.append(f"nr = torch.logical_not({view(sl('Ref'), 'Ref')}).to(ftype)")
         if spiking:
             body.append(f"z = {view(sl('Z'), 'Z')}")
             env = {s_: N[self.q[s_]] for s_ in states}
@@ -292,16 +277,15 @@ class Derivation:
                 x_ir = fold(ir.BinOp(op="-", left=lhs, right=rhs))
                 d = self.b(sur.dsdx(ir.Name(id="x"), n.surrogate.args),
                            {"x": self.b(x_ir, self._qenv())})
-                body.append(f"# surrogate {surrogate_doc(n.surrogate)} at x = {spk(x_ir)}"
-                            + (", 0 while refractory" if R > 0 else ""))
-                lean.cse([("sgn", d * self.nr if R > 0 else d)], body, "s")
+                body.append(f"# surrogate {surrogate_doc(n.surrogate)} at x = {spk(x_ir)}")
+                lean.cse([("sgn", d)], body, "s")
             for k, e in enumerate(self.leaf_ir):  # compound: every ordering leaf
                 body.append(f"{N[self.Hs[k]]} = ({P.tensor(e.left)} {e.op} 0).to(ftype)"
                             f"  # {spk(e)}")
                 d = self.b(sur.dsdx(ir.Name(id="x"), n.surrogate.args),
                            {"x": self.b(e.left, self._qenv())})
                 body.append(f"# surrogate {surrogate_doc(n.surrogate)} at x = {spk(e.left)}")
-                lean.cse([(N[self.sgns[k]], d * self.nr if R > 0 else d)], body, f"s{k}_")
+                lean.cse([(N[self.sgns[k]], d)], body, f"s{k}_")
             for g, e in self.guards:
                 body.append(f"{N[g]} = {P.boolean(e)}.to(ftype)  # guard {spk(e)}")
             gZ = grads["z"]
@@ -580,8 +564,6 @@ class Derivation:
         for key in A:
             if key.startswith("init:"):
                 rets.append(ginit[key[5:]])
-            elif key.startswith("refr:"):
-                rets.append("None")
             else:
                 rets.append(gout.get(key, "None"))
         L.append(f"return {', '.join(rets)}{',' if len(rets) == 1 else ''}")
@@ -634,8 +616,6 @@ class Derivation:
         out += [(f"Q:{s}", Q[s]) for s in plan.states if s in Q]
         if plan.spiking:
             out.append(("Z", "Z"))
-        if plan.R > 0:
-            out.append(("Ref", "Ref"))
         out += [(f"step:{k}", A[f"step:{k}"]) for k in plan.step_names if f"X:{k}" in used]
         out += [(f"static:{k}", A[f"static:{k}"]) for k in plan.static_names
                 if f"P:{k}" in used or self._grad_static(k)]
@@ -655,14 +635,12 @@ _EQ_CACHE: dict[str, tuple] = {}
 
 
 def derive(neuron: ir.LNeuron, plan: NeuronPlan) -> Derivation:
-    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line", "source_file"}), plan.R,
-                      plan.step_names, plan.static_names, sorted(plan.held),
+    key = json.dumps([neuron.model_dump(mode="json", exclude={"source_line", "source_file"}),
+                      plan.step_names, plan.static_names,
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.temps],
                       {k: v.model_dump(mode="json") for k, v in plan.updates.items()},
                       [[t.target, t.op, t.value.model_dump(mode="json")] for t in plan.resets],
-                      [[t.target, t.value.model_dump(mode="json")] for t in
-                       plan.jumps + plan.refr_temps],
-                      {k: v.model_dump(mode="json") for k, v in plan.refr_updates.items()},
+                      [[t.target, t.value.model_dump(mode="json")] for t in plan.jumps],
                       [x.model_dump(mode="json") if x is not None else None
                        for x in (plan.spike, plan.cond)]],
                      sort_keys=True, default=str)

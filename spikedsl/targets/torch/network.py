@@ -14,7 +14,6 @@ import re
 from spikedsl import ir
 from spikedsl.errors import name_loc, unsupported
 from spikedsl.ir.functions import FUNCTIONS
-from spikedsl.lowering import refractory
 from spikedsl.lowering import weights as _weights
 from spikedsl.resources import templates_dir
 from spikedsl.targets.torch.expr import (
@@ -509,8 +508,7 @@ class NetGen(StepMixin):
                     not la.neuron.states:
                 return False
             n = la.neuron
-            plan = make_plan(n, n.dt, refractory.of(n).steps,
-                             set(self.tensor_params(la)), "scan")
+            plan = make_plan(n, n.dt, set(self.tensor_params(la)), "scan")
             return analytic_size(plan) <= MAX_ANALYTIC_SIZE
         return True
 
@@ -612,9 +610,8 @@ class NetGen(StepMixin):
 
     def seq_neuron(self, la: ir.LLayer, L: list[str]) -> None:
         n = la.neuron
-        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
-        plan = make_plan(n, n.dt, R, set(tparams), "scan")
+        plan = make_plan(n, n.dt, set(tparams), "scan")
         inputs = self.inputs_seq(la, L)
         env = dict(tparams)
         env.update(inputs)
@@ -648,23 +645,12 @@ class NetGen(StepMixin):
         self.use.add("sum_to")
         self.classes.append(self.env.get_template("scan.py.j2").render(s=sc).rstrip())
         args = [self.T]
-        rv = None
         for kind, key in zip(sc.arg_kinds, sc.arg_keys):
-            if kind in ("step", "static"):
-                args.append(env[key])
-            elif kind == "init":
-                args.append(inits[key])
-            else:
-                rv = self.nm(f"init:{la.name}:r", f"{la.name}_r0")
-                pre.append(f"{rv} = self._initial({refractory.counter_key(la.name)!r}, 0.0, "
-                           f"{shape})")
-                args.append(rv)
+            args.append(inits[key] if kind == "init" else env[key])
         outs = []
         for key in sc.out_keys:
             if key == "z":
                 outs.append(self.trace(la.name))
-            elif key == "r":
-                outs.append(self.nm(f"final:{la.name}:r", f"{la.name}_r"))
             else:
                 outs.append(self.nm(f"traj:{la.name}.{key}", f"{la.name}_{key.replace(':', '_')}"))
         L.append(f"{', '.join(outs)} = {cls}.apply({', '.join(args)})")
@@ -681,10 +667,6 @@ class NetGen(StepMixin):
             self.finals.append((f"{la.name}.{s}", final))
             if self.carry is not None:  # the next chunk starts from here
                 L.append(f"{inits[s]} = {final}")
-        if R > 0:
-            self.finals.append((refractory.counter_key(la.name), traj["r"]))
-            if self.carry is not None:
-                L.append(f"{rv} = {traj['r']}")
 
     def value(self, e: ir.Expr, env: dict[str, str]) -> str:
         if isinstance(e, ir.Num):

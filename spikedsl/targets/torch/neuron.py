@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from spikedsl import ir
 from spikedsl.ir.exprs import names
 from spikedsl.ir.visitor import children
-from spikedsl.lowering import refractory
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
@@ -54,7 +53,6 @@ class NeuronPlan:
     """The neuron's step with constants substituted and subexpressions hoisted."""
 
     neuron: ir.LNeuron
-    R: int
     states: list[str]
     inputs: list[str]
     tensor_params: list[str]  # names of tensor parameters (trainable / per-neuron)
@@ -68,20 +66,12 @@ class NeuronPlan:
     inits: dict[str, ir.Expr]
     step_names: list[str]  # per-step tensors read by the loop (inputs / hoisted)
     static_names: list[str]  # static tensors read by the loop
-    held: set[str] = field(default_factory=set)  # clamped while refractory (R > 0)
     jumps: list[Stmt] = field(default_factory=list)  # in order, at the start of the step
-    # the step of the unclamped states while refractory (only where it differs)
-    refr_temps: list[Stmt] = field(default_factory=list)
-    refr_updates: dict[str, ir.Expr] = field(default_factory=dict)
     cond: ir.Expr | None = None  # a compound spike condition (and/or of leaves)
 
     @property
     def spiking(self) -> bool:
         return self.spike is not None or self.cond is not None
-
-    @property
-    def rf(self) -> refractory.Refractory:
-        return refractory.of(self.neuron)
 
 
 # ------------------------------------------------------------------ compound spikes
@@ -133,7 +123,7 @@ def _prep_cond(e: ir.Expr, consts: dict[str, float], H: Hoister) -> ir.Expr:
 
 
 # ------------------------------------------------------------------ making a plan
-def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
+def make_plan(neuron: ir.LNeuron, dt: float, tensor_params: set[str],
               mode: str) -> NeuronPlan:
     """``mode``: ``"scan"`` (inputs are known for all steps: input-only
     subexpressions are hoisted out of the loop) or ``"step"``."""
@@ -170,10 +160,6 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
     jumps = [Stmt(j.target, "=", prep(j.value)) for j in neuron.jumps]
     temps = lower_temps(neuron.temps, consts)
     updates = {u.target: prep(u.value) for u in neuron.updates}
-    rf = refractory.of(neuron)
-    rconsts = dict(consts)  # the refractory temporaries are local to that step
-    refr_temps = lower_temps(rf.temps, rconsts) if R > 0 else []
-    refr_updates = {u.target: prep(u.value, rconsts) for u in rf.updates} if R > 0 else {}
     spike = prep(neuron.spike_x) if neuron.spiking and neuron.spike_x is not None else None
     cond = _prep_cond(neuron.spike_cond, consts, H) if neuron.spiking and \
         neuron.spike_cond is not None else None
@@ -181,8 +167,8 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         spike is not None or cond is not None) else []
     inits = {s.name: prepare(s.init, consts) for s in neuron.states}
     used: set[str] = set()
-    for e in ([s.value for s in jumps + temps + refr_temps + resets] + list(updates.values())
-              + list(refr_updates.values()) + [x for x in (spike, cond) if x is not None]):
+    for e in ([s.value for s in jumps + temps + resets] + list(updates.values())
+              + [x for x in (spike, cond) if x is not None]):
         used |= names(e)
     step_names = [n for n in inputs if n in used]
     step_names += [n for k, n, _ in H.items if k == "step" and n in used]
@@ -196,12 +182,11 @@ def make_plan(neuron: ir.LNeuron, dt: float, R: int, tensor_params: set[str],
         if hname in needed:
             needed |= names(e)
     hoisted = [item for item in H.items if item[1] in needed]
-    held = set(rf.held) if R > 0 else set()
-    return NeuronPlan(neuron=neuron, R=R, states=states, inputs=inputs,
+    return NeuronPlan(neuron=neuron, states=states, inputs=inputs,
                       tensor_params=sorted(tensor_params), hoisted=hoisted, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
-                      step_names=step_names, static_names=static_names, held=held,
-                      jumps=jumps, refr_temps=refr_temps, refr_updates=refr_updates, cond=cond)
+                      step_names=step_names, static_names=static_names, jumps=jumps,
+                      cond=cond)
 
 
 def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
@@ -219,9 +204,9 @@ def analytic_size(plan: NeuronPlan) -> int:
     sizes: dict[str, int] = {}
     for j in plan.jumps:  # a jumped state is the jump's value wherever the step reads it
         sizes[j.target] = sizes.get(j.target, 1) + _size(j.value, sizes)
-    for t in plan.temps + plan.refr_temps:
+    for t in plan.temps:
         sizes[t.target] = _size(t.value, sizes)
-    steps = list(plan.updates.values()) + list(plan.refr_updates.values())
+    steps = list(plan.updates.values())
     total = sum(_size(e, sizes) for e in steps) * max(1, len(plan.states))
     for x in (plan.spike, plan.cond):
         if x is not None:
@@ -258,8 +243,8 @@ def full_like(code: str, e: ir.Expr, like: str, dyn: set[str]) -> str:
 
 
 def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str, str],
-              pre_vars: dict[str, str], z_var: str, ref_var: str | None, spike_fn,
-              namer: Namer, ref_tensor: str, R: int) -> list[str]:
+              pre_vars: dict[str, str], z_var: str, spike_fn, namer: Namer,
+              ref_tensor: str) -> list[str]:
     """One neuron step with autograd (docs/semantics.md).  ``names_`` maps
     inputs (current step values), static tensors and hoisted names to code;
     ``state_vars`` are the locals holding the states (updated in place of the
@@ -271,40 +256,21 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
     env.update(state_vars)
     dyn = set(plan.states) | set(plan.inputs) | set(plan.step_names) | {
         t.target for t in plan.temps}
-    now = f"{ref_var}_now"
-    rf = plan.rf
-    if R > 0:
-        lines.append(f"{now} = {ref_var} > 0")
-
-    def hold(kept: str, code: str) -> str:
-        return f"torch.where({now}, {kept}, {code})"
-
     P = TorchPrinter(env, ref_tensor)
     # jumps, in order, each reading what the previous ones left
     for j in plan.jumps:
         local = namer.fresh(f"{state_vars[j.target]}_j")
-        code = rf.jump(j.target, full_like(P(j.value), j.value, env[j.target], dyn),
-                       env[j.target], hold)
+        code = full_like(P(j.value), j.value, env[j.target], dyn)
         lines.append(f"{local} = {code}  # jump {statement_text(j.target, '=', j.value)}")
         env[j.target] = local
     for t in plan.temps:
         local = namer.fresh(t.target)
         lines.append(f"{local} = {P(t.value)}")
         env[t.target] = local
-    alt: dict[str, str] = {}
-    if R > 0 and plan.refr_updates:  # the step of the unclamped states while refractory
-        renv = dict(env)
-        Pr = TorchPrinter(renv, ref_tensor)
-        for t in plan.refr_temps:
-            local = namer.fresh(t.target)
-            lines.append(f"{local} = {Pr(t.value)}")
-            renv[t.target] = local
-        alt = {s: Pr(e) for s, e in plan.refr_updates.items()}
     new: dict[str, str] = {}
     for s in plan.states:
         if s in plan.updates:
-            code = rf.update(s, full_like(P(plan.updates[s]), plan.updates[s], state_vars[s],
-                                          dyn), env[s], alt, hold)
+            code = full_like(P(plan.updates[s]), plan.updates[s], state_vars[s], dyn)
             lines.append(f"{pre_vars[s]} = {code}  # {statement_text(s, '=', n_update(n, s))}")
         else:
             lines.append(f"{pre_vars[s]} = {env[s]}")
@@ -319,9 +285,6 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
                          f"{spk(lhs)} {n.spike_op} {spk(rhs)}")
         else:
             lines += cond_code(plan.cond, P, spike_fn, namer, z_var, new[plan.states[0]])
-        if R > 0:  # the fired spike is this step's own tensor: masked in place
-            fill = "masked_fill_" if plan.spike is not None else "masked_fill"
-            lines.append(f"{z_var} = {rf.spike(z_var, lambda z: f'{z}.{fill}({now}, 0.0)')}")
         zr = z_var
         if plan.resets and n.reset_detach:
             zr = namer.fresh(f"{z_var}_d")
@@ -348,20 +311,11 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         for s in plan.states:
             if cur[s] != state_vars[s]:
                 lines.append(f"{state_vars[s]} = {cur[s]}")
-        if R > 0:
-            lines.append(counter_code(ref_var, z_var, R, inplace=True))
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")
     return lines
 
-
-def counter_code(r: str, z: str, R: int, inplace: bool = False) -> str:
-    """The refractory counter after the spike: R where fired, else max(r - 1, 0)
-    (``inplace``: on the fresh ``r - 1``, no ``torch.where``)."""
-    if inplace:
-        return f"{r} = ({r} - 1.0).clamp_(min=0.0).masked_fill_({z} > 0, {float(R)!r})"
-    return f"{r} = torch.where({z} > 0, {float(R)!r}, ({r} - 1.0).clamp(min=0.0))"
 
 
 def cond_code(cond: ir.Expr, P: TorchPrinter, spike_fn, namer: Namer, z_var: str,

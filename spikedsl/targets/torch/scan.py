@@ -32,7 +32,6 @@ from spikedsl.targets.torch.expr import (
 )
 from spikedsl.targets.torch.neuron import (
     NeuronPlan,
-    counter_code,
     full_like,
     n_update,
     reset_order,
@@ -47,16 +46,15 @@ class ScanCode:
     cls: str
     fname: str  # prefix of the module-level functions
     args: list[str]  # python arg names after ``T`` (step tensors, static tensors, inits, r0)
-    arg_kinds: list[str]  # step | static | init | refr
+    arg_kinds: list[str]  # step | static | init
     arg_keys: list[str]  # plan names / state names
     outputs: list[str]  # Z, S_<state>..., Q_<state>..., r
-    out_keys: list[str]  # "z", "S:v", "Q:v", "r"
+    out_keys: list[str]  # "z", "S:v", "Q:v"
     extra: list[str]  # tensors the forward function returns for backward only
     saved: list[str]  # what the Function saves (outputs, extras and args)
     grads: list[str]  # parameters of the backward function (one per output)
     forward: list[str]
     backward: list[str]
-    nondiff: list[str]
     uses_math: bool
     doc: list[str]
     compiled: bool
@@ -98,11 +96,10 @@ class ScanGen:
 
     def generate(self) -> ScanCode:
         plan, n = self.plan, self.n
-        R = plan.R
         spiking = plan.spiking
         reset_states = [s for s in plan.states if any(r.target == s for r in plan.resets)]
         nm = Namer(["T", "t", "ftype", "DT", "STEPS", "INPUTS", "OUTPUTS", "ENCODERS", "Zb",
-                    "Z", "Ref", "r", "ref", "zb", "sg", "sig", "sgn", "nr", "x", "z", "gz", "GX",
+                    "Z", "zb", "sg", "sig", "sgn", "nr", "x", "z", "gz", "GX",
                     "acc", "needs", "ctx", "grads"])
         arg_names, kinds, keys = [], [], []
         for k in plan.step_names:
@@ -117,10 +114,6 @@ class ScanGen:
             arg_names.append(nm(f"init:{s}", f"{s}0"))
             kinds.append("init")
             keys.append(s)
-        if R > 0:
-            arg_names.append(nm("init:r", "r0"))
-            kinds.append("refr")
-            keys.append("r")
         A = dict(zip([f"{k}:{key}" for k, key in zip(kinds, keys)], arg_names))
         S = {s: nm(f"S:{s}", f"S_{s}") for s in plan.states}
         Q = {s: nm(f"Q:{s}", f"Q_{s}") for s in reset_states}
@@ -136,8 +129,6 @@ class ScanGen:
         outs = [("Z", "z")] + [(F[s], f"F:{s}") if s in F else (S[s], f"S:{s}")
                                for s in plan.states] + [
             (Q[s], f"Q:{s}") for s in reset_states if s in self.need_pre]
-        if R > 0:
-            outs.append(("r", "r"))
         bwd = d.code(A, S, Q, outs, self)
         out_names = [o for o, _ in outs]
         saved = list(d.saved_names)
@@ -159,16 +150,11 @@ class ScanGen:
         for a in n.reset:
             doc.append(f"    reset{' detach' if n.reset_detach else ''} "
                        f"{statement_text(a.target, a.op, a.value)}")
-        if R > 0:
-            doc.append(f"    refractory {R} steps, clamp {', '.join(sorted(plan.held)) or 'none'}")
-            for u in plan.rf.updates:
-                doc.append(f"    while refractory: {statement_text(u.target, '=', u.value)}")
         fname = "_" + self.cls.lstrip("_").lower()
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
                         backward=add_dels(prune(bwd)),
-                        nondiff=["r"] if R > 0 else [],
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)
 
     # ---------------------------------------------------------------- forward
@@ -178,7 +164,6 @@ class ScanGen:
         ``torch.compile`` fuses."""
         plan, n = self.plan, self.n
         func = self.compiled
-        R = plan.R
         L: list[str] = []
         ref_t = init0
         spiking = plan.spiking
@@ -186,7 +171,8 @@ class ScanGen:
         # compiled: per-step lists stacked after the loop (key -> tensor name)
         stacked = {f"S:{s}": S[s] for s in plan.states if s not in F}
         stacked.update({f"Q:{s}": Q[s] for s in reset_states})
-        stacked.update({k: k for k, on in (("Z", spiking), ("Ref", R > 0)) if on})
+        if spiking:
+            stacked["Z"] = "Z"
         if func:
             for key, name in stacked.items():
                 lst[key] = self.nm.fresh(f"{name}_l")
@@ -202,11 +188,6 @@ class ScanGen:
                 L.append(f"{Q[s]} = {init0}.new_empty((T,) + tuple({init0}.shape))")
             if spiking:
                 L.append(f"Z = {init0}.new_empty((T,) + tuple({init0}.shape))")
-            if R > 0:
-                L.append(f"Ref = torch.empty((T,) + tuple({init0}.shape), dtype=torch.bool, "
-                         f"device={init0}.device)")
-        if R > 0:
-            L.append(f"r = {A['refr:r']}.clone()")
         for s in plan.states:
             L.append(f"{local[s]} = {A[f'init:{s}']}")
 
@@ -222,41 +203,18 @@ class ScanGen:
             env[k] = A[f"static:{k}"]
         env.update(local)
         dyn = set(plan.states) | set(plan.step_names) | {t.target for t in plan.temps}
-        if R > 0:
-            if func:
-                B.append("ref = r > 0.0")
-                B.append(f"{lst['Ref']}.append(ref)")
-            else:
-                B.append("ref = torch.gt(r, 0.0, out=Ref[t])")
         P = TorchPrinter(env, ref_t)
-        rf = plan.rf
-
-        def hold(kept: str, code: str) -> str:
-            return f"torch.where(ref, {kept}, {code})"
 
         # jumps in order, each reading what the previous ones left
         for j in plan.jumps:
             v = self.nm.fresh(f"{j.target}_j")
-            code = rf.jump(j.target, full_like(P(j.value), j.value, env[j.target], dyn),
-                           env[j.target], hold)
+            code = full_like(P(j.value), j.value, env[j.target], dyn)
             B.append(f"{v} = {code}  # jump {statement_text(j.target, '=', j.value)}")
             env[j.target] = v
         for t in plan.temps:
             v = self.nm.fresh(t.target)
             B.append(f"{v} = {P(t.value)}")
             env[t.target] = v
-        alt: dict[str, str] = {}
-        if R > 0 and plan.refr_updates:  # the unclamped states' step while refractory
-            renv = dict(env)
-            Pr = TorchPrinter(renv, ref_t)
-            for t in plan.refr_temps:
-                v = self.nm.fresh(t.target)
-                B.append(f"{v} = {Pr(t.value)}")
-                renv[t.target] = v
-            for s, e in plan.refr_updates.items():
-                alt[s] = self.nm.fresh(f"{s}_refr")
-                B.append(f"{alt[s]} = {Pr.tensor(e)}")
-            self._uses_math = self._uses_math or Pr.uses_math
         penv = dict(env)
         post: dict[str, str] = {}
         for s in plan.states:
@@ -267,21 +225,14 @@ class ScanGen:
                 continue
             B.append(f"# {statement_text(s, '=', n_update(n, s))}")
             q = self.nm.fresh(f"q_{s}")
-            keep = rf.kept(s, env[s], alt)  # the value while refractory
             if func:
-                code = rf.update(s, full_like(P(plan.updates[s]), plan.updates[s], local[s],
-                                              dyn), env[s], alt, hold)
+                code = full_like(P(plan.updates[s]), plan.updates[s], local[s], dyn)
                 B.append(f"{q} = {code}")
                 if s in Q:
                     B.append(f"{lst[f'Q:{s}']}.append({q})")
             else:
                 tgt = f"{Q[s]}[t]" if s in Q else slot(s)
-                if keep is not None:
-                    u = self.nm.fresh(f"{s}_u")
-                    B.append(f"{u} = {P.tensor(plan.updates[s])}")
-                    B.append(f"torch.where(ref, {keep}, {u}, out={tgt})")
-                else:
-                    B.append(_emit_into(P, plan.updates[s], tgt))
+                B.append(_emit_into(P, plan.updates[s], tgt))
                 B.append(f"{q} = {tgt}")
             penv[s] = q
             if s not in Q:
@@ -307,11 +258,7 @@ class ScanGen:
                     B.append("z = Z[t]")
                     B.append(f"z.copy_({P2.boolean(plan.cond)})")
             if func:
-                if R > 0:
-                    B.append(f"z = {rf.spike('z', lambda z: f'{z}.masked_fill(ref, 0.0)')}")
                 B.append(f"{lst['Z']}.append(z)")
-            elif R > 0:
-                B.append(rf.spike("z", lambda z: f"{z}.masked_fill_(ref, 0.0)"))
             # reset, exactly as s - z * (s - e), s + z * e, s - z * e (z is 0 or 1)
             cur = dict(penv)
             last = reset_order(plan.resets)
@@ -340,8 +287,6 @@ class ScanGen:
                     cur[st.target] = v
             for s in Q:
                 post[s] = cur[s]
-            if R > 0:
-                B.append(counter_code("r", "z", R))
         for s in plan.states:
             if func:
                 B.append(f"{local[s]} = {post[s]}")

@@ -6,7 +6,6 @@ synapse rules (plasticity).  Mixed into :class:`spikedsl.targets.torch.network.N
 from __future__ import annotations
 
 from spikedsl import ir
-from spikedsl.lowering import refractory
 from spikedsl.targets.torch.expr import TorchPrinter, number, prepare, spk
 from spikedsl.targets.torch.keys import key as _key
 from spikedsl.targets.torch.keys import prod as _prod
@@ -148,16 +147,13 @@ class StepMixin:
             if la.kind in ("neuron", "cell"):
                 for s in la.states:
                     self.finals.append((f"{name}.{s}", self.cur(f"{name}.{s}")))
-            if la.kind == "neuron" and refractory.of(la.neuron):
-                self.finals.append((refractory.counter_key(name), self.nm(f"refr:{name}", f"{name}_r")))
 
     def neuron_step(self, la: ir.LLayer, src_at, pre: list[str], lines: list[str],
                     inside: set[str]) -> None:
         n = la.neuron
         name = la.name
-        R = refractory.of(n).steps
         tparams = self.tensor_params(la)
-        plan = make_plan(n, n.dt, R, set(tparams), "step")
+        plan = make_plan(n, n.dt, set(tparams), "step")
         env = dict(tparams)
         shape = f"(B,) + {_tup(la.shape)}"
         # inputs: feed-forward parts from outside the group all at once (fast path)
@@ -205,14 +201,10 @@ class StepMixin:
         for s in plan.states:
             pre.append(f"{state_vars[s]} = self._initial({name + '.' + s!r}, "
                        f"{self.value(plan.inits[s], env)}, {shape})")
-        ref_var = None
-        if R > 0:
-            ref_var = self.nm(f"refr:{name}", f"{name}_r")
-            pre.append(f"{ref_var} = self._initial({refractory.counter_key(name)!r}, 0.0, {shape})")
         code = step_code(plan, names_=env, state_vars=state_vars, pre_vars=pre_vars,
-                         z_var=self.cur(name), ref_var=ref_var,
+                         z_var=self.cur(name),
                          spike_fn=lambda op: self.spike_fn(n.surrogate, op), namer=self.nm,
-                         ref_tensor="self._like", R=R)
+                         ref_tensor="self._like")
         if not plan.spiking:
             code.append(f"{self.cur(name)} = self._like.new_zeros({shape})")
         lines += code
