@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 from helpers.models import cuba_small
 
 import spikedsl
-from spikedsl.lowering import refractory
 from spikedsl.errors import Unsupported
+from spikedsl.lowering import refractory
 from spikedsl.runtime import reference
 from spikedsl.targets.torch import NetGen, _load_class, build, run
 from spikedsl.targets.torch.neuron import MAX_ANALYTIC_SIZE, analytic_size, make_plan
@@ -38,7 +38,7 @@ def fused(net, layer: str) -> bool:
     """Whether the layer runs as a fused scan on the fast path."""
     n = net.layer(layer).neuron
     tp = {p.name for p in n.params if p.trainable or p.per_neuron}
-    return analytic_size(make_plan(n, n.dt, n.refractory_steps, tp, "scan")) <= \
+    return analytic_size(make_plan(n, n.dt, tp, "scan")) <= \
         MAX_ANALYTIC_SIZE
 
 

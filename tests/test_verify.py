@@ -127,7 +127,7 @@ def test_inputs_and_weights_are_seeded(net):
     assert all(np.array_equal(w1[k], w2[k]) for k in w1)
     assert how
     assert traces_of(net) == ["h", "h.v", "h.v_pre", "h.refractory", "h.refractory_pre", "y",
-                              "y.v", "y.v_pre"]
+                              "y.v", "y.v_pre", "y.refractory", "y.refractory_pre"]
 
 
 def test_compare_reports_the_first_differing_spike():

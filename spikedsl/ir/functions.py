@@ -310,12 +310,26 @@ def _torch_clip(args: list[CodeArg], dtype: str) -> str:
     return f"torch.clamp({x.tensor}, {lo.tensor}, {hi.tensor})"
 
 
+def unparen(code: str) -> str:
+    """``code`` without one pair of parentheses around all of it (a lone
+    argument in parentheses is redundant)."""
+    if code.startswith("(") and code.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(code):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(code) - 1:
+                return code
+        return code[1:-1]
+    return code
+
+
 def _torch_where(args: list[CodeArg], dtype: str) -> str:
     c, a, b = args
     if a.number == 1 and b.number == 0:
         return f"{c.cond}.to({dtype})"
     if a.number == 0 and b.number == 1:
-        return f"torch.logical_not({c.cond}).to({dtype})"
+        return f"torch.logical_not({unparen(c.cond)}).to({dtype})"
     if a.number is not None and b.number is not None:
         cf = f"{c.cond}.to({dtype})"
         return f"({a.text} * {cf} + {b.text} * (1.0 - {cf}))"

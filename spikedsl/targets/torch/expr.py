@@ -25,7 +25,7 @@ import re
 
 from spikedsl import ir
 from spikedsl.ir.exprs import EvalError, Printer, evaluate, names, substitute
-from spikedsl.ir.functions import FUNCTIONS, CodeArg, num
+from spikedsl.ir.functions import FUNCTIONS, CodeArg, num, unparen
 from spikedsl.ir.surrogates import SURROGATES
 from spikedsl.ir.visitor import ExprTransformer, ExprVisitor, children
 
@@ -292,7 +292,7 @@ class TorchPrinter(Printer):
             fn = "torch.logical_and" if e.op == "and" else "torch.logical_or"
             return f"{fn}({self.boolean(e.left)}, {self.boolean(e.right)})"
         if isinstance(e, ir.Not):
-            return f"torch.logical_not({self.boolean(e.operand)})"
+            return f"torch.logical_not({unparen(self.boolean(e.operand))})"
         return f"({self.tensor(e)} != 0)"
 
     def visit_cmp(self, e: ir.Expr) -> tuple[str, int]:

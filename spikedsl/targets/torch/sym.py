@@ -13,7 +13,7 @@ import sympy as sp
 
 from spikedsl import ir
 from spikedsl.ir.exprs import _native_of
-from spikedsl.ir.functions import FUNCTIONS, CodeArg
+from spikedsl.ir.functions import FUNCTIONS, CodeArg, unparen
 from spikedsl.ir.visitor import OPERATORS, ExprVisitor
 from spikedsl.targets.torch.expr import number
 
@@ -272,7 +272,7 @@ class SymTorchPrinter:
             fn = "torch.logical_and" if isinstance(e, land) else "torch.logical_or"
             return f"{fn}({self.boolean(e.args[0])}, {self.boolean(e.args[1])})"
         if isinstance(e, lnot):
-            return f"torch.logical_not({self.boolean(e.args[0])})"
+            return f"torch.logical_not({unparen(self.boolean(e.args[0]))})"
         return f"({self(e)} != 0)"
 
 
