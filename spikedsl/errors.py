@@ -376,3 +376,24 @@ class Collector:
 class UserError(Exception):
     """A request that cannot be met (a file that cannot be written, a device
     this machine lacks): the command line prints the message, exit code 1."""
+
+
+class UsageError(Exception):
+    """A command-line argument that does not fit the spec: exit code 2."""
+
+
+# the exit code of a command line that stops on an exception: the first class here
+# that it is an instance of (spikedsl.cli and the pipeline's own command line; the
+# messages are theirs); any other exception is a bug, exit code 1
+EXIT_CODES: dict[type[BaseException], int] = {
+    SpecError: 1,
+    UsageError: 2,
+    UserError: 1,
+    KeyboardInterrupt: 130,
+    BrokenPipeError: 0,  # the reader of stdout went away (`spikedsl ir | head`)
+}
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code of a command line that stopped on ``e`` (:data:`EXIT_CODES`)."""
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), 1)
