@@ -8,265 +8,230 @@ hint.  Codes are stable identifiers used by the fixture tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-# code -> (message template, hint template or None)
-CATALOGUE: dict[str, tuple[str, str | None]] = {
+
+class Message(NamedTuple):
+    """One entry of the catalogue: the message template and the hint template
+    (None: no hint), both formatted with the fields of :func:`diag`."""
+
+    text: str
+    hint: str | None = None
+
+
+# code -> its message, one entry a line where it fits
+CATALOGUE: dict[str, Message] = {
     # --- syntax -----------------------------------------------------------
-    "syntax": ("unexpected {found}", "expected {expected}"),
-    "syntax-eof": ("unexpected end of file", "a block is not closed: expected {expected}"),
-    "syntax-char": ("unexpected character {found}", None),
-    "reserved-word": (
-        "'{name}' is a reserved word and cannot be used as a name",
-        "rename it, e.g. '{name}_'",
-    ),
-    "bad-ode-lhs": (
-        "an equation must read 'dX/dt = ...', not '{lhs}'",
-        "write d{state}/dt for the derivative of state '{state}'",
-    ),
-    "stray-assign": (
+    "syntax": Message("unexpected {found}", "expected {expected}"),
+    "syntax-eof": Message("unexpected end of file", "a block is not closed: expected {expected}"),
+    "syntax-char": Message("unexpected character {found}"),
+    "reserved-word": Message("'{name}' is a reserved word and cannot be used as a name",
+                             "rename it, e.g. '{name}_'"),
+    "bad-ode-lhs": Message("an equation must read 'dX/dt = ...', not '{lhs}'",
+                           "write d{state}/dt for the derivative of state '{state}'"),
+    "stray-assign": Message(
         "assignment '{name} {op} ...' outside 'update' or 'reset'",
-        "start the statement with 'update' or 'reset', or put it on the same line after one",
-    ),
-    "expr-too-deep": ("expression nested too deeply ({depth} levels; the limit is {limit})",
-                      "split it into named temporaries or several statements"),
-    "number-range": ("number {text} is out of range (not a finite 64-bit float)", None),
-    "bad-encoding": ("the file is not UTF-8 text: byte {byte} at offset {offset}",
-                     "save the file as UTF-8"),
+        "start the statement with 'update' or 'reset', or put it on the same line after one"),
+    "expr-too-deep": Message("expression nested too deeply ({depth} levels; the limit is {limit})",
+                             "split it into named temporaries or several statements"),
+    "number-range": Message("number {text} is out of range (not a finite 64-bit float)"),
+    "bad-encoding": Message("the file is not UTF-8 text: byte {byte} at offset {offset}",
+                            "save the file as UTF-8"),
     # --- names ------------------------------------------------------------
-    "undefined-name": ("undefined name '{name}'", "{hint}"),
-    "duplicate-name": ("'{name}' is already defined (line {first_line})", None),
-    "duplicate-block": ("{kind} '{name}' is already defined at {first}", None),
-    "unknown-function": (
-        "unknown function '{name}'",
-        "allowed functions: {allowed}",
-    ),
-    "wrong-arity": ("'{name}' takes {expected} argument(s), got {got}", None),
-    "unknown-neuron": ("unknown neuron or stage '{name}'", "{hint}"),
-    "unknown-override": (
-        "neuron '{neuron}' has no parameter '{name}'",
-        "its parameters are: {params}",
-    ),
-    "unknown-option": ("unknown {what} '{name}'", "known: {known}"),
-    "unknown-argument": ("{what} takes no argument '{name}'", "known: {known}"),
-    "missing-argument": ("{what} needs the argument '{name}'", None),
-    "bad-argument": ("{what}: {reason}", None),
-    "not-a-number": ("{what} must be a number", None),
-    "string-in-expression": ("a string cannot be used in an expression", None),
+    "undefined-name": Message("undefined name '{name}'", "{hint}"),
+    "duplicate-name": Message("'{name}' is already defined (line {first_line})"),
+    "duplicate-block": Message("{kind} '{name}' is already defined at {first}"),
+    "unknown-function": Message("unknown function '{name}'", "allowed functions: {allowed}"),
+    "wrong-arity": Message("'{name}' takes {expected} argument(s), got {got}"),
+    "unknown-neuron": Message("unknown neuron or stage '{name}'", "{hint}"),
+    "unknown-override": Message("neuron '{neuron}' has no parameter '{name}'",
+                                "its parameters are: {params}"),
+    "unknown-option": Message("unknown {what} '{name}'", "known: {known}"),
+    "unknown-argument": Message("{what} takes no argument '{name}'", "known: {known}"),
+    "missing-argument": Message("{what} needs the argument '{name}'"),
+    "bad-argument": Message("{what}: {reason}"),
+    "not-a-number": Message("{what} must be a number"),
+    "string-in-expression": Message("a string cannot be used in an expression"),
     # --- imports ------------------------------------------------------------
-    "import-missing": ("cannot import '{path}': no such file", None),
-    "import-cycle": ("import cycle: {cycle}", "remove one of the imports"),
+    "import-missing": Message("cannot import '{path}': no such file"),
+    "import-cycle": Message("import cycle: {cycle}", "remove one of the imports"),
     # --- neuron rules -----------------------------------------------------
-    "ode-and-update": (
-        "state '{name}' has an ODE (line {line}) and an 'update'",
-        "a state is written by its ODE or by 'update', not both",
-    ),
-    "jump-not-state": ("jump target '{name}' is not a state of '{neuron}'",
-                       "a jump changes a state, e.g. 'jump g += w_in'"),
-    "clamp-not-state": ("'{name}' in 'clamp' is not a state of '{neuron}'", None),
-    "ode-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
-    "update-not-state": ("'{name}' is not a state of '{neuron}'", "declare it with 'state {name} = ...'"),
-    "duplicate-ode": ("state '{name}' already has an equation (line {first_line})", None),
-    "spike-not-comparison": (
-        "the spike condition must be a comparison such as 'v >= v_th', or comparisons "
-        "joined with 'and' / 'or'",
-        None,
-    ),
-    "spike-missing": (
+    "ode-and-update": Message("state '{name}' has an ODE (line {line}) and an 'update'",
+                              "a state is written by its ODE or by 'update', not both"),
+    "jump-not-state": Message("jump target '{name}' is not a state of '{neuron}'",
+                              "a jump changes a state, e.g. 'jump g += w_in'"),
+    "clamp-not-state": Message("'{name}' in 'clamp' is not a state of '{neuron}'"),
+    "ode-not-state": Message("'{name}' is not a state of '{neuron}'",
+                             "declare it with 'state {name} = ...'"),
+    "update-not-state": Message("'{name}' is not a state of '{neuron}'",
+                                "declare it with 'state {name} = ...'"),
+    "duplicate-ode": Message("state '{name}' already has an equation (line {first_line})"),
+    "spike-not-comparison": Message(
+        "the spike condition must be a comparison such as 'v >= v_th', or comparisons joined "
+        "with 'and' / 'or'"),
+    "spike-missing": Message(
         "neuron '{neuron}' has no 'spike' condition",
-        "add e.g. 'spike v >= v_th' (a non-spiking readout uses a neuron without reset)",
-    ),
-    "duplicate-spike": ("neuron '{neuron}' has more than one spike condition", None),
-    "reset-not-state": ("reset target '{name}' is not a state of '{neuron}'", None),
-    "assign-param": ("'{name}' is a parameter; only states can be assigned", None),
-    "unknown-method": ("unknown integration method '{name}'", "use exact, euler, rk2 or rk4"),
-    "mixed-methods": (
-        "the equations of '{neuron}' ask for different methods ({methods})",
-        "one method per ODE system",
-    ),
-    "expeuler-nonlinear": (
-        "method exponential_euler needs each equation linear in its own state, but "
-        "'{term}' is not",
-        "use method euler, rk2 or rk4",
-    ),
-    "exact-nonlinear": (
+        "add e.g. 'spike v >= v_th' (a non-spiking readout uses a neuron without reset)"),
+    "duplicate-spike": Message("neuron '{neuron}' has more than one spike condition"),
+    "reset-not-state": Message("reset target '{name}' is not a state of '{neuron}'"),
+    "assign-param": Message("'{name}' is a parameter; only states can be assigned"),
+    "unknown-method": Message("unknown integration method '{name}'",
+                              "use exact, euler, rk2 or rk4"),
+    "mixed-methods": Message("the equations of '{neuron}' ask for different methods ({methods})",
+                             "one method per ODE system"),
+    "expeuler-nonlinear": Message(
+        "method exponential_euler needs each equation "
+        "linear in its own state, but '{term}' is not",
+        "use method euler, rk2 or rk4"),
+    "exact-nonlinear": Message(
         "method exact needs a linear system, but the term '{term}' is nonlinear in the states",
-        "use method euler, rk2 or rk4",
-    ),
-    "unknown-surrogate": ("unknown surrogate '{name}'", "known: {known}"),
-    "surrogate-arg": ("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
-    "weight-dim": (
+        "use method euler, rk2 or rk4"),
+    "unknown-surrogate": Message("unknown surrogate '{name}'", "known: {known}"),
+    "surrogate-arg": Message("surrogate '{name}' takes no argument '{arg}'", "known: {known}"),
+    "weight-dim": Message(
         "the weight has dimension {got}, but input '{input}' of '{neuron}' has dimension {want}",
-        "give the weight in the input's unit, e.g. weight = 1.5 {example}",
-    ),
-    "not-positive": ("parameter '{name}' must be positive: it is {what}", None),
-    "range-violation": (
-        "parameter '{name}' = {value} is outside its range [{lo}, {hi}]",
-        None,
-    ),
-    "bad-range": ("range({lo}, {hi}) is empty", "the lower bound must not exceed the upper"),
-    "refractory-negative": ("the refractory period must not be negative", None),
-    "state-uses-state": ("initial value of '{name}' uses state '{other}'", "use parameters and numbers only"),
-    "param-cycle": ("parameter '{name}' depends on itself", None),
-    "param-uses-state": ("parameter '{name}' uses state '{other}'", None),
-    "no-states": ("neuron '{neuron}' has no state", "declare one with 'state v = 0'"),
-    "input-unused-dims": ("input '{name}' has unit '{unit}', which is not a known unit", None),
-    "duplicate-input": ("input '{name}' is declared twice", None),
-    "no-input": (
-        "neuron '{neuron}' declares no input, but a layer projects into it",
-        "add 'input I'",
-    ),
+        "give the weight in the input's unit, e.g. weight = 1.5 {example}"),
+    "not-positive": Message("parameter '{name}' must be positive: it is {what}"),
+    "range-violation": Message("parameter '{name}' = {value} is outside its range [{lo}, {hi}]"),
+    "bad-range": Message("range({lo}, {hi}) is empty", "the lower bound must not exceed the upper"),
+    "refractory-negative": Message("the refractory period must not be negative"),
+    "state-uses-state": Message("initial value of '{name}' uses state '{other}'",
+                                "use parameters and numbers only"),
+    "param-cycle": Message("parameter '{name}' depends on itself"),
+    "param-uses-state": Message("parameter '{name}' uses state '{other}'"),
+    "no-states": Message("neuron '{neuron}' has no state", "declare one with 'state v = 0'"),
+    "input-unused-dims": Message("input '{name}' has unit '{unit}', which is not a known unit"),
+    "duplicate-input": Message("input '{name}' is declared twice"),
+    "no-input": Message("neuron '{neuron}' declares no input, but a layer projects into it",
+                        "add 'input I'"),
     # --- units ------------------------------------------------------------
-    "dim-mismatch": ("cannot {op} {left} and {right}", None),
-    "dim-ode": (
-        "the right side of d{state}/dt has dimension {got}, expected {expected} ({state} per time)",
-        None,
-    ),
-    "dim-assign": ("cannot assign {got} to '{name}' of dimension {expected}", None),
-    "dim-function": ("{func}() needs a dimensionless argument, got {got}", None),
-    "dim-compare": ("cannot compare {left} and {right}", None),
-    "dim-exponent": ("an exponent must be a dimensionless number", None),
-    "dim-time": ("{what} must be a time, got {got}", None),
-    "exact-singular": (
+    "dim-mismatch": Message("cannot {op} {left} and {right}"),
+    "dim-ode": Message(
+        "the right side of d{state}/dt has dimension "
+        "{got}, expected {expected} ({state} per time)"),
+    "dim-assign": Message("cannot assign {got} to '{name}' of dimension {expected}"),
+    "dim-function": Message("{func}() needs a dimensionless argument, got {got}"),
+    "dim-compare": Message("cannot compare {left} and {right}"),
+    "dim-exponent": Message("an exponent must be a dimensionless number"),
+    "dim-time": Message("{what} must be a time, got {got}"),
+    "exact-singular": Message(
         "the exact step of neuron '{neuron}' divides by zero or oscillates at these parameter "
         "values (equal time constants, complex eigenvalues), and its matrix depends on "
         "'{param}', which is trainable or per neuron",
-        "solve it at fixed values (make '{param}' a plain parameter) or write `method rk4`",
-    ),
-    "dim-dt": (
-        "neuron '{neuron}' uses units, so dt must carry a time unit",
-        "write e.g. 'dt = 1 ms'",
-    ),
+        "solve it at fixed values (make '{param}' a plain parameter) or write `method rk4`"),
+    "dim-dt": Message("neuron '{neuron}' uses units, so dt must carry a time unit",
+                      "write e.g. 'dt = 1 ms'"),
     # --- networks ---------------------------------------------------------
-    "unknown-encoder": ("unknown encoder '{name}'", "known: {known}"),
-    "unknown-projection": ("unknown projection '{name}'", "known: {known}"),
-    "unknown-source": ("'{name}' is not an input or layer of network '{network}'", None),
-    "unknown-source-state": ("layer '{layer}' has no state '{name}'", "its states: {states}"),
-    "unknown-target-input": ("neuron '{neuron}' has no input '{name}'", "its inputs: {inputs}"),
-    "shape-mismatch": ("shape mismatch: {what}: {left} vs {right}", None),
-    "shape-missing": ("layer '{name}' needs a shape", "write e.g. 'layer {name}[128] = ...'"),
-    "shape-invalid": ("{what}", None),
-    "bad-shape": ("a shape dimension must be positive, got {value}", None),
-    "missing-setting": ("{block} '{name}' needs '{setting}'", None),
-    "unknown-setting": ("unknown setting '{name}' in {block}", "known: {known}"),
-    "duplicate-setting": ("'{name}' is set twice", None),
-    "bad-setting": ("{name}: {reason}", None),
-    "steps-positive": ("steps must be a positive integer", None),
-    "forward-cycle": (
-        "feed-forward cycle through {cycle}",
-        "a stateless stage cannot read a later layer",
-    ),
-    "output-unknown": ("output '{name}' is not a layer or input", None),
-    "unknown-reduction": ("unknown output reduction '{name}'", "use sum, mean or last"),
-    "no-output": ("network '{name}' has no output", "add e.g. 'output y'"),
-    "no-layers": ("network '{name}' has no layer", None),
-    "unknown-rule": ("unknown synapse rule '{name}'", None),
-    "unknown-projection-ref": ("network has no projection from '{src}' into '{dst}'", None),
-    "stage-recurrent": ("stateless layer '{name}' cannot read '{src}', which comes later", None),
-    "weights-missing": ("weights file '{path}' does not exist", None),
+    "unknown-encoder": Message("unknown encoder '{name}'", "known: {known}"),
+    "unknown-projection": Message("unknown projection '{name}'", "known: {known}"),
+    "unknown-source": Message("'{name}' is not an input or layer of network '{network}'"),
+    "unknown-source-state": Message("layer '{layer}' has no state '{name}'",
+                                    "its states: {states}"),
+    "unknown-target-input": Message("neuron '{neuron}' has no input '{name}'",
+                                    "its inputs: {inputs}"),
+    "shape-mismatch": Message("shape mismatch: {what}: {left} vs {right}"),
+    "shape-missing": Message("layer '{name}' needs a shape",
+                             "write e.g. 'layer {name}[128] = ...'"),
+    "shape-invalid": Message("{what}"),
+    "bad-shape": Message("a shape dimension must be positive, got {value}"),
+    "missing-setting": Message("{block} '{name}' needs '{setting}'"),
+    "unknown-setting": Message("unknown setting '{name}' in {block}", "known: {known}"),
+    "duplicate-setting": Message("'{name}' is set twice"),
+    "bad-setting": Message("{name}: {reason}"),
+    "steps-positive": Message("steps must be a positive integer"),
+    "forward-cycle": Message("feed-forward cycle through {cycle}",
+                             "a stateless stage cannot read a later layer"),
+    "output-unknown": Message("output '{name}' is not a layer or input"),
+    "unknown-reduction": Message("unknown output reduction '{name}'", "use sum, mean or last"),
+    "no-output": Message("network '{name}' has no output", "add e.g. 'output y'"),
+    "no-layers": Message("network '{name}' has no layer"),
+    "unknown-rule": Message("unknown synapse rule '{name}'"),
+    "unknown-projection-ref": Message("network has no projection from '{src}' into '{dst}'"),
+    "stage-recurrent": Message("stateless layer '{name}' cannot read '{src}', which comes later"),
+    "weights-missing": Message("weights file '{path}' does not exist"),
     # --- train ------------------------------------------------------------
-    "unknown-network": ("unknown network '{name}'", "{hint}"),
-    "unknown-loss": ("unknown loss '{name}'", "known: {known}"),
-    "unknown-data": ("unknown data set '{name}'", "known: {known}"),
-    "unknown-optimizer": ("unknown optimizer '{name}'", "known: {known}"),
-    "unknown-schedule": ("unknown schedule '{name}'", "known: {known}"),
-    "unknown-metric": ("unknown metric '{name}'", "known: {known}"),
+    "unknown-network": Message("unknown network '{name}'", "{hint}"),
+    "unknown-loss": Message("unknown loss '{name}'", "known: {known}"),
+    "unknown-data": Message("unknown data set '{name}'", "known: {known}"),
+    "unknown-optimizer": Message("unknown optimizer '{name}'", "known: {known}"),
+    "unknown-schedule": Message("unknown schedule '{name}'", "known: {known}"),
+    "unknown-metric": Message("unknown metric '{name}'", "known: {known}"),
     # --- test -------------------------------------------------------------
-    "test-no-subject": ("test needs 'neuron = ...' or 'network = ...'", None),
-    "test-no-run": ("test needs 'run DURATION'", None),
-    "unknown-quantity": ("unknown quantity '{name}' in expect", "known: {known}"),
-    "unknown-target": ("unknown target '{name}'", "known: {known}"),
-    "unknown-drive": ("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
-    "bad-drive": ("unknown drive '{name}'", "known: {known}"),
-    "data-error": ("{message}", None),  # a data set that cannot be loaded (train blocks)
+    "test-no-subject": Message("test needs 'neuron = ...' or 'network = ...'"),
+    "test-no-run": Message("test needs 'run DURATION'"),
+    "unknown-quantity": Message("unknown quantity '{name}' in expect", "known: {known}"),
+    "unknown-target": Message("unknown target '{name}'", "known: {known}"),
+    "unknown-drive": Message("'{name}' is not an input of '{subject}'", "its inputs: {inputs}"),
+    "bad-drive": Message("unknown drive '{name}'", "known: {known}"),
+    "data-error": Message("{message}"),  # a data set that cannot be loaded (train blocks)
     # --- targets ------------------------------------------------------------
-    "unsupported": ("{target} cannot express {what}: {reason}", None),
+    "unsupported": Message("{target} cannot express {what}: {reason}"),
     # --- neuromorphic platforms (spikedsl/targets/nir/platform_check.py) -------
-    "platform-limit": (
+    "platform-limit": Message(
         "{platform}: layer '{layer}': {what} {value} exceeds the limit {limit} [{source}]",
-        "{hint}",
-    ),
-    "platform-unsupported": (
+        "{hint}"),
+    "platform-unsupported": Message(
         "{platform}: layer '{layer}': {what} is not supported: {reason} [{source}]",
-        "{hint}",
-    ),
+        "{hint}"),
     # --- weights files and NIR import (spikedsl/lowering/weights.py, targets/nir/importer.py)
-    "weights-file": ("cannot read weights file '{path}': {reason}", None),
-    "weights-shape": ("weights entry '{name}' has shape {got}, expected {expected}", None),
-    "weights-missing-key": (
+    "weights-file": Message("cannot read weights file '{path}': {reason}"),
+    "weights-shape": Message("weights entry '{name}' has shape {got}, expected {expected}"),
+    "weights-missing-key": Message(
         "the weights have no entry '{name}'",
-        "names follow docs/semantics.md: LAYER.weight, LAYER.bias, LAYER.PARAM",
-    ),
-    "weights-keys-missing": (
+        "names follow docs/semantics.md: LAYER.weight, LAYER.bias, LAYER.PARAM"),
+    "weights-keys-missing": Message(
         "{origin} has no {entries}",
-        "a weights file of network '{network}' holds all its {count} arrays "
-        "(names: docs/semantics.md, 'Parameter names')",
-    ),
-    "weights-keys-unknown": (
-        "{origin} has {entries} that network '{network}' does not have",
-        "its arrays: {known}",
-    ),
-    "weights-entry-shape": (
-        "{origin}: entry '{name}' has shape {got}, network '{network}' expects {expected}",
-        None,
-    ),
-    "weights-not-numeric": ("{origin}: entry '{name}' is not an array of numbers", None),
-    "weights-not-mapping": ("weights must be a file name or a dict name -> array, not {got}",
-                            None),
-    "weights-not-finite": ("{origin}: entry '{name}' holds {count} NaN or infinite value(s)",
-                           None),
-    "weights-range": (
-        "{origin}: entry '{name}' holds {value}, outside the range [{lo}, {hi}] of "
-        "parameter '{param}'",
-        None,
-    ),
-    "weights-not-positive": (
-        "{origin}: entry '{name}' holds {value}, but parameter '{param}' is {what} and must "
-        "be positive",
-        None,
-    ),
+        "a weights file of network '{network}' holds all its {count} arrays (names: "
+        "docs/semantics.md, 'Parameter names')"),
+    "weights-keys-unknown": Message("{origin} has {entries} that network '{network}' does not have",
+                                    "its arrays: {known}"),
+    "weights-entry-shape": Message(
+        "{origin}: entry '{name}' has shape {got}, network '{network}' expects {expected}"),
+    "weights-not-numeric": Message("{origin}: entry '{name}' is not an array of numbers"),
+    "weights-not-mapping": Message(
+        "weights must be a file name or a dict name -> array, not {got}"),
+    "weights-not-finite": Message(
+        "{origin}: entry '{name}' holds {count} NaN or infinite value(s)"),
+    "weights-range": Message(
+        "{origin}: entry '{name}' holds {value}, outside "
+        "the range [{lo}, {hi}] of parameter '{param}'"),
+    "weights-not-positive": Message(
+        "{origin}: entry '{name}' holds {value}, but "
+        "parameter '{param}' is {what} and must be positive"),
     # --- the inputs of a run (spikedsl/runtime/validate.py) -------------------
-    "input-dict": ("network '{network}' has {count} inputs ({names}): pass a dict "
-                   "{{input name: array}}", None),
-    "input-unknown": ("{names}: not an input of network '{network}'", "its inputs: {known}"),
-    "input-missing": ("missing input '{name}' of network '{network}'",
-                      "pass {{'{name}': [T, B, {shape}]}} (encoded) or [B, {shape}] (raw)"),
-    "input-not-numeric": ("input '{name}' of network '{network}' is not an array of numbers",
-                          None),
-    "input-shape": (
-        "input '{name}' has shape {got}; network '{network}' expects [T, B, {shape}] "
-        "(encoded) or [B, {shape}] (raw)",
-        None,
-    ),
-    "input-spikes-raw": (
-        "input '{name}' uses the 'spikes' encoder: give spike trains [T, B, {shape}], "
-        "got shape {got}",
-        None,
-    ),
-    "input-empty": ("input '{name}' has no {what} ({axis} = 0, shape {got})",
-                    "a run lasts as many steps as its inputs hold"),
-    "input-lengths": ("the inputs differ in their number of {what}: {detail}", None),
-    "input-not-finite": (
-        "input '{name}' holds {count} NaN or infinite value(s) (the first at index {first})",
-        None,
-    ),
-    "input-not-spikes": (
+    "input-dict": Message(
+        "network '{network}' has {count} inputs ({names}): pass a dict {{input name: array}}"),
+    "input-unknown": Message("{names}: not an input of network '{network}'", "its inputs: {known}"),
+    "input-missing": Message("missing input '{name}' of network '{network}'",
+                             "pass {{'{name}': [T, B, {shape}]}} (encoded) or [B, {shape}] (raw)"),
+    "input-not-numeric": Message(
+        "input '{name}' of network '{network}' is not an array of numbers"),
+    "input-shape": Message(
+        "input '{name}' has shape {got}; network '{network}' expects [T, B, {shape}] (encoded) "
+        "or [B, {shape}] (raw)"),
+    "input-spikes-raw": Message(
+        "input '{name}' uses the 'spikes' encoder: give "
+        "spike trains [T, B, {shape}], got shape {got}"),
+    "input-empty": Message("input '{name}' has no {what} ({axis} = 0, shape {got})",
+                           "a run lasts as many steps as its inputs hold"),
+    "input-lengths": Message("the inputs differ in their number of {what}: {detail}"),
+    "input-not-finite": Message(
+        "input '{name}' holds {count} NaN or infinite value(s) (the first at index {first})"),
+    "input-not-spikes": Message(
         "input '{name}' uses the 'spikes' encoder, but holds {value} ({count} value(s) other "
         "than 0 and 1)",
-        "a spike input holds only 0 and 1; declare the input 'direct' for graded values",
-    ),
-    "input-latency": ("input '{name}' uses the 'latency' encoder and needs raw values in "
-                      "[0, 1], got values in [{lo}, {hi}]", None),
-    "nir-file": ("cannot read NIR file '{path}': {reason}", None),
-    "nir-invalid": ("invalid NIR graph: {reason}", None),
-    "nir-node": ("NIR node '{node}' ({type}): {reason}", None),
-    "nir-unknown-node": (
-        "NIR node '{node}' has type '{type}', which spikedsl cannot import",
-        "importable node types: {known}",
-    ),
-    "nir-cycle": (
+        "a spike input holds only 0 and 1; declare the input 'direct' for graded values"),
+    "input-latency": Message(
+        "input '{name}' uses the 'latency' encoder and needs raw values in [0, 1], got values in "
+        "[{lo}, {hi}]"),
+    "nir-file": Message("cannot read NIR file '{path}': {reason}"),
+    "nir-invalid": Message("invalid NIR graph: {reason}"),
+    "nir-node": Message("NIR node '{node}' ({type}): {reason}"),
+    "nir-unknown-node": Message("NIR node '{node}' has type '{type}', which spikedsl cannot import",
+                                "importable node types: {known}"),
+    "nir-cycle": Message(
         "the NIR graph has a cycle without a neuron node: {cycle}",
-        "a recurrent loop must pass through a neuron, which holds the state between steps",
-    ),
+        "a recurrent loop must pass through a neuron, which holds the state between steps"),
 }
 
 
@@ -341,12 +306,12 @@ def name_loc(file: str, line: int, name: str) -> Loc | None:
 
 
 def diag(code: str, loc: Loc | None, **fields) -> Diagnostic:
-    msg_t, hint_t = CATALOGUE[code]
-    msg = msg_t.format(**fields)
+    entry = CATALOGUE[code]
+    msg = entry.text.format(**fields)
     hint = None
-    if hint_t is not None:
+    if entry.hint is not None:
         try:
-            hint = hint_t.format(**fields) or None
+            hint = entry.hint.format(**fields) or None
         except KeyError:
             hint = None
     return Diagnostic(code=code, message=msg, loc=loc, hint=hint)
@@ -411,3 +376,24 @@ class Collector:
 class UserError(Exception):
     """A request that cannot be met (a file that cannot be written, a device
     this machine lacks): the command line prints the message, exit code 1."""
+
+
+class UsageError(Exception):
+    """A command-line argument that does not fit the spec: exit code 2."""
+
+
+# the exit code of a command line that stops on an exception: the first class here
+# that it is an instance of (spikedsl.cli and the pipeline's own command line; the
+# messages are theirs); any other exception is a bug, exit code 1
+EXIT_CODES: dict[type[BaseException], int] = {
+    SpecError: 1,
+    UsageError: 2,
+    UserError: 1,
+    KeyboardInterrupt: 130,
+    BrokenPipeError: 0,  # the reader of stdout went away (`spikedsl ir | head`)
+}
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code of a command line that stopped on ``e`` (:data:`EXIT_CODES`)."""
+    return next((code for cls, code in EXIT_CODES.items() if isinstance(e, cls)), 1)

@@ -61,10 +61,10 @@ def check_expr(e: ir.Expr, scope: set[str], errors: Collector, hint_scope: str =
                 walk(a)
             for k in x.kwargs:
                 walk(k.value)
-        elif isinstance(x, ir.BinOp | ir.Compare | ir.BoolOp):
+        elif isinstance(x, ir.Binary):
             walk(x.left)
             walk(x.right)
-        elif isinstance(x, ir.Neg | ir.Not):
+        elif isinstance(x, ir.Unary):
             walk(x.operand)
 
     walk(e)
@@ -281,7 +281,7 @@ def _divisors(n: ir.Neuron) -> set[str]:
                 out.update(names(e.right))
             walk(e.left)
             walk(e.right)
-        elif isinstance(e, ir.Neg | ir.Not):
+        elif isinstance(e, ir.Unary):
             walk(e.operand)
         elif isinstance(e, ir.Call):
             for a in e.args:

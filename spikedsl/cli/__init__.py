@@ -55,8 +55,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spikedsl.cli._common import UsageError
-    from spikedsl.errors import SpecError, UserError
+    from spikedsl.errors import EXIT_CODES, exit_code
 
     parser, mains = build_parser()
     args = parser.parse_args(argv)
@@ -65,22 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(mains[args.command](args) or 0)
-    except SpecError as e:
-        print(e.render(), file=sys.stderr)
-        n = len(e.diagnostics)
-        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
-        return 1
-    except UsageError as e:
-        print(f"spikedsl {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except UserError as e:
-        print(f"spikedsl {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+    except tuple(EXIT_CODES) as e:
+        _report(e, args.command)
+        return exit_code(e)
     except Exception as e:
         if os.environ.get("SPIKEDSL_DEBUG"):
             raise
@@ -88,6 +74,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spikedsl {args.command}: error: {msg}", file=sys.stderr)
         print("(set SPIKEDSL_DEBUG=1 for details)", file=sys.stderr)
         return 1
+
+
+def _report(e: BaseException, command: str) -> None:
+    """Print what stopped ``command``: one of :data:`spikedsl.errors.EXIT_CODES`."""
+    from spikedsl.errors import SpecError
+
+    if isinstance(e, SpecError):
+        n = len(e.diagnostics)
+        print(e.render(), file=sys.stderr)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+    elif isinstance(e, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+    elif not isinstance(e, BrokenPipeError):  # a usage or user error
+        print(f"spikedsl {command}: error: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import sys
 
 from spikedsl import atomic
+from spikedsl.errors import UsageError
 
 
 def integer(lo: int):
@@ -41,10 +42,6 @@ def load_or_report(path: str):
         n = len(e.diagnostics)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return None
-
-
-class UsageError(Exception):
-    """A command-line argument that does not fit the spec: exit code 2."""
 
 
 def network(prog, name: str | None):

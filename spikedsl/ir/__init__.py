@@ -11,15 +11,20 @@ Two layers live here:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from spikedsl.errors import Loc
 
 
-class Node(BaseModel):
+class Frozen(BaseModel):
+    """Every IR node: immutable, no unknown fields, its schema built on first use."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class Node(Frozen):
     loc: Loc | None = Field(default=None, repr=False)
 
 
@@ -47,40 +52,56 @@ class Str(Node):
     value: str
 
 
-class BinOp(Node):
+class Binary(Node):
+    """``left op right``.  Each subclass narrows ``kind`` and ``op``; a narrowed
+    field keeps its place, so every one dumps as kind, op, left, right."""
+
+    kind: str
+    op: str
+    left: Expr
+    right: Expr
+
+
+class Unary(Node):
+    """An operator applied to one expression (``-x``, ``not x``)."""
+
+    kind: str
+    operand: Expr
+
+
+class BinOp(Binary):
     kind: Literal["bin"] = "bin"
     op: Literal["+", "-", "*", "/", "**"]
-    left: Expr
-    right: Expr
 
 
-class Neg(Node):
+class Neg(Unary):
     kind: Literal["neg"] = "neg"
-    operand: Expr
 
 
-class Compare(Node):
+class Compare(Binary):
     kind: Literal["cmp"] = "cmp"
     op: Literal[">=", "<=", ">", "<", "==", "!="]
-    left: Expr
-    right: Expr
 
 
-class BoolOp(Node):
+class BoolOp(Binary):
     kind: Literal["bool"] = "bool"
     op: Literal["and", "or"]
-    left: Expr
-    right: Expr
 
 
-class Not(Node):
+class Not(Unary):
     kind: Literal["not"] = "not"
-    operand: Expr
 
 
-class Keyword(Node):
+class Binding(Node):
+    """A name bound to an expression: a keyword argument, a setting, a parameter,
+    a drive of a test."""
+
     name: str
     value: Expr
+
+
+class Keyword(Binding):
+    pass
 
 
 class Call(Node):
@@ -114,9 +135,10 @@ class Assign(Node):
     value: Expr
 
 
-class Param(Node):
-    name: str
-    value: Expr
+Statements = tuple[Assign, ...]  # a block: update, reset, on_pre, a lowered step ...
+
+
+class Param(Binding):
     trainable: bool = False
     per_neuron: bool = False
     init: Call | None = None  # per_neuron(uniform(a, b))
@@ -145,34 +167,35 @@ class Surrogate(Node):
     args: tuple[Keyword, ...] = ()
 
 
-class Neuron(Node):
+class Dynamics(Node):
+    """What a neuron and a synapse rule both declare first: a name, parameters, states."""
+
     name: str
     params: tuple[Param, ...] = ()
     states: tuple[State, ...] = ()
+
+
+class Neuron(Dynamics):
     inputs: tuple[InputDecl, ...] = ()
     odes: tuple[ODE, ...] = ()
-    updates: tuple[Assign, ...] = ()
-    jumps: tuple[Assign, ...] = ()
+    updates: Statements = ()
+    jumps: Statements = ()
     spikes: tuple[Expr, ...] = ()
-    reset: tuple[Assign, ...] = ()
+    reset: Statements = ()
     reset_detach: bool = False
     refractory: Expr | None = None
     clamp: tuple[Name, ...] | None = None  # None: the states that reset assigns
     surrogate: Surrogate | None = None
 
 
-class Synapse(Node):
-    name: str
-    params: tuple[Param, ...] = ()
-    states: tuple[State, ...] = ()
+class Synapse(Dynamics):
     odes: tuple[ODE, ...] = ()
-    on_pre: tuple[Assign, ...] = ()
-    on_post: tuple[Assign, ...] = ()
+    on_pre: Statements = ()
+    on_post: Statements = ()
 
 
-class Setting(Node):
-    name: str
-    value: Expr
+class Setting(Binding):
+    pass
 
 
 class NetInput(Node):
@@ -203,23 +226,25 @@ class Plasticity(Node):
     target: str
 
 
-class Network(Node):
+class Block(Node):
+    """A named block of settings (``train``, ``test``; a network adds its layers)."""
+
     name: str
     settings: tuple[Setting, ...] = ()
+
+
+class Network(Block):
     inputs: tuple[NetInput, ...] = ()
     layers: tuple[Layer, ...] = ()
     outputs: tuple[Output, ...] = ()
     plasticity: tuple[Plasticity, ...] = ()
 
 
-class Train(Node):
-    name: str
-    settings: tuple[Setting, ...] = ()
+class Train(Block):
+    pass
 
 
-class Drive(Node):
-    name: str
-    value: Expr
+class Drive(Binding):
     start: Expr | None = None
     stop: Expr | None = None
 
@@ -232,9 +257,7 @@ class Expect(Node):
     tol: Expr | None = None
 
 
-class Test(Node):
-    name: str
-    settings: tuple[Setting, ...] = ()
+class Test(Block):
     drives: tuple[Drive, ...] = ()
     run: Expr | None = None
     expects: tuple[Expect, ...] = ()
@@ -258,10 +281,18 @@ class Module(Node):
 
 # ------------------------------------------------------------------ lowered IR
 Number = float
+_T = TypeVar("_T", "LParam", "LLayer")
 
 
-class LParam(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+def _named(items: tuple[_T, ...], name: str) -> _T:
+    """The item called ``name`` (KeyError if there is none)."""
+    for it in items:
+        if it.name == name:
+            return it
+    raise KeyError(name)
+
+
+class LParam(Frozen):
     name: str
     value: Number  # SI base units (or steps/dimensionless when unitless)
     dim: str = "1"  # canonical dimension string, e.g. "s", "V", "1"
@@ -271,8 +302,7 @@ class LParam(BaseModel):
     range: tuple[Number, Number] | None = None
 
 
-class LState(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LState(Frozen):
     name: str
     init: Expr  # over params and numbers
     dim: str = "1"
@@ -283,13 +313,27 @@ from spikedsl.ir.surrogates import SURROGATES as _SURROGATES  # noqa: E402 (the 
 SurrogateName = Literal[tuple(_SURROGATES)]  # type: ignore[valid-type]
 
 
-class LSurrogate(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LSurrogate(Frozen):
     name: SurrogateName
     args: dict[str, Number]
 
 
-class LNeuron(BaseModel):
+class LDynamics(Frozen):
+    """What a lowered neuron and a lowered synapse rule both start with."""
+
+    name: str
+    params: tuple[LParam, ...]
+    states: tuple[LState, ...]
+
+    def param(self, name: str) -> LParam:
+        return _named(self.params, name)
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+
+class LNeuron(LDynamics):
     """One neuron (after overrides) with its explicit discrete step.
 
     ``temps`` run in order (each reads states, params, inputs, ``dt`` and
@@ -298,18 +342,14 @@ class LNeuron(BaseModel):
     seconds when the neuron uses units, else 1.0 (time in steps).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-    name: str
-    params: tuple[LParam, ...]
-    states: tuple[LState, ...]
     inputs: tuple[str, ...]
     input_dims: tuple[str, ...] = ()
     method: Literal["exact", "euler", "rk2", "rk4", "exponential_euler", "update", "none"]
-    temps: tuple[Assign, ...] = ()
-    updates: tuple[Assign, ...]
+    temps: Statements = ()
+    updates: Statements
     # instantaneous jumps at the start of the step (``s = expr``, in order, each
     # reading the values the previous ones left), with this step's inputs
-    jumps: tuple[Assign, ...] = ()
+    jumps: Statements = ()
     spiking: bool = True
     spike_x: Expr | None = None  # surrogate argument x = lhs - rhs
     spike_op: Literal[">=", ">"] = ">="
@@ -319,9 +359,9 @@ class LNeuron(BaseModel):
     clamp: tuple[str, ...] = ()
     # the step while refractory when it differs from ``updates`` for the
     # unclamped states (exact/rk solutions of a system coupled to a clamped state)
-    refr_temps: tuple[Assign, ...] = ()
-    refr_updates: tuple[Assign, ...] = ()
-    reset: tuple[Assign, ...] = ()
+    refr_temps: Statements = ()
+    refr_updates: Statements = ()
+    reset: Statements = ()
     reset_detach: bool = False
     refractory: Number = 0.0  # duration in the neuron's time unit (s or steps)
     surrogate: LSurrogate
@@ -342,44 +382,28 @@ class LNeuron(BaseModel):
         """Where the neuron is defined: its own file, else ``file``, and the line."""
         return (self.source_file or file, self.source_line)
 
-    def param(self, name: str) -> LParam:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
 
-    @property
-    def state_names(self) -> list[str]:
-        return [s.name for s in self.states]
-
-
-class LSynapse(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-    name: str
-    params: tuple[LParam, ...]
-    states: tuple[LState, ...]
+class LSynapse(LDynamics):
     method: str = "exact"
-    temps: tuple[Assign, ...] = ()
-    updates: tuple[Assign, ...] = ()
-    on_pre: tuple[Assign, ...] = ()
-    on_post: tuple[Assign, ...] = ()
+    temps: Statements = ()
+    updates: Statements = ()
+    on_pre: Statements = ()
+    on_post: Statements = ()
     uses_units: bool = False
     dt: Number | None = None  # the value of ``dt`` in the rule (as for a neuron), set by lowering
 
 
-class LInit(BaseModel):
+class LInit(Frozen):
     """The resolved initialisation of one array (drawn by spikedsl.lowering.weights):
     ``uniform`` (args a, b), ``normal`` (args mean, std) or ``constant`` (arg c);
     ``magnitude``: the absolute value of the draw (projections with a ``sign``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     dist: Literal["uniform", "normal", "constant"]
     args: tuple[Number, ...]
     magnitude: bool = False
 
 
-class LProjection(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LProjection(Frozen):
     kind: Literal["dense", "conv2d", "sparse", "one_to_one"]
     source: str  # layer or input name
     source_state: str | None = None  # None = spikes (or values of an input/stage)
@@ -408,8 +432,7 @@ class LProjection(BaseModel):
     source_line: int = 0
 
 
-class LLayer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LLayer(Frozen):
     name: str
     kind: Literal["input", "neuron", "stage", "projection", "cell"]
     shape: tuple[int, ...]
@@ -430,8 +453,7 @@ class LLayer(BaseModel):
     source_line: int = 0
 
 
-class LOutput(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LOutput(Frozen):
     name: str  # "o", "y.v", "sum(o)"
     layer: str
     state: str | None = None  # None: spikes (or values); "v" / "v_pre"
@@ -440,16 +462,14 @@ class LOutput(BaseModel):
     shape: tuple[int, ...]
 
 
-class LPlasticity(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LPlasticity(Frozen):
     rule: LSynapse
     source: str
     target: str
     projection: str  # param_name of the projection
 
 
-class LNetwork(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class LNetwork(Frozen):
     name: str
     dt: Number  # seconds if it had a unit, else 1.0
     dt_unit: str | None = None  # the unit dt was written in ("ms"), None if unitless
@@ -462,10 +482,7 @@ class LNetwork(BaseModel):
     source_line: int = 0
 
     def layer(self, name: str) -> LLayer:
-        for lay in self.layers:
-            if lay.name == name:
-                return lay
-        raise KeyError(name)
+        return _named(self.layers, name)
 
     @property
     def inputs(self) -> list[LLayer]:

@@ -49,9 +49,9 @@ _METHOD = {k: f"visit_{k}" for k in KINDS}
 
 def children(e: ir.Expr) -> tuple[ir.Expr, ...]:
     """The sub-expressions of ``e`` (call arguments, then keyword values)."""
-    if isinstance(e, ir.BinOp | ir.Compare | ir.BoolOp):
+    if isinstance(e, ir.Binary):
         return (e.left, e.right)
-    if isinstance(e, ir.Neg | ir.Not):
+    if isinstance(e, ir.Unary):
         return (e.operand,)
     if isinstance(e, ir.Call):
         return tuple(e.args) + tuple(k.value for k in e.kwargs)

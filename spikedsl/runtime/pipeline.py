@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None, *, spec: str | os.PathLike | None = None
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    from spikedsl.errors import SpecError
+    from spikedsl.errors import SpecError, exit_code
     from spikedsl.runtime.data import DataError
 
     try:
@@ -335,15 +335,14 @@ def main(argv: list[str] | None = None, *, spec: str | os.PathLike | None = None
                        brian2=not a.no_brian2, brian2_limit=a.brian2_limit,
                        brian2_device=a.brian2_device, threads=a.threads,
                        progress=not a.no_progress)
-    except SpecError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except DataError as e:
-        print(f"demo: data error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (SpecError, DataError, KeyboardInterrupt) as e:
+        if isinstance(e, SpecError):
+            print(e.render(), file=sys.stderr)
+        elif isinstance(e, DataError):
+            print(f"demo: data error: {e}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
+        return exit_code(e)
     return 0 if res.status == "done" else 1
 
 

@@ -64,6 +64,25 @@ __all__ = [
 
 
 # ======================================================================= result
+class _RunFile:
+    """A file of the run directory as a read-only attribute of :class:`TrainResult`
+    (``res.weights`` is ``res.run_dir / "weights.npz"``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, res: TrainResult | None, owner: type | None = None) -> Path:
+        if res is None:  # looked up on the class
+            return self  # type: ignore[return-value]
+        return res.run_dir / self.name
+
+    def __set__(self, res: TrainResult, value: object) -> None:
+        raise AttributeError(f"'{self.attr}' is derived from run_dir: set run_dir instead")
+
+
 @dataclass
 class TrainResult:
     """What a run did: status, final metrics, per-epoch history and files."""
@@ -90,21 +109,11 @@ class TrainResult:
     def final(self) -> dict[str, float]:
         return dict(self.history[-1]) if self.history else {}
 
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir / "checkpoint.pt"
-
-    @property
-    def weights(self) -> Path:
-        return self.run_dir / "weights.npz"
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.run_dir / "metrics.csv"
-
-    @property
-    def plot(self) -> Path:
-        return self.run_dir / "metrics.png"
+    # the files of the run directory (module docstring)
+    checkpoint = _RunFile("checkpoint.pt")
+    weights = _RunFile("weights.npz")
+    metrics_csv = _RunFile("metrics.csv")
+    plot = _RunFile("metrics.png")
 
     @property
     def paths(self) -> dict[str, Path]:

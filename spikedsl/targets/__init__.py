@@ -139,6 +139,40 @@ _TORCH_LIKE = dict(gradients=True, devices=("cpu", "cuda"),
 _BUILT_IN_MODELS = dict(cells=frozenset(), plasticity=frozenset())
 _GENERATED_MODULE = {"source": "convert", "build": "build", "run": "run", "check": "check"}
 
+# each target's own words for what it refuses, where they say more than _REASONS
+_OWN_REASONS: Mapping[str, Mapping[str, str]] = {
+    "norse": {
+        "cell": "Norse has no spiking LSTM cell (use the torch target)",
+        "plasticity": "the Norse target has no learning rules (use the torch target)",
+        "states": "Norse's cells have one or two",
+        "refractory": "it has a refractory period; Norse's LIFRefracCell holds the "
+                      "membrane differently (docs/norse.md)",
+    },
+    "brian2": {
+        "cell": "Brian2 has no LSTM cells; simulate this network with the torch target",
+        "plasticity": "a synapse rule needs one weight per synapse, a convolution "
+                      "shares its kernel",
+    },
+    "nir": {
+        "cell": "NIR has no LSTM cells",
+        "stage:maxpool2d": "NIR has no max pooling node",
+        "stage:batchnorm": "NIR has no batch normalisation node",
+        "function": "NIR has no elementwise '{func}' node",
+        "plasticity": "NIR graphs hold no learning rules",
+        "delay": "NIR graphs have no step delays (allow_approx drops the delay)",
+        "states": "NIR neurons have one (LIF, IF, LI, I) or two (CubaLIF, CubaLI)",
+        "refractory": "it has a refractory period (holding {held} for {steps} steps "
+                      "after a spike); NIR neurons have none (allow_approx drops it)",
+    },
+    "nest": {
+        "cell": "NEST has no LSTM cells",
+        "stage": "NEST networks hold neurons only",
+        "function": "NEST networks hold neurons only",
+        "plasticity": "the NEST target runs no synapse rules (use the torch or Brian2 target)",
+        "states": "NEST's built-in models have one to nine",
+    },
+}
+
 TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
     Target(
         name="reference", title="reference", module="spikedsl.runtime.reference",
@@ -161,11 +195,7 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
                           neurons="steps equal to a Norse cell (LIFBoxCell, IAFCell, "
                                   "LIBoxCell, LIFCell, LICell)"),
         entries=_GENERATED_MODULE,
-        reasons={"cell": "Norse has no spiking LSTM cell (use the torch target)",
-                 "plasticity": "the Norse target has no learning rules (use the torch target)",
-                 "states": "Norse's cells have one or two",
-                 "refractory": "it has a refractory period; Norse's LIFRefracCell holds the "
-                               "membrane differently (docs/norse.md)"},
+        reasons=_OWN_REASONS["norse"],
     ),
     Target(
         name="brian2", title="brian2", module="spikedsl.targets.brian2",
@@ -174,12 +204,8 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
         caps=Capabilities(cells=frozenset(), units=True,
                           devices=("runtime", "numpy", "cython", "cpp_standalone"),
                           dtypes=("float32", "float64")),
-        entries={"source": "convert", "build": "build", "run": "run", "simulate": "simulate",
-                 "check": "check"},
-        reasons={"cell": "Brian2 has no LSTM cells; simulate this network with the torch "
-                         "target",
-                 "plasticity": "a synapse rule needs one weight per synapse, a convolution "
-                               "shares its kernel"},
+        entries={**_GENERATED_MODULE, "simulate": "simulate"},
+        reasons=_OWN_REASONS["brian2"],
     ),
     Target(
         name="nir", title="NIR", module="spikedsl.targets.nir",
@@ -193,15 +219,7 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
                           neurons="steps equal to NIR's LIF, CubaLIF, IF, LI, I, CubaLI"),
         entries={"source": "convert", "build": "convert", "export": "export", "run": "run",
                  "check": "check"},
-        reasons={"cell": "NIR has no LSTM cells",
-                 "stage:maxpool2d": "NIR has no max pooling node",
-                 "stage:batchnorm": "NIR has no batch normalisation node",
-                 "function": "NIR has no elementwise '{func}' node",
-                 "plasticity": "NIR graphs hold no learning rules",
-                 "delay": "NIR graphs have no step delays (allow_approx drops the delay)",
-                 "states": "NIR neurons have one (LIF, IF, LI, I) or two (CubaLIF, CubaLI)",
-                 "refractory": "it has a refractory period (holding {held} for {steps} steps "
-                               "after a spike); NIR neurons have none (allow_approx drops it)"},
+        reasons=_OWN_REASONS["nir"],
     ),
     Target(
         name="nest", title="NEST", module="spikedsl.targets.nest",
@@ -212,12 +230,7 @@ TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in (
                           neurons="steps equal to a NEST built-in (iaf_psc_delta, iaf_psc_exp, "
                                   "iaf_cond_exp, aeif_cond_exp, izhikevich, hh_psc_alpha)"),
         entries={"run": "run", "simulate": "run", "check": "check", "schedule": "schedule"},
-        reasons={"cell": "NEST has no LSTM cells",
-                 "stage": "NEST networks hold neurons only",
-                 "function": "NEST networks hold neurons only",
-                 "plasticity": "the NEST target runs no synapse rules (use the torch or Brian2 "
-                               "target)",
-                 "states": "NEST's built-in models have one to nine"},
+        reasons=_OWN_REASONS["nest"],
     ),
 )})
 
