@@ -15,14 +15,7 @@ from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.units import ONE, Dim
-from spikedsl.targets.brian2.printer import (
-    B2Printer,
-    DimError,
-    Names,
-    dim_of,
-    unit_expr,
-    unit_names,
-)
+from spikedsl.targets.brian2 import printer as b2
 
 
 # ----------------------------------------------------------------- neurons
@@ -47,7 +40,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     dt = "dt" if neu.uses_units else repr(float(neu.dt if neu.dt is not None else 1.0))
     names_in = dict(nm)
     names_in.update(eff)
-    pr = B2Printer(names_in, dims, dt=dt, stripped=stripped)
+    pr = b2.B2Printer(names_in, dims, dt=dt, stripped=stripped)
     taken = (set(nm.values()) | set(eff.values()) | set(bias_names.values())
              | set(pre_vars.values()))
 
@@ -65,7 +58,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         if stripped:
             return f"({s})*{pr.unit(want)}" if want != ONE else s
         if d != want and not (d == ONE and _is_zero(e)):
-            raise DimError(f"assignment to {target}")
+            raise b2.DimError(f"assignment to {target}")
         return pr.zero(want) if d != want else s
 
     lines: list[str] = []
@@ -105,7 +98,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     else:
         lines += clears
     # threshold and reset read the new states (and the temporaries' dimensions)
-    pr_post = B2Printer(names_in, temp_dims, dt=dt, stripped=stripped)
+    pr_post = b2.B2Printer(names_in, temp_dims, dt=dt, stripped=stripped)
     threshold = reset = None
     if neu.spiking and (neu.spike_cond is not None or neu.spike_x is not None):
         if neu.spike_cond is not None:
@@ -122,7 +115,7 @@ def _is_zero(e: ir.Expr) -> bool:
     return isinstance(e, ir.Num) and e.value == 0 and not e.unit
 
 
-def _temp(pr: B2Printer, e: ir.Expr) -> tuple[str, object]:
+def _temp(pr: b2.B2Printer, e: ir.Expr) -> tuple[str, object]:
     """A temporary's text and dimension; a literal zero (the derivative of a
     held state) keeps the dimension of whatever it meets."""
     if _is_zero(e):
@@ -146,27 +139,27 @@ def rule_code(rule: ir.LSynapse, w_dim: Dim, avoid: set[str] = frozenset()) -> R
     """The Brian2 code of a synapse rule on a projection whose weight has
     dimension ``w_dim``; ``avoid``: names of the pre- and postsynaptic groups
     (Brian2 refuses a synaptic variable with the name of one of theirs)."""
-    names = Names({"w"} | set(avoid))
+    names = b2.Names({"w"} | set(avoid))
     nm = {"w": "w"}
     dims: dict[str, Dim] = {"w": w_dim}
     for q in rule.params:
         nm[q.name] = names.user(q.name)
-        dims[q.name] = dim_of(q.dim)
+        dims[q.name] = b2.dim_of(q.dim)
     for s in rule.states:
         nm[s.name] = names.user(s.name)
-        dims[s.name] = dim_of(s.dim)
+        dims[s.name] = b2.dim_of(s.dim)
     for t in rule.temps:
         nm[t.target] = names.user(t.target)
     units: set[str] = set()
     for stripped in (False, True):
-        pr = B2Printer(nm, dims, dt="dt" if rule.uses_units else repr(float(rule.dt)),
+        pr = b2.B2Printer(nm, dims, dt="dt" if rule.uses_units else repr(float(rule.dt)),
                        stripped=stripped)
         try:
-            model = [f"w : {unit_expr(w_dim) or '1'}"]
+            model = [f"w : {b2.unit_expr(w_dim) or '1'}"]
             for s in rule.states:
-                model.append(f"{nm[s.name]} : {unit_expr(dims[s.name]) or '1'}")
+                model.append(f"{nm[s.name]} : {b2.unit_expr(dims[s.name]) or '1'}")
             for q in rule.params:
-                model.append(f"{nm[q.name]} : {unit_expr(dims[q.name]) or '1'} "
+                model.append(f"{nm[q.name]} : {b2.unit_expr(dims[q.name]) or '1'} "
                              f"(shared, constant)")
             code = []
             for t in rule.temps:
@@ -178,7 +171,7 @@ def rule_code(rule: ir.LSynapse, w_dim: Dim, avoid: set[str] = frozenset()) -> R
                 tmp = names.fresh(f"{nm[u.target]}_next")
                 s, d = pr.expr(u.value)
                 if not stripped and d != dims.get(u.target, ONE):
-                    raise DimError("update")
+                    raise b2.DimError("update")
                 code.append(f"{tmp} = {s}" if not stripped else
                             f"{tmp} = ({s})" + (f"*{pr.unit(dims[u.target])}"
                                                 if dims.get(u.target, ONE) != ONE else ""))
@@ -188,9 +181,9 @@ def rule_code(rule: ir.LSynapse, w_dim: Dim, avoid: set[str] = frozenset()) -> R
             post = [pr.assign(a.target, a.value, a.op) for a in rule.on_post]
             units |= pr.units
             for line in model:
-                units |= unit_names(line.split(":")[1].split("(")[0])
+                units |= b2.unit_names(line.split(":")[1].split("(")[0])
             break
-        except DimError:
+        except b2.DimError:
             if stripped:
                 raise
     # parameter values and initial states: set after the synapses exist

@@ -411,6 +411,7 @@ class Planner:
         setup: list[str] = []
         kind = p.kind
         desc = ""
+        fixed = float(p.weight) if p.weight is not None else 1.0  # sparse, one_to_one
         if kind == "dense":
             setup.append(f'w = signed(weight(weights, "{p.param_name}.weight", ({n_out}, {n_in})),'
                          f' "{p.sign}").reshape(-1)')
@@ -427,16 +428,14 @@ class Planner:
             desc = (f"conv2d {list(p.in_shape)} -> {list(p.out_shape)}, kernel "
                     f"{list(p.kernel)}, stride {list(p.stride)}, padding {list(p.padding)}")
         elif kind == "sparse":
-            wv = p.weight if p.weight is not None else 1.0
-            setup.append(f"post, pre = mask_pairs({p.seed}, {p.p!r}, {n_out}, {n_in})")
-            setup.append(f'w = signed(sparse_weights(weights, "{p.param_name}.weight", post, pre, '
-                         f'{n_out}, {n_in}, {float(wv)!r}), "{p.sign}")')
+            setup += [f"post, pre = mask_pairs({p.seed}, {p.p!r}, {n_out}, {n_in})",
+                      f'w = signed(sparse_weights(weights, "{p.param_name}.weight", post, pre, '
+                      f'{n_out}, {n_in}, {fixed!r}), "{p.sign}")']
             desc = f"sparse {n_in} -> {n_out}, p = {p.p}, seed {p.seed}"
         elif kind == "one_to_one":
-            wv = p.weight if p.weight is not None else 1.0
-            setup.append(f"pre = post = np.arange({n_out})")
-            setup.append(f'w = signed(np.broadcast_to(param(weights, "{p.param_name}.weight", '
-                         f'{float(wv)!r}, {tuple(p.out_shape)}, 1), ({n_out},)), "{p.sign}")')
+            setup += [f"pre = post = np.arange({n_out})",
+                      f'w = signed(np.broadcast_to(param(weights, "{p.param_name}.weight", '
+                      f'{fixed!r}, {tuple(p.out_shape)}, 1), ({n_out},)), "{p.sign}")']
             desc = f"one_to_one {n_out}"
         self.plan.projections.append((p.param_name, kind, desc))
         setup.append(f"pre, post = replicate(pre, post, {n_in}, {n_out}, batch)")

@@ -345,58 +345,58 @@ class Derivation:
             code, big, num = coded[key_of[key]]
             return (f"{code}[{idx}]", True, False) if big else (code, False, num)
 
+        def per_step_k(i: str) -> str:
+            """K_i as a tensor of one value per step (zeros where not written yet)."""
+            if ("K", i) not in key_of:
+                k = nm.fresh(f"K_{i}")
+                body.append(f"{k} = torch.zeros_like({like_c})")
+                key_of[("K", i)] = k
+                coded[k] = (k, True, False)
+            k, big, _num = coded[key_of[("K", i)]]
+            if not big:
+                body.append(f"{k} = {k} + torch.zeros_like({like_c})")
+                coded[key_of[("K", i)]] = (k, True, False)
+            return k
+
+        def carried(grads: dict):
+            """(i, l, g, code of N_il, its lines) for every pair of states with
+            a gradient g of state l and N_il != 0."""
+            for i in states:
+                for l in states:
+                    g = grads[l]
+                    if g is not None and Nm[(i, l)] != 0:
+                        sub: list[str] = []
+                        yield i, l, g, lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}"), sub
+
         # the direct gradients of the post-reset trajectories: S[t + 1] is step t's
         if form == "gq":
-            for i in states:
-                for l in states:
-                    g = gS[l]
-                    if g is None or Nm[(i, l)] == 0:
-                        continue
-                    sub: list[str] = []
-                    n_il = lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}")
-                    if ("K", i) not in key_of:
-                        k_i = nm.fresh(f"K_{i}")
-                        sub.append(f"{k_i} = torch.mul({sl(g, 1)}, {n_il})")
-                        body.append(f"if {g} is not None:")
-                        body += ["    " + x for x in sub]
-                        body.append("else:")
-                        body.append(f"    {k_i} = torch.zeros_like({like_c})")
-                        key_of[("K", i)] = k_i
-                        coded[k_i] = (k_i, True, False)
-                        continue
-                    k_i, big, _num = coded[key_of[("K", i)]]
-                    if not big:  # a per-step tensor from here on
-                        body.append(f"{k_i} = {k_i} + torch.zeros_like({like_c})")
-                        coded[key_of[("K", i)]] = (k_i, True, False)
-                    if lean.num(Nm[(i, l)]) is not None:
-                        sub.append(f"{k_i} = torch.add({k_i}, {sl(g, 1)}, alpha={n_il})")
-                    else:
-                        sub.append(f"{k_i} = torch.addcmul({k_i}, {n_il}, {sl(g, 1)})")
+            for i, l, g, n_il, sub in carried(gS):
+                if ("K", i) not in key_of:
+                    k_i = nm.fresh(f"K_{i}")
+                    sub.append(f"{k_i} = torch.mul({sl(g, 1)}, {n_il})")
                     body.append(f"if {g} is not None:")
                     body += ["    " + x for x in sub]
+                    body.append("else:")
+                    body.append(f"    {k_i} = torch.zeros_like({like_c})")
+                    key_of[("K", i)] = k_i
+                    coded[k_i] = (k_i, True, False)
+                    continue
+                k_i = per_step_k(i)
+                if lean.num(Nm[(i, l)]) is not None:
+                    sub.append(f"{k_i} = torch.add({k_i}, {sl(g, 1)}, alpha={n_il})")
+                else:
+                    sub.append(f"{k_i} = torch.addcmul({k_i}, {n_il}, {sl(g, 1)})")
+                body.append(f"if {g} is not None:")
+                body += ["    " + x for x in sub]
         # the gradients of the final states (carried to the next chunk of steps): u[T-1]
         if form == "gq":
-            for i in states:
-                for l in states:
-                    g = gF[l]
-                    if g is None or Nm[(i, l)] == 0:
-                        continue
-                    sub = []
-                    n_il = lean.assign(Nm[(i, l)], sub, f"n_{i}_{l}")
-                    n_last = f"{n_il}[-1]" if lean.is_big(Nm[(i, l)]) else n_il
-                    if ("K", i) not in key_of:
-                        k_i = nm.fresh(f"K_{i}")
-                        body.append(f"{k_i} = torch.zeros_like({like_c})")
-                        key_of[("K", i)] = k_i
-                        coded[k_i] = (k_i, True, False)
-                    k_i, big, _num = coded[key_of[("K", i)]]
-                    if not big:
-                        body.append(f"{k_i} = {k_i} + torch.zeros_like({like_c})")
-                        coded[key_of[("K", i)]] = (k_i, True, False)
-                    sub.append(f"{k_i} = {k_i}.clone()")  # it may be a view of a gradient
-                    sub.append(f"{k_i}[-1] += {n_last} * {g}")
-                    body.append(f"if {g} is not None and t1 == T:")
-                    body += ["    " + x for x in sub]
+            for i, l, g, n_il, sub in carried(gF):
+                n_last = f"{n_il}[-1]" if lean.is_big(Nm[(i, l)]) else n_il
+                k_i = per_step_k(i)
+                sub.append(f"{k_i} = {k_i}.clone()")  # it may be a view of a gradient
+                sub.append(f"{k_i}[-1] += {n_last} * {g}")
+                body.append(f"if {g} is not None and t1 == T:")
+                body += ["    " + x for x in sub]
         # -------- what is wanted: gradients of the per-step inputs and static tensors
         wanted = [(f"step:{k}", gX[k].subs(zero)) for k in plan.step_names] + [
             (f"static:{k}", gP[k].subs(zero)) for k in plan.static_names]
