@@ -324,22 +324,39 @@ def cond_code(cond: ir.Expr, P: TorchPrinter, spike_fn, namer: Namer, z_var: str
     leaf through the surrogate spike function, guards as 0/1 constants,
     ``a and b`` = a·b, ``a or b`` = a + b − a·b (exact on 0/1 values)."""
     lines: list[str] = []
+    guards: dict[str, tuple[str, str]] = {}  # a guard not yet computed: its bool code
 
     def local(code: str, hint: str) -> str:
         v = namer.fresh(hint)
         lines.append(f"{v} = {code}")
         return v
 
+    def value(v: str) -> str:
+        """A leaf or combination as a 0/1 tensor."""
+        if v in guards:
+            code, text = guards.pop(v)
+            lines.append(f"{v} = {code}.to({P.dtype})  # guard {text}")
+        return v
+
     def leaf(i: int, e: ir.Expr) -> str:
         if is_ordering(e):
-            return local(f"{spike_fn(e.op)}.apply({P.tensor(e.left)})  # {spk(e)}",
+            return local(f"{spike_fn(e.op)}.fire({P.tensor(e.left)})  # {spk(e)}",
                          f"{z_var}_{i}")
         if isinstance(e, ir.Num):
             return number(1.0 if e.value else 0.0)
-        return local(f"{P.boolean(e)}.to({P.dtype})  # guard {spk(e)}", f"{z_var}_{i}")
+        v = namer.fresh(f"{z_var}_{i}")
+        guards[v] = (P.boolean(e), spk(e))
+        return v
 
-    z = combine(cond, leaf, lambda a, b: local(f"{a} * {b}", f"{z_var}_and"),
-                lambda a, b: local(f"{a} + {b} - {a} * {b}", f"{z_var}_or"))
+    def and_(a: str, b: str) -> str:
+        if b in guards and a not in guards:  # H_a where the guard holds: one kernel
+            code, text = guards.pop(b)
+            return local(f"torch.where({code}, {a}, 0.0)  # and guard {text}", f"{z_var}_and")
+        return local(f"{value(a)} * {value(b)}", f"{z_var}_and")
+
+    z = combine(cond, leaf, and_,
+                lambda a, b: local(f"{value(a)} + {value(b)} - {a} * {b}", f"{z_var}_or"))
+    z = value(z)
     if z.replace(".", "", 1).isdigit():  # no leaf reads the step
         z = f"torch.full_like({like}, {z})"
     lines.append(f"{z_var} = {z}  # spike {spk(cond)}")
