@@ -34,6 +34,8 @@ from pygments.token import (
 )
 
 from spikedsl.frontend.parse import RESERVED
+from spikedsl.ir.functions import FUNCTIONS
+from spikedsl.ir.surrogates import SURROGATES
 
 __all__ = ["KEYWORDS", "SpkLexer", "grammar_keywords", "keyword_drift", "textmate_grammar"]
 
@@ -46,24 +48,23 @@ NAMESPACE = ("import",)
 STATEMENTS = tuple(sorted(RESERVED - {*DECLARATIONS, *WORD_OPERATORS, *NAMESPACE}))
 KEYWORDS = frozenset(DECLARATIONS + STATEMENTS + WORD_OPERATORS + NAMESPACE)
 
-# Built-in names that are not reserved (functions, projections, encoders ...).
-BUILTINS = (
-    # expression functions (spikedsl.ir.exprs.FUNCTIONS)
-    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos", "min", "max",
-    "clip", "where", "exprel",
+# Built-in names that are not reserved (functions, projections, encoders ...):
+# the functions and surrogates from their tables, so that a new row needs no edit here.
+BUILTINS = tuple(dict.fromkeys((
+    *FUNCTIONS,
     # projections, stages, cells, reductions
     "dense", "conv2d", "sparse", "one_to_one", "avgpool2d", "sumpool2d", "maxpool2d",
     "flatten", "batchnorm", "dropout", "slstm", "sconv_lstm", "sum", "mean", "last",
     # encoders
     "direct", "poisson", "latency", "spikes",
-    # surrogates and integration methods
-    "fast_sigmoid", "atan", "rectangular", "triangle", "ste", "exact", "euler", "rk2", "rk4",
-    "exponential_euler",
+    *SURROGATES,
+    # integration methods
+    "exact", "euler", "rk2", "rk4", "exponential_euler",
     # parameter options, initialisers
     "trainable", "per_neuron", "range", "uniform", "normal", "kaiming", "xavier",
     # test quantities and drives
     "first_spike", "count", "spike_times", "rate", "step", "ramp",
-)
+)))
 CONSTANTS = ("true", "false", "excitatory", "inhibitory", "all")
 _UNIT_WORDS = ("Gohm|Mohm|kohm|ohm|kHz|Hz|mV|uV|V|mA|uA|nA|pA|A|mS|uS|nS|S|uF|nF|pF|F|"
                "ms|us|ns|s")
