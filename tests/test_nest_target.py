@@ -98,8 +98,9 @@ def test_iaf_psc_exp_equals_the_closed_form_to_1e_9_mV():
     m = make_plan(net).populations["n"].match
     assert m.model == "iaf_psc_exp" and m.exact and m.lead == 1
     # I_e folds into the resting potential: E_L + I_e tau_m / C_m = -58 mV
-    assert float(m.params["tau_m"]) == 10.0 and float(m.params["E_L"]) == -58.0
-    assert float(m.params["t_ref"]) == 2.0 and float(m.params["C_m"]) == 250.0
+    par = {k: np.asarray(v).item() for k, v in m.params.items()}
+    assert par["tau_m"] == 10.0 and par["E_L"] == -58.0
+    assert par["t_ref"] == 2.0 and par["C_m"] == 250.0
 
 
 # ---------------------------------------------------------------- iaf_psc_delta
