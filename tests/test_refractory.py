@@ -136,3 +136,59 @@ def test_no_executor_knows_about_refractory_periods():
     assert len(files) > 10
     offenders = [str(p.relative_to(PKG)) for p in files if pat.search(p.read_text())]
     assert offenders == []
+
+
+# ------------------------------------------------------------------ gradients
+STEER = """
+neuron Steer {
+    state v = 0
+    state c = 0
+    state w = 0
+    state a = 0
+    input I
+    update v = where(c > 0, v, 0.5 * v + I - a)
+    update c = max(c - 1, 0) + w
+    update w = 0.9 * w + v
+    update a = 0.9 * a
+    spike v > 1 and c == 0
+    reset v = 0; c = 3; a += 0.1
+}
+"""
+
+
+def test_steering_states_are_the_states_read_only_in_conditions():
+    from spikedsl.lowering.neuron import steering_states
+
+    n = spikedsl.loads(STEER).neuron("Steer")
+    # c is read in a where condition and a guard (and by itself); a is read
+    # by v's update, v by the spike; w is read by c's update only, but in no
+    # condition: it keeps its gradient (which is 0 here, as nothing reads c's)
+    assert steering_states(n) == {"c"}
+    assert steering_states(_placed()) == {"refractory"}
+    plain = spikedsl.loads(SPEC.replace("    refractory 2.5%s\n", "")).network("N").ir
+    assert steering_states(plain.layer("h").neuron) == frozenset()
+
+
+def test_both_torch_paths_give_the_same_gradients_with_a_refractory_period():
+    """The fused scan (analytic backward, the counter left out of the
+    adjoint) and the step path (autograd, the counter detached) agree."""
+    torch = pytest.importorskip("torch")
+    from spikedsl.targets.torch import build
+
+    net = spikedsl.loads(SPEC % "").network("N").ir
+    grads = []
+    for fast in (True, False):
+        m = build(net, dtype=torch.float64, fast=fast)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.fill_(0.6)
+        x = torch.linspace(0.2, 2.0, 16, dtype=torch.float64).reshape(8, 2, 1)
+        x.requires_grad_(True)
+        out = m(x)
+        z = out["h"]
+        assert 2 <= z.sum() < 16  # it spikes, and rests after a spike
+        (z * torch.arange(1.0, 9.0, dtype=torch.float64)[:, None, None]).sum().backward()
+        grads.append([x.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*grads):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

@@ -27,6 +27,7 @@ __all__ = [
     "mul",
     "names",
     "num",
+    "split_reads",
     "sub",
     "substitute",
     "to_sympy",
@@ -44,6 +45,28 @@ def names(e: ir.Expr) -> set[str]:
         else:
             stack.extend(children(x))
     return out
+
+
+def split_reads(e: ir.Expr) -> tuple[set[str], set[str]]:
+    """``(differentiable, steering)``: the identifiers ``e`` reads where a
+    gradient flows through them, and those it reads only inside a condition
+    (a comparison, ``and`` / ``or`` / ``not``, the first argument of
+    ``where``), whose gradient is 0."""
+    diff: set[str] = set()
+    steer: set[str] = set()
+    stack = [(e, False)]
+    while stack:
+        x, cond = stack.pop()
+        if isinstance(x, ir.Name):
+            (steer if cond else diff).add(x.id)
+            continue
+        cond = cond or isinstance(x, ir.Compare | ir.BoolOp | ir.Not)
+        subs = children(x)
+        if isinstance(x, ir.Call) and x.func == "where" and subs:
+            stack.append((subs[0], True))
+            subs = subs[1:]
+        stack.extend((c, cond) for c in subs)
+    return diff, steer
 
 
 class _Substitute(ExprTransformer):

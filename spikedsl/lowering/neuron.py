@@ -18,7 +18,18 @@ from functools import lru_cache
 
 from spikedsl import ir
 from spikedsl.errors import Collector
-from spikedsl.ir.exprs import add, div, evaluate, from_sympy, mul, names, num, substitute, to_sympy
+from spikedsl.ir.exprs import (
+    add,
+    div,
+    evaluate,
+    from_sympy,
+    mul,
+    names,
+    num,
+    split_reads,
+    substitute,
+    to_sympy,
+)
 from spikedsl.ir.functions import FUNCTIONS
 from spikedsl.ir.surrogates import DEFAULT as DEFAULT_SURROGATE
 from spikedsl.ir.surrogates import SURROGATES
@@ -637,6 +648,55 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         reset_detach=n.reset_detach, refractory=refr, surrogate=surrogate_of(n),
         uses_units=uses_units, linear=linear, source_line=n.loc.line if n.loc else 0,
         source_file=n.loc.file if n.loc else "")
+
+
+def steering_states(n: ir.LNeuron) -> frozenset[str]:
+    """The states that only steer the step: read in some condition (a
+    comparison, a ``where`` condition, an ``==`` / ``!=`` guard of the spike)
+    and, elsewhere, only by their own statements or by other such states.
+    Their gradient is 0 wherever it would go, so they carry none
+    (docs/semantics.md, "Backward"); the refractory counter is one."""
+    temps = {t.target: split_reads(t.value) for t in n.temps}
+
+    def reads(e: ir.Expr) -> tuple[set[str], set[str]]:
+        diff, steer = split_reads(e)
+        seen: set[str] = set()
+        while (diff | steer) & (set(temps) - seen):  # through temporaries
+            for t in (diff | steer) & (set(temps) - seen):
+                seen.add(t)
+                d, st = temps[t]
+                (diff if t in diff else steer).update(d)
+                steer.update(st)
+        return diff, steer
+
+    readers: dict[str, set[str]] = {s: set() for s in n.state_names}
+    steered: set[str] = set()
+
+    def add(target: str, e: ir.Expr) -> None:
+        diff, steer = reads(e)
+        for s in diff & set(readers):
+            readers[s].add(target)
+        steered.update(steer & set(readers))
+
+    for a in n.updates + n.jumps + n.reset:
+        add(a.target, a.value)
+    if n.spiking and n.spike_x is not None:
+        add("%z", n.spike_x)
+    stack = [n.spike_cond] if n.spiking and n.spike_cond is not None else []
+    while stack:
+        c = stack.pop()
+        if isinstance(c, ir.BoolOp):
+            stack += [c.left, c.right]
+        elif isinstance(c, ir.Compare) and c.op in (">=", ">"):
+            add("%z", c.left)
+        else:
+            steered.update(names(c) & set(readers))
+    dead = set(steered)
+    while True:
+        drop = {s for s in dead if readers[s] - dead - {s}}
+        if not drop:
+            return frozenset(dead)
+        dead -= drop
 
 
 def place(n: ir.LNeuron | ir.LSynapse, net_dt: float,

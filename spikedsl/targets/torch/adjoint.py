@@ -33,6 +33,9 @@ class Derivation:
         self.sp = sp
         self.plan = plan
         self.n = neuron
+        # the states with an adjoint: the others only steer the step (their
+        # gradient is 0 wherever it would go: spikedsl.lowering.neuron.steering_states)
+        self.live = [s for s in plan.states if s not in plan.steering]
         b = SymBuilder()
         self.b = b
         sym = lambda name: sp.Symbol(name, real=True)
@@ -113,7 +116,7 @@ class Derivation:
         return repr((sorted((k, str(v)) for k, v in self.pre.items()), [str(x) for x in self.xs],
                      [str(w) for w in self.w],
                      sorted((k, str(v)) for k, v in self.post.items()), self.n.reset_detach,
-                     self.plan.spiking, self.plan.states))
+                     self.plan.spiking, self.plan.states, self.live))
 
     def equations(self):
         key = self.struct_key()
@@ -127,7 +130,7 @@ class Derivation:
         states, ``u_{t-1} = Phi_t^T GQ_t`` plus the direct gradient of the
         trajectory; gX / gP are in terms of the symbols GQ, u and GX."""
         sp = self.sp
-        states = self.plan.states
+        states = self.live
         u = self.u
         detach = self.n.reset_detach
         spiking = self.plan.spiking
@@ -191,7 +194,7 @@ class Derivation:
         chunk's steps at once.  Compiled: the same with all steps as one chunk,
         the recursion's values collected in lists."""
         from spikedsl.targets.torch.lean import LeanPrinter
-        from spikedsl.targets.torch.sym import SymTorchPrinter
+        from spikedsl.targets.torch.sym import Ind, SymTorchPrinter
 
         sp = self.sp
         plan, n = self.plan, self.n
@@ -262,6 +265,21 @@ class Derivation:
             if isinstance(N[sym], str) and "[t0" in N[sym]:
                 N[sym] = view(N[sym], N[sym].split("[", 1)[0])
         per_step = self.per_step()
+        # the conditions on the forward's values (0/1), computed once per chunk
+        exprs = [*K.values(), *Nm.values(), *Phi.values(), *gX.values(), *gP.values(), *GX]
+        conds = sorted({c for e in exprs for c in e.atoms(Ind) if c.free_symbols & per_step
+                        and not any(a.atoms(Ind) for a in c.args)}, key=str)
+        if conds:
+            named = {}
+            for k, c in enumerate(conds):
+                named[c] = sp.Symbol(f"C:{k}", real=True)
+                N[named[c]] = nm.fresh(f"c{k}")
+                body.append(f"{N[named[c]]} = {pr(c)}")
+            per_step = per_step | set(named.values())
+            K, Phi, gX, gP = ({k: e.xreplace(named) for k, e in d.items()}
+                              for d in (K, Phi, gX, gP))
+            Nm = {k: e.xreplace(named) for k, e in Nm.items()}
+            GX = [e.xreplace(named) for e in GX]
         lean = LeanPrinter(N, set(per_step), pr, nm)
         if spiking:
             body.append(f"z = {view(sl('Z'), 'Z')}")
@@ -291,6 +309,8 @@ class Derivation:
             gZ = grads["z"]
             body.append(f"gz = {sl(gZ)} if {gZ} is not None else torch.zeros_like(z)")
             gen._uses_math = gen._uses_math or P.uses_math
+        like_c = N[self.q[states[0]]]
+        states = self.live  # from here on: the adjoint
         zero = {}
         for s_ in states:
             key = f"Q:{s_}"
@@ -301,7 +321,6 @@ class Derivation:
                 zero[self.gpre[s_]] = 0
         if not spiking:
             zero[self.gz] = 0
-        like_c = N[self.q[states[0]]]
         Ks = {i: K[i].subs(zero) for i in states}
         if form == "gq":  # the coefficient of GQ_{t+1}: sum_l N_il Phi_ml
             coef = {(i, m): sp.expand(sum((Nm[(i, l)] * Phi[(m, l)] for l in states),
@@ -545,7 +564,7 @@ class Derivation:
             L.append("for t1 in range(T, 0, -chunk):")
             L.append("    t0 = max(t1 - chunk, 0)")
             L += ["    " + b_ for b_ in body]
-        ginit = {j: nm.fresh(f"g_{j}0") for j in states}
+        ginit = {j: nm.fresh(f"g_{j}0") if j in states else "None" for j in plan.states}
         for j in states:
             idx = gen_arg_index(A, f"init:{j}")
             if form == "gq":  # u[-1] = Phi^T GQ[0] + the direct gradient of S[0]

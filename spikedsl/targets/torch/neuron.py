@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from spikedsl import ir
 from spikedsl.ir.exprs import names
 from spikedsl.ir.visitor import children
+from spikedsl.lowering.neuron import steering_states
 from spikedsl.targets.torch.expr import (
     Hoister,
     Namer,
@@ -68,6 +69,8 @@ class NeuronPlan:
     static_names: list[str]  # static tensors read by the loop
     jumps: list[Stmt] = field(default_factory=list)  # in order, at the start of the step
     cond: ir.Expr | None = None  # a compound spike condition (and/or of leaves)
+    # states that only steer the step (conditions): carried without gradient
+    steering: frozenset[str] = frozenset()
 
     @property
     def spiking(self) -> bool:
@@ -186,7 +189,7 @@ def make_plan(neuron: ir.LNeuron, dt: float, tensor_params: set[str],
                       tensor_params=sorted(tensor_params), hoisted=hoisted, temps=temps,
                       updates=updates, spike=spike, resets=resets, inits=inits,
                       step_names=step_names, static_names=static_names, jumps=jumps,
-                      cond=cond)
+                      cond=cond, steering=steering_states(neuron))
 
 
 def _size(e: ir.Expr, sizes: dict[str, int]) -> int:
@@ -272,6 +275,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         if s in plan.updates:
             code = full_like(P(plan.updates[s]), plan.updates[s], state_vars[s], dyn)
             lines.append(f"{pre_vars[s]} = {code}  # {statement_text(s, '=', n_update(n, s))}")
+            if s in plan.steering:  # it only steers the step: no gradient
+                lines.append(f"{pre_vars[s]} = {pre_vars[s]}.detach()")
         else:
             lines.append(f"{pre_vars[s]} = {env[s]}")
         new[s] = pre_vars[s]
@@ -311,6 +316,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         for s in plan.states:
             if cur[s] != state_vars[s]:
                 lines.append(f"{state_vars[s]} = {cur[s]}")
+            if s in plan.steering and any(r.target == s for r in plan.resets):
+                lines.append(f"{state_vars[s]} = {state_vars[s]}.detach()")
     else:
         for s in plan.states:
             lines.append(f"{state_vars[s]} = {new[s]}")

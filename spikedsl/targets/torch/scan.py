@@ -48,9 +48,10 @@ class ScanCode:
     args: list[str]  # python arg names after ``T`` (step tensors, static tensors, inits, r0)
     arg_kinds: list[str]  # step | static | init
     arg_keys: list[str]  # plan names / state names
-    outputs: list[str]  # Z, S_<state>..., Q_<state>..., r
+    outputs: list[str]  # Z, S_<state>..., Q_<state>...
     out_keys: list[str]  # "z", "S:v", "Q:v"
     extra: list[str]  # tensors the forward function returns for backward only
+    nondiff: list[str]  # outputs without gradient (states that only steer the step)
     saved: list[str]  # what the Function saves (outputs, extras and args)
     grads: list[str]  # parameters of the backward function (one per output)
     forward: list[str]
@@ -76,7 +77,21 @@ def _emit_into(P: TorchPrinter, e: ir.Expr, out: str) -> str:
     if isinstance(e, ir.Call) and len(e.args) == 1 and FUNCTIONS[e.func].torch_out and \
             not isinstance(e.args[0], ir.Num):
         return f"{FUNCTIONS[e.func].torch_code}({P(e.args[0])}, out={out})"
-    return f"{out}.copy_({P.tensor(e)})"
+    code = P.tensor(e)
+    if code.startswith(("torch.where(", "torch.clamp(")) and _one_call(code):
+        return f"{code[:-1]}, out={out})"
+    return f"{out}.copy_({code})"
+
+
+def _one_call(code: str) -> bool:
+    """Is ``code`` one call ``f(...)`` (its first parenthesis closes last)?"""
+    depth = 0
+    for i, ch in enumerate(code):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and ch == ")":
+            return i == len(code) - 1
+    return False
 
 
 class ScanGen:
@@ -153,6 +168,7 @@ class ScanGen:
         fname = "_" + self.cls.lstrip("_").lower()
         return ScanCode(cls=self.cls, fname=fname, args=arg_names, arg_kinds=kinds,
                         arg_keys=keys, outputs=out_names, out_keys=[k for _, k in outs],
+                        nondiff=[o for o, k in outs if k[2:] in plan.steering],
                         extra=extra, saved=saved, grads=grads, forward=prune(fwd),
                         backward=add_dels(prune(bwd)),
                         uses_math=self._uses_math, doc=doc, compiled=self.compiled)

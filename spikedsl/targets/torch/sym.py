@@ -31,16 +31,16 @@ def _numeric(a) -> bool:
     return isinstance(a, NumSym) or bool(getattr(a, "is_Number", False))
 
 
-class _Ind(sp.Function):
+class Ind(sp.Function):
     """0/1 indicator; derivative 0 (as torch's comparisons)."""
 
     def fdiff(self, argindex=1):
         return sp.S.Zero
 
 
-def _indicator(name: str, nargs: int) -> type[_Ind]:
+def _indicator(name: str, nargs: int) -> type[Ind]:
     """A 0/1 SymPy function ``name`` (its class name is what the printer reads)."""
-    return type(name, (_Ind,), {"nargs": nargs})
+    return type(name, (Ind,), {"nargs": nargs})
 
 
 _CMP = {op: _indicator(f"ind_{suffix}", 2) for op, suffix in
@@ -66,8 +66,19 @@ def function_class(name: str) -> type:
             d = row.grad(holes, argindex - 1, const)
             return _ExactBuilder()(d, {f"_a{k}": a for k, a in enumerate(args)})
 
-        _CLASSES[name] = type(name, (sp.Function,), {"nargs": row.arity, "fdiff": fdiff})
+        body = {"nargs": row.arity, "fdiff": fdiff}
+        if name == "where":
+            body["eval"] = classmethod(_where_eval)
+        _CLASSES[name] = type(name, (sp.Function,), body)
     return _CLASSES[name]
+
+
+def _where_eval(cls, c, a, b):
+    """``where(c, 1, 0)`` of a 0/1 condition is ``c``, ``where(c, 0, 1)`` is
+    ``1 - c`` (so that the derivatives of a choice fold into sums)."""
+    if isinstance(c, Ind) and a.is_Number and b.is_Number:
+        return b + (a - b) * c
+    return None
 
 
 class SymBuilder(ExprVisitor):
@@ -241,7 +252,7 @@ class SymTorchPrinter:
             return f"{bs if bp >= 5 else f'({bs})'} ** {xs}", 4
         if isinstance(e, sp.sign):
             return f"torch.sign({self(e.args[0])})", 5
-        if isinstance(e, _Ind):
+        if isinstance(e, Ind):
             return f"{self.boolean(e)}.to({self.dt})", 5
         fname = type(e).__name__ if _CLASSES.get(type(e).__name__) is type(e) else \
             _native_of(e)
