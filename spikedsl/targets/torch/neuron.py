@@ -232,6 +232,21 @@ def reset_order(resets: list[Stmt]) -> dict[int, bool]:
     return {i: last[s.target] == i for i, s in enumerate(resets)}
 
 
+def reset_call(st: Stmt, s: str, z: str, P: TorchPrinter, out: str = "") -> str:
+    """The reset statement ``st`` of the state whose value is the code ``s``,
+    as one torch call computing exactly ``s - z*(s - e)``, ``s + z*e`` or
+    ``s - z*e`` (``out``: ``", out=..."``)."""
+    P.names["%s"] = s
+    if st.op == "=":
+        d = fold(ir.BinOp(op="-", left=ir.Name(id="%s"), right=st.value))
+        return f"torch.addcmul({s}, {z}, {P.tensor(d)}, value=-1.0{out})"
+    if isinstance(st.value, ir.Num):
+        e = st.value.value if st.op == "+=" else -st.value.value
+        return f"torch.add({s}, {z}, alpha={number(e)}{out})"
+    sign = "" if st.op == "+=" else ", value=-1.0"
+    return f"torch.addcmul({s}, {z}, {P.tensor(st.value)}{sign}{out})"
+
+
 # ------------------------------------------------------------------ step code (autograd)
 
 
@@ -275,7 +290,8 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         if s in plan.updates:
             code = full_like(P(plan.updates[s]), plan.updates[s], state_vars[s], dyn)
             lines.append(f"{pre_vars[s]} = {code}  # {statement_text(s, '=', n_update(n, s))}")
-            if s in plan.steering:  # it only steers the step: no gradient
+            if s in plan.steering and names(plan.updates[s]) - plan.steering:
+                # it only steers the step: no gradient (from what it reads)
                 lines.append(f"{pre_vars[s]} = {pre_vars[s]}.detach()")
         else:
             lines.append(f"{pre_vars[s]} = {env[s]}")
@@ -299,17 +315,7 @@ def step_code(plan: NeuronPlan, *, names_: dict[str, str], state_vars: dict[str,
         for i, st in enumerate(plan.resets):
             env2 = dict(env)
             env2.update(cur)
-            env2["%s"] = cur[st.target]
-            env2["%z"] = zr
-            P2 = TorchPrinter(env2, ref_tensor)
-            S_, Z_ = ir.Name(id="%s"), ir.Name(id="%z")
-            if st.op == "=":
-                e = ir.BinOp(op="-", left=S_, right=ir.BinOp(op="*", left=Z_, right=ir.BinOp(
-                    op="-", left=S_, right=st.value)))
-            else:
-                e = ir.BinOp(op="+" if st.op == "+=" else "-", left=S_,
-                             right=ir.BinOp(op="*", left=Z_, right=st.value))
-            code = P2(fold(e))
+            code = reset_call(st, cur[st.target], zr, TorchPrinter(env2, ref_tensor))
             target = state_vars[st.target] if last[i] else namer.fresh(f"{st.target}_r")
             lines.append(f"{target} = {code}  # reset {statement_text(st.target, st.op, st.value)}")
             cur[st.target] = target

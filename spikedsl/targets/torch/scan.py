@@ -23,8 +23,6 @@ from spikedsl.targets.torch.expr import (
     Namer,
     TorchPrinter,
     add_dels,
-    fold,
-    number,
     prune,
     spk,
     statement_text,
@@ -34,6 +32,7 @@ from spikedsl.targets.torch.neuron import (
     NeuronPlan,
     full_like,
     n_update,
+    reset_call,
     reset_order,
     split_spike,
 )
@@ -279,21 +278,9 @@ class ScanGen:
             cur = dict(penv)
             last = reset_order(plan.resets)
             for i, st in enumerate(plan.resets):
-                P3 = TorchPrinter(dict(cur), ref_t)
-                s = cur[st.target]
-                P3.names["%s"] = s
                 B.append(f"# reset {statement_text(st.target, st.op, st.value)}")
                 out = f", out={slot(st.target)}" if last[i] and not func else ""
-                if st.op == "=":
-                    d = fold(ir.BinOp(op="-", left=ir.Name(id="%s"), right=st.value))
-                    dcode = P3.tensor(d)
-                    val = f"torch.addcmul({s}, z, {dcode}, value=-1.0{out})"
-                elif isinstance(st.value, ir.Num):
-                    e = st.value.value if st.op == "+=" else -st.value.value
-                    val = f"torch.add({s}, z, alpha={number(e)}{out})"
-                else:
-                    sign = "" if st.op == "+=" else ", value=-1.0"
-                    val = f"torch.addcmul({s}, z, {P3.tensor(st.value)}{sign}{out})"
+                val = reset_call(st, cur[st.target], "z", TorchPrinter(dict(cur), ref_t), out)
                 if out:
                     B.append(val)
                     cur[st.target] = slot(st.target)
