@@ -375,7 +375,8 @@ def is_linear(states: list[str], rhs: list[ir.Expr]) -> str | None:
     return hit["term"]
 
 
-def _fresh(base: str, taken: set[str]) -> str:
+def fresh_name(base: str, taken: set[str]) -> str:
+    """``base``, with ``_`` appended until it is not in ``taken`` (then taken)."""
     name = base
     while name in taken:
         name += "_"
@@ -394,7 +395,7 @@ def explicit_step(method: str, states: list[str], rhs: list[ir.Expr], taken: set
         out = []
         mapping = dict(zip(states, at))
         for s, f in zip(states, rhs):
-            n = _fresh(f"{tag}_{s}", taken)
+            n = fresh_name(f"{tag}_{s}", taken)
             temps.append(ir.Assign(target=n, value=substitute(f, mapping)))
             out.append(ir.Name(id=n))
         return out
@@ -487,7 +488,7 @@ def exponential_euler_step(states: list[str], rhs: list[ir.Expr], taken: set[str
         if B == 0:
             updates.append(ir.Assign(target=s, value=add(xs, mul(dt, _clean(f)))))
             continue
-        b_name = _fresh(f"B_{s}", taken)
+        b_name = fresh_name(f"B_{s}", taken)
         temps.append(ir.Assign(target=b_name, value=substitute(from_sympy(B), table)))
         b = ir.Name(id=b_name)
         slope = add(substitute(from_sympy(A), table), mul(b, xs))
@@ -614,7 +615,7 @@ def _lower_neuron(n: ir.Neuron, overrides: dict[str, float] | None,
         after = {}
         for u in updates:
             if any(u.target in names(a.value) for a in n.updates):
-                t = _fresh(f"ode_{u.target}", taken)
+                t = fresh_name(f"ode_{u.target}", taken)
                 temps.append(ir.Assign(target=t, value=u.value))
                 after[u.target] = ir.Name(id=t)
         updates = [ir.Assign(target=u.target, value=after.get(u.target, u.value))

@@ -125,6 +125,7 @@ def expand(n: ir.LNeuron) -> ir.LNeuron:
         return n
     from spikedsl.ir.exprs import names, substitute
     from spikedsl.ir.functions import num
+    from spikedsl.lowering.neuron import fresh_name
 
     q = ir.Name(id=COUNTER)
     busy = ir.Compare(op=">", left=q, right=num(1.0))
@@ -141,10 +142,7 @@ def expand(n: ir.LNeuron) -> ir.LNeuron:
     rename: dict[str, ir.Expr] = {}
     temps = list(n.temps)
     for t in n.refr_temps:
-        new = t.target + "_refr"
-        while new in taken:
-            new += "_"
-        taken.add(new)
+        new = fresh_name(t.target + "_refr", taken)
         temps.append(ir.Assign(target=new, value=substitute(t.value, rename)))
         rename[t.target] = ir.Name(id=new)
     alt = {u.target: substitute(u.value, rename) for u in n.refr_updates}

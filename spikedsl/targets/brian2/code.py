@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from spikedsl import ir
 from spikedsl.ir.units import ONE, Dim
+from spikedsl.lowering.neuron import fresh_name
 from spikedsl.targets.brian2 import printer as b2
 
 
@@ -43,13 +44,6 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
     pr = b2.B2Printer(names_in, dims, dt=dt, stripped=stripped)
     taken = (set(nm.values()) | set(eff.values()) | set(bias_names.values())
              | set(pre_vars.values()))
-
-    def fresh(base: str) -> str:
-        cand = base
-        while cand in taken:
-            cand += "_"
-        taken.add(cand)
-        return cand
 
     def value(target: str, e: ir.Expr) -> str:
         """``e`` for an assignment to state ``target`` (dimension checked)."""
@@ -80,7 +74,7 @@ def neuron_code(neu: ir.LNeuron, nm: dict[str, str], dims: dict[str, Dim],
         if single:
             lines.append(f"{target} = {s}")
             continue
-        tmp = fresh(f"{target}_next")
+        tmp = fresh_name(f"{target}_next", taken)
         lines.append(f"{tmp} = {s}")
         news.append((u.target, target, tmp))
     for _state, target, tmp in news:
