@@ -113,7 +113,7 @@ class ScanGen:
         spiking = plan.spiking
         reset_states = [s for s in plan.states if any(r.target == s for r in plan.resets)]
         nm = Namer(["T", "t", "ftype", "DT", "STEPS", "INPUTS", "OUTPUTS", "ENCODERS", "Zb",
-                    "Z", "zb", "sg", "sig", "sgn", "nr", "x", "z", "gz", "GX",
+                    "Z", "zb", "sg", "sig", "sgn", "x", "z", "gz", "GX",
                     "acc", "needs", "ctx", "grads"])
         arg_names, kinds, keys = [], [], []
         for k in plan.step_names:
