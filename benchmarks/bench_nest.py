@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from common import peak_mib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SPEC = """
@@ -64,14 +66,6 @@ network CUBA {{
     output inh
 }}
 """
-
-
-def peak_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_spikedsl(n: int, threads: int) -> dict:

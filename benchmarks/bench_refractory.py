@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from common import median_time  # noqa: E402 (benchmarks/common.py)
 
 SPEC = """
 neuron LIF {{
@@ -39,17 +40,6 @@ network Net {{
     output sum(o)
 }}
 """
-
-
-def cpu_median(f, repeats: int) -> float:
-    for _ in range(3):
-        f()
-    out = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        f()
-        out.append(time.process_time() - t0)
-    return statistics.median(out)
 
 
 def main() -> int:
@@ -81,7 +71,8 @@ def main() -> int:
             m.zero_grad()
             m(x)["sum(o)"].square().mean().backward()
 
-        f, fb = cpu_median(fwd, args.repeats), cpu_median(both, args.repeats)
+        f, fb = (median_time(g, args.repeats, warmup=3, clock=time.process_time)
+                 for g in (fwd, both))
         print(f"{steps:>10} {f * 1e3:>11.1f} {fb * 1e3:>11.1f} {spikes['o']:>14.0f}")
     print(f"load average after: {os.getloadavg()}")
     return 0

@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+from common import peak_mib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNERS = ("torch", "brian2-cython", "brian2-cpp", "nest-1", "nest-2")
 SPECS = {"cuba": "specs/networks/cuba.spk", "coba": "specs/networks/coba.spk",
@@ -58,14 +60,6 @@ def spec_text(model: str, n: int) -> str:
         p = min(0.5, 0.1 * 5000 / n)
         text = re.sub(r"p = 0\.1\b", f"p = {p:.6g}", text)
     return text
-
-
-def peak_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load(model: str, n: int):

@@ -18,28 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from common import median_time  # noqa: E402 (benchmarks/common.py)
 
 SPEC = """
 neuron N {{ state v = 0; input I; update v = I; spike v >= 1 }}
 network Net {{ steps = 1; input x[{n}] : spikes
   layer h[{n}] = N <- sparse(x, p = {p}, weight = 0.5, seed = 1); output h }}
 """
-
-
-def timed(f, repeats: int) -> float:
-    f()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def main() -> int:
@@ -70,8 +60,8 @@ def main() -> int:
                     x = (torch.rand((rows, n), generator=g, dtype=torch.float64) < act).to(
                         torch.float64)
                     with torch.inference_mode():
-                        te = timed(lambda: ns["_sparse"](x, ev, None, True), args.repeats)
-                        td = timed(lambda: ns["_sparse"](x, de, None, True), args.repeats)
+                        te = median_time(lambda: ns["_sparse"](x, ev, None, True), args.repeats)
+                        td = median_time(lambda: ns["_sparse"](x, de, None, True), args.repeats)
                     print(f"{n:5d} {p:5.2f} {rows:5d} {act:7.3f} {rows * p:7.2f} "
                           f"{te * 1e6:10.1f} {td * 1e6:9.1f} {'events' if te < td else 'dense'}",
                           flush=True)
